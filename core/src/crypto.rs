@@ -1,0 +1,626 @@
+//! WXBizMsgCrypt: the callback encryption scheme of WeCom, byte-compatible with Tencent's SDKs.
+//!
+//! - The EncodingAESKey is 43 base64 characters; `base64(key + "=")` gives the 32-byte AES key.
+//!   Tencent's keys carry non-zero trailing bits, so decoding is lenient about those bits and
+//!   strict about everything else.
+//! - AES-256-CBC with the first 16 key bytes as IV, PKCS#7 padding to a multiple of **32** bytes.
+//! - Plaintext: `random(16) || u32be(len) || msg || receive_id`.
+//! - Signature: `sha1(sorted(token, timestamp, nonce, encrypted).concat())` in lower-case hex.
+//!
+//! # Security
+//! CBC carries no MAC: the SHA1 signature over the ciphertext is the only authenticity check.
+//! Every entry point that takes ciphertext from the network ([`MsgCrypt::verify_url`],
+//! [`MsgCrypt::decrypt`]) verifies the signature first, in constant time, so unsigned input
+//! never reaches the padding check (no padding oracle).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use base64::alphabet;
+use base64::engine::{
+    general_purpose::STANDARD, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig,
+};
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+use subtle::ConstantTimeEq;
+
+type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
+type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
+
+/// WXBizMsgCrypt pads to 32 bytes, not to the AES block size.
+const PAD_BLOCK: usize = 32;
+/// Random prefix plus the 4-byte length field.
+const HEADER_LEN: usize = 20;
+
+/// Decoder for EncodingAESKeys: Tencent's keys have non-zero trailing bits.
+const LENIENT_KEY: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// What can go wrong in WXBizMsgCrypt; [`CryptoError::code`] gives the official number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CryptoError {
+    /// The signature does not match (-40001).
+    ValidateSignature,
+    /// The XML envelope could not be parsed (-40002).
+    ParseXml,
+    /// The signature could not be computed (-40003).
+    ComputeSignature,
+    /// The EncodingAESKey is not 43 base64 characters decoding to 32 bytes (-40004).
+    IllegalAesKey,
+    /// The decrypted receive id is not the expected corp id (-40005).
+    ValidateCorpId,
+    /// Encryption failed (-40006).
+    EncryptAes,
+    /// Decryption failed: bad padding or ciphertext length (-40007).
+    DecryptAes,
+    /// The decrypted buffer is malformed: too short, or a length field out of range (-40008).
+    IllegalBuffer,
+    /// Base64 encoding failed (-40009).
+    EncodeBase64,
+    /// The ciphertext is not valid base64 (-40010).
+    DecodeBase64,
+    /// The reply XML could not be built (-40011).
+    GenXml,
+}
+
+impl CryptoError {
+    /// The error number of Tencent's WXBizMsgCrypt SDKs.
+    pub fn code(self) -> i32 {
+        match self {
+            Self::ValidateSignature => -40001,
+            Self::ParseXml => -40002,
+            Self::ComputeSignature => -40003,
+            Self::IllegalAesKey => -40004,
+            Self::ValidateCorpId => -40005,
+            Self::EncryptAes => -40006,
+            Self::DecryptAes => -40007,
+            Self::IllegalBuffer => -40008,
+            Self::EncodeBase64 => -40009,
+            Self::DecodeBase64 => -40010,
+            Self::GenXml => -40011,
+        }
+    }
+}
+
+impl fmt::Display for CryptoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self {
+            Self::ValidateSignature => "signature mismatch",
+            Self::ParseXml => "xml parse error",
+            Self::ComputeSignature => "signature computation failed",
+            Self::IllegalAesKey => "illegal encoding aes key",
+            Self::ValidateCorpId => "receive id mismatch",
+            Self::EncryptAes => "aes encryption failed",
+            Self::DecryptAes => "aes decryption failed",
+            Self::IllegalBuffer => "illegal decrypted buffer",
+            Self::EncodeBase64 => "base64 encoding failed",
+            Self::DecodeBase64 => "base64 decoding failed",
+            Self::GenXml => "xml generation failed",
+        };
+        write!(f, "{what} ({})", self.code())
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for CryptoError {}
+
+/// A decoded EncodingAESKey. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncodingAesKey([u8; 32]);
+
+impl EncodingAesKey {
+    /// Decodes the 43-character key as shown in the WeCom admin console.
+    pub fn parse(encoded: &str) -> Result<Self, CryptoError> {
+        let encoded = encoded.trim();
+        if encoded.len() != 43 || !encoded.bytes().all(is_base64_char) {
+            return Err(CryptoError::IllegalAesKey);
+        }
+        let bytes = LENIENT_KEY
+            .decode(encoded)
+            .map_err(|_| CryptoError::IllegalAesKey)?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::IllegalAesKey)?;
+        Ok(Self(key))
+    }
+
+    /// The raw 32-byte AES key.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn iv(&self) -> &[u8] {
+        &self.0[..16]
+    }
+}
+
+impl fmt::Debug for EncodingAesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EncodingAesKey(<redacted>)")
+    }
+}
+
+fn is_base64_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
+}
+
+/// The signature WeCom puts in `msg_signature`: SHA1 over the sorted parts, lower-case hex.
+pub fn signature(token: &str, timestamp: &str, nonce: &str, encrypted: &str) -> String {
+    to_hex(&signature_bytes(token, timestamp, nonce, encrypted))
+}
+
+fn signature_bytes(token: &str, timestamp: &str, nonce: &str, encrypted: &str) -> [u8; 20] {
+    let mut parts = [token, timestamp, nonce, encrypted];
+    parts.sort_unstable();
+    let mut sha = Sha1::new();
+    for part in parts {
+        sha.update(part.as_bytes());
+    }
+    sha.finalize().into()
+}
+
+/// Checks `msg_signature` in constant time. Upper-case hex is accepted.
+pub fn verify_signature(
+    token: &str,
+    timestamp: &str,
+    nonce: &str,
+    encrypted: &str,
+    msg_signature: &str,
+) -> Result<(), CryptoError> {
+    let expected = signature_bytes(token, timestamp, nonce, encrypted);
+    let given = from_hex_20(msg_signature).ok_or(CryptoError::ValidateSignature)?;
+    if bool::from(expected.ct_eq(&given)) {
+        Ok(())
+    } else {
+        Err(CryptoError::ValidateSignature)
+    }
+}
+
+/// A decrypted payload before the receive id is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The message: XML for callbacks, the echo string for URL verification.
+    pub msg: Vec<u8>,
+    /// The receive id appended by WeCom: the CorpID for self-built apps.
+    pub receive_id: Vec<u8>,
+}
+
+/// Decrypts base64 ciphertext without checking any signature. Callers must verify the signature
+/// first; see the module's security note.
+pub fn open(key: &EncodingAesKey, encrypted_b64: &str) -> Result<Opened, CryptoError> {
+    let mut buf = STANDARD
+        .decode(encrypted_b64.trim())
+        .map_err(|_| CryptoError::DecodeBase64)?;
+    if buf.is_empty() || buf.len() % 16 != 0 {
+        return Err(CryptoError::DecryptAes);
+    }
+    let dec = Aes256CbcDec::new_from_slices(key.as_bytes(), key.iv())
+        .map_err(|_| CryptoError::IllegalAesKey)?;
+    let plain_len = dec
+        .decrypt_padded_mut::<NoPadding>(&mut buf)
+        .map_err(|_| CryptoError::DecryptAes)?
+        .len();
+    let content_len = plain_len - unpad_len(&buf[..plain_len])?;
+    let content = &buf[..content_len];
+    if content.len() < HEADER_LEN {
+        return Err(CryptoError::IllegalBuffer);
+    }
+    let msg_len = u32::from_be_bytes([content[16], content[17], content[18], content[19]]) as usize;
+    let rest = &content[HEADER_LEN..];
+    if msg_len > rest.len() {
+        return Err(CryptoError::IllegalBuffer);
+    }
+    let (msg, receive_id) = rest.split_at(msg_len);
+    Ok(Opened {
+        msg: msg.to_vec(),
+        receive_id: receive_id.to_vec(),
+    })
+}
+
+/// Strict 32-byte PKCS#7: the pad value is 1..=32 and every pad byte equals it.
+fn unpad_len(buf: &[u8]) -> Result<usize, CryptoError> {
+    let pad = *buf.last().ok_or(CryptoError::DecryptAes)? as usize;
+    if pad == 0 || pad > PAD_BLOCK || pad > buf.len() {
+        return Err(CryptoError::DecryptAes);
+    }
+    if buf[buf.len() - pad..].iter().any(|&b| b as usize != pad) {
+        return Err(CryptoError::DecryptAes);
+    }
+    Ok(pad)
+}
+
+/// Encrypts `msg` for `receive_id` with the given 16 random bytes, returning base64.
+pub fn seal(
+    key: &EncodingAesKey,
+    msg: &[u8],
+    receive_id: &[u8],
+    random: &[u8; 16],
+) -> Result<String, CryptoError> {
+    let msg_len = u32::try_from(msg.len()).map_err(|_| CryptoError::EncryptAes)?;
+    let content_len = HEADER_LEN + msg.len() + receive_id.len();
+    let pad = PAD_BLOCK - content_len % PAD_BLOCK;
+    let mut buf = Vec::with_capacity(content_len + pad);
+    buf.extend_from_slice(random);
+    buf.extend_from_slice(&msg_len.to_be_bytes());
+    buf.extend_from_slice(msg);
+    buf.extend_from_slice(receive_id);
+    buf.resize(content_len + pad, pad as u8);
+    let enc = Aes256CbcEnc::new_from_slices(key.as_bytes(), key.iv())
+        .map_err(|_| CryptoError::IllegalAesKey)?;
+    let len = buf.len();
+    enc.encrypt_padded_mut::<NoPadding>(&mut buf, len)
+        .map_err(|_| CryptoError::EncryptAes)?;
+    Ok(STANDARD.encode(&buf))
+}
+
+/// One app's WXBizMsgCrypt: token, key and receive id (the CorpID).
+#[derive(Clone)]
+pub struct MsgCrypt {
+    token: String,
+    key: EncodingAesKey,
+    receive_id: String,
+}
+
+impl fmt::Debug for MsgCrypt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MsgCrypt")
+            .field("token", &"<redacted>")
+            .field("key", &self.key)
+            .field("receive_id", &self.receive_id)
+            .finish()
+    }
+}
+
+/// An encrypted passive reply, ready for [`crate::xml::encrypted_reply_xml`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// Base64 ciphertext.
+    pub encrypt: String,
+    /// `msg_signature` over the ciphertext.
+    pub signature: String,
+    /// The timestamp that was signed.
+    pub timestamp: String,
+    /// The nonce that was signed.
+    pub nonce: String,
+}
+
+impl MsgCrypt {
+    /// Builds the crypt from the app's settings; fails on an illegal EncodingAESKey.
+    pub fn new(token: &str, encoding_aes_key: &str, receive_id: &str) -> Result<Self, CryptoError> {
+        Ok(Self {
+            token: token.into(),
+            key: EncodingAesKey::parse(encoding_aes_key)?,
+            receive_id: receive_id.into(),
+        })
+    }
+
+    /// The app's token (a secret: do not log it).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The decoded key.
+    pub fn key(&self) -> &EncodingAesKey {
+        &self.key
+    }
+
+    /// The receive id this crypt expects and writes (the CorpID).
+    pub fn receive_id(&self) -> &str {
+        &self.receive_id
+    }
+
+    /// Checks the signature only: one SHA1, no AES.
+    pub fn verify_signature(
+        &self,
+        msg_signature: &str,
+        timestamp: &str,
+        nonce: &str,
+        encrypted: &str,
+    ) -> Result<(), CryptoError> {
+        verify_signature(&self.token, timestamp, nonce, encrypted, msg_signature)
+    }
+
+    /// Decrypts a signature-checked payload and checks its receive id.
+    pub fn open_verified(&self, encrypted: &str) -> Result<Vec<u8>, CryptoError> {
+        let opened = open(&self.key, encrypted)?;
+        if opened.receive_id != self.receive_id.as_bytes() {
+            return Err(CryptoError::ValidateCorpId);
+        }
+        Ok(opened.msg)
+    }
+
+    /// Answers URL verification: returns the plaintext echo string to send back as-is.
+    pub fn verify_url(
+        &self,
+        msg_signature: &str,
+        timestamp: &str,
+        nonce: &str,
+        echostr: &str,
+    ) -> Result<String, CryptoError> {
+        self.verify_signature(msg_signature, timestamp, nonce, echostr)?;
+        let msg = self.open_verified(echostr)?;
+        String::from_utf8(msg).map_err(|_| CryptoError::IllegalBuffer)
+    }
+
+    /// Verifies and decrypts the `<Encrypt>` text of a callback, returning the inner XML.
+    pub fn decrypt(
+        &self,
+        msg_signature: &str,
+        timestamp: &str,
+        nonce: &str,
+        encrypted: &str,
+    ) -> Result<String, CryptoError> {
+        self.verify_signature(msg_signature, timestamp, nonce, encrypted)?;
+        let msg = self.open_verified(encrypted)?;
+        String::from_utf8(msg).map_err(|_| CryptoError::IllegalBuffer)
+    }
+
+    /// Encrypts and signs `msg`. The caller supplies the randomness, timestamp and nonce.
+    pub fn encrypt(
+        &self,
+        msg: &str,
+        random: &[u8; 16],
+        timestamp: &str,
+        nonce: &str,
+    ) -> Result<Sealed, CryptoError> {
+        let encrypt = seal(
+            &self.key,
+            msg.as_bytes(),
+            self.receive_id.as_bytes(),
+            random,
+        )?;
+        let signature = signature(&self.token, timestamp, nonce, &encrypt);
+        Ok(Sealed {
+            encrypt,
+            signature,
+            timestamp: timestamp.into(),
+            nonce: nonce.into(),
+        })
+    }
+}
+
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+fn from_hex_20(s: &str) -> Option<[u8; 20]> {
+    let s = s.trim().as_bytes();
+    if s.len() != 40 {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+    }
+    Some(out)
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+    use alloc::vec;
+
+    #[test]
+    fn official_vectors_verify_url() {
+        for set in vector_sets() {
+            let crypt = MsgCrypt::new(&set.token, &set.encoding_aes_key, &set.corp_id).unwrap();
+            let v = &set.verify_url;
+            assert_eq!(
+                signature(&set.token, &v.timestamp, &v.nonce, &v.echostr),
+                v.msg_signature,
+                "{}",
+                set.name
+            );
+            let body = crypt
+                .verify_url(&v.msg_signature, &v.timestamp, &v.nonce, &v.echostr)
+                .unwrap();
+            assert_eq!(body, v.expected_body, "{}", set.name);
+        }
+    }
+
+    #[test]
+    fn official_vectors_callback_and_pad_lengths() {
+        for set in vector_sets() {
+            let crypt = MsgCrypt::new(&set.token, &set.encoding_aes_key, &set.corp_id).unwrap();
+            let c = &set.callback;
+            let encrypt = crate::xml::parse_envelope(&c.body).unwrap().encrypt;
+            let plain = crypt
+                .decrypt(&c.msg_signature, &c.timestamp, &c.nonce, &encrypt)
+                .unwrap();
+            assert_eq!(plain, c.expected_plaintext, "{}", set.name);
+            for (cipher, pad_len) in [
+                (&encrypt, c.pad_len),
+                (&set.verify_url.echostr, set.verify_url.pad_len),
+            ] {
+                let mut raw = STANDARD.decode(cipher).unwrap();
+                Aes256CbcDec::new_from_slices(crypt.key().as_bytes(), crypt.key().iv())
+                    .unwrap()
+                    .decrypt_padded_mut::<NoPadding>(&mut raw)
+                    .unwrap();
+                assert_eq!(*raw.last().unwrap() as usize, pad_len, "{}", set.name);
+            }
+        }
+    }
+
+    #[test]
+    fn official_keys_need_lenient_trailing_bits() {
+        for set in vector_sets() {
+            assert!(STANDARD
+                .decode(alloc::format!("{}=", set.encoding_aes_key))
+                .is_err());
+            assert!(EncodingAesKey::parse(&set.encoding_aes_key).is_ok());
+        }
+    }
+
+    #[test]
+    fn encrypt_reproduces_official_ciphertext_given_its_random_prefix() {
+        for set in vector_sets() {
+            let crypt = MsgCrypt::new(&set.token, &set.encoding_aes_key, &set.corp_id).unwrap();
+            let c = &set.callback;
+            let encrypt = crate::xml::parse_envelope(&c.body).unwrap().encrypt;
+            let mut raw = STANDARD.decode(&encrypt).unwrap();
+            Aes256CbcDec::new_from_slices(crypt.key().as_bytes(), crypt.key().iv())
+                .unwrap()
+                .decrypt_padded_mut::<NoPadding>(&mut raw)
+                .unwrap();
+            let random: [u8; 16] = raw[..16].try_into().unwrap();
+            let sealed = crypt
+                .encrypt(&c.expected_plaintext, &random, &c.timestamp, &c.nonce)
+                .unwrap();
+            assert_eq!(sealed.encrypt, encrypt, "{}", set.name);
+            assert_eq!(sealed.signature, c.msg_signature, "{}", set.name);
+        }
+    }
+
+    #[test]
+    fn key_errors() {
+        assert_eq!(
+            EncodingAesKey::parse("short"),
+            Err(CryptoError::IllegalAesKey)
+        );
+        assert_eq!(
+            EncodingAesKey::parse(&"!".repeat(43)),
+            Err(CryptoError::IllegalAesKey)
+        );
+        assert_eq!(
+            EncodingAesKey::parse(&"a".repeat(44)),
+            Err(CryptoError::IllegalAesKey)
+        );
+        let k = EncodingAesKey::parse(&"a".repeat(43)).unwrap();
+        assert_eq!(alloc::format!("{k:?}"), "EncodingAesKey(<redacted>)");
+    }
+
+    #[test]
+    fn tampering_is_rejected_with_the_right_codes() {
+        let crypt = MsgCrypt::new("tok", &"k".repeat(43), "corp").unwrap();
+        let sealed = crypt.encrypt("hello", &[7; 16], "1", "n").unwrap();
+        assert_eq!(
+            crypt
+                .decrypt(&sealed.signature, "1", "n", &sealed.encrypt)
+                .unwrap(),
+            "hello"
+        );
+        // Wrong signature, wrong timestamp, malformed hex.
+        assert_eq!(
+            crypt.decrypt(&"0".repeat(40), "1", "n", &sealed.encrypt),
+            Err(CryptoError::ValidateSignature)
+        );
+        assert_eq!(
+            crypt.decrypt(&sealed.signature, "2", "n", &sealed.encrypt),
+            Err(CryptoError::ValidateSignature)
+        );
+        assert_eq!(
+            crypt.decrypt("zz", "1", "n", &sealed.encrypt),
+            Err(CryptoError::ValidateSignature)
+        );
+        // Upper-case hex is the same signature.
+        let upper = sealed.signature.to_ascii_uppercase();
+        assert!(crypt.decrypt(&upper, "1", "n", &sealed.encrypt).is_ok());
+        // Another corp's crypt with the same key: signature passes, receive id does not.
+        let other = MsgCrypt::new("tok", &"k".repeat(43), "other").unwrap();
+        assert_eq!(
+            other.decrypt(&sealed.signature, "1", "n", &sealed.encrypt),
+            Err(CryptoError::ValidateCorpId)
+        );
+        // Signed garbage: bad base64, bad length, bad padding.
+        for (bad, code) in [("%%%", -40010), ("AAAA", -40007)] {
+            let sig = signature("tok", "1", "n", bad);
+            assert_eq!(crypt.decrypt(&sig, "1", "n", bad).unwrap_err().code(), code);
+        }
+    }
+
+    #[test]
+    fn strict_padding_and_buffer_checks() {
+        let key = EncodingAesKey::parse(&"k".repeat(43)).unwrap();
+        let encrypt_raw = |plain: &[u8]| {
+            let mut buf = plain.to_vec();
+            let len = buf.len();
+            Aes256CbcEnc::new_from_slices(key.as_bytes(), key.iv())
+                .unwrap()
+                .encrypt_padded_mut::<NoPadding>(&mut buf, len)
+                .unwrap();
+            STANDARD.encode(&buf)
+        };
+        // Pad byte 0, pad byte 33, inconsistent pad bytes.
+        let mut zero = vec![0u8; 32];
+        zero[31] = 0;
+        assert_eq!(
+            open(&key, &encrypt_raw(&zero)),
+            Err(CryptoError::DecryptAes)
+        );
+        assert_eq!(
+            open(&key, &encrypt_raw(&[33u8; 64])),
+            Err(CryptoError::DecryptAes)
+        );
+        let mut mixed = vec![4u8; 32];
+        mixed[29] = 5;
+        assert_eq!(
+            open(&key, &encrypt_raw(&mixed)),
+            Err(CryptoError::DecryptAes)
+        );
+        // Valid padding but shorter than the 20-byte header.
+        assert_eq!(
+            open(&key, &encrypt_raw(&[16u8; 32])),
+            Err(CryptoError::IllegalBuffer)
+        );
+        // Length field larger than what follows.
+        let mut long = vec![0u8; 32];
+        long[16..20].copy_from_slice(&100u32.to_be_bytes());
+        long[20..].fill(12);
+        assert_eq!(
+            open(&key, &encrypt_raw(&long)),
+            Err(CryptoError::IllegalBuffer)
+        );
+    }
+
+    #[test]
+    fn every_pad_length_round_trips() {
+        let crypt = MsgCrypt::new("tok", &"Z".repeat(43), "ww1").unwrap();
+        // content = 20 + len + 3; covering 32 consecutive lengths covers every pad 1..=32.
+        let mut seen = [false; 33];
+        for len in 0..64 {
+            let msg = "x".repeat(len);
+            let sealed = crypt.encrypt(&msg, &[len as u8; 16], "t", "n").unwrap();
+            seen[PAD_BLOCK - (HEADER_LEN + len + 3) % PAD_BLOCK] = true;
+            assert_eq!(
+                crypt
+                    .decrypt(&sealed.signature, "t", "n", &sealed.encrypt)
+                    .unwrap(),
+                msg
+            );
+        }
+        assert!(seen[1..].iter().all(|&s| s));
+    }
+
+    #[test]
+    fn random_prefix_may_be_any_bytes() {
+        let crypt = MsgCrypt::new("tok", &"Z".repeat(43), "ww1").unwrap();
+        let sealed = crypt.encrypt("你好", &[0xff; 16], "t", "n").unwrap();
+        assert_eq!(
+            crypt
+                .decrypt(&sealed.signature, "t", "n", &sealed.encrypt)
+                .unwrap(),
+            "你好"
+        );
+    }
+}

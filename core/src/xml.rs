@@ -1,0 +1,776 @@
+//! WeCom's XML: the encrypted envelope, every decrypted message type, and passive replies.
+//!
+//! Parsing goes through quick-xml into a small element tree, then into typed values.
+//! - No DTD is ever processed: a `<!DOCTYPE` is rejected, so entity expansion attacks have
+//!   nothing to expand. Only the five predefined entities and character references are decoded.
+//! - The tree is built with an explicit stack in one pass: time is linear in the input and the
+//!   nesting depth is capped, so hostile input cannot recurse or go quadratic.
+//! - Unknown message types and events are kept with their raw XML, never rejected.
+
+use alloc::borrow::ToOwned;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+use core::fmt::Write as _;
+
+use quick_xml::events::Event as XmlEvent;
+use quick_xml::Reader;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::Sealed;
+
+/// Deeper nesting than any WeCom message has (SendPicsInfo/PicList/item/PicMd5Sum is 4).
+const MAX_DEPTH: usize = 16;
+
+/// What can go wrong reading WeCom XML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XmlError {
+    /// The input is not well-formed XML (the message says where).
+    Malformed(String),
+    /// A `<!DOCTYPE>` was present; DTDs are refused outright.
+    Doctype,
+    /// Elements nest deeper than any WeCom message does.
+    TooDeep,
+    /// The root element is not `<xml>`.
+    NotWeComXml,
+    /// A required field is missing.
+    MissingField(&'static str),
+    /// A field has a value of the wrong form.
+    InvalidField(&'static str),
+}
+
+impl XmlError {
+    /// The official WXBizMsgCrypt code for XML failures (-40002).
+    pub fn code(&self) -> i32 {
+        -40002
+    }
+}
+
+impl fmt::Display for XmlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(why) => write!(f, "malformed xml: {why}"),
+            Self::Doctype => f.write_str("xml with a doctype is refused"),
+            Self::TooDeep => f.write_str("xml nests too deeply"),
+            Self::NotWeComXml => f.write_str("root element is not <xml>"),
+            Self::MissingField(name) => write!(f, "missing field {name}"),
+            Self::InvalidField(name) => write!(f, "invalid field {name}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for XmlError {}
+
+/// One element: its text (CDATA and text joined) and its children.
+#[derive(Debug, Default, Clone)]
+struct Node {
+    name: String,
+    text: String,
+    children: Vec<Node>,
+}
+
+impl Node {
+    fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    fn opt(&self, name: &str) -> Option<String> {
+        self.child(name).map(|c| c.text.clone())
+    }
+
+    fn req(&self, name: &'static str) -> Result<String, XmlError> {
+        self.opt(name).ok_or(XmlError::MissingField(name))
+    }
+
+    fn num<T: core::str::FromStr>(&self, name: &'static str) -> Result<T, XmlError> {
+        self.req(name)?
+            .trim()
+            .parse()
+            .map_err(|_| XmlError::InvalidField(name))
+    }
+}
+
+fn malformed(e: impl fmt::Display) -> XmlError {
+    XmlError::Malformed(e.to_string())
+}
+
+/// Parses `input` into the tree under its root element, which must be `<xml>`.
+fn parse_tree(input: &str) -> Result<Node, XmlError> {
+    let mut reader = Reader::from_str(input);
+    let mut stack: Vec<Node> = Vec::new();
+    loop {
+        let event = reader.read_event().map_err(malformed)?;
+        match event {
+            XmlEvent::Start(start) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(XmlError::TooDeep);
+                }
+                let name = core::str::from_utf8(start.name().as_ref())
+                    .map_err(malformed)?
+                    .to_owned();
+                stack.push(Node {
+                    name,
+                    ..Node::default()
+                });
+            }
+            XmlEvent::Empty(start) => {
+                let name = core::str::from_utf8(start.name().as_ref())
+                    .map_err(malformed)?
+                    .to_owned();
+                let node = Node {
+                    name,
+                    ..Node::default()
+                };
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(node),
+                    None => return finish_root(node),
+                }
+            }
+            XmlEvent::End(_) => {
+                let node = stack.pop().ok_or_else(|| malformed("unexpected end tag"))?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(node),
+                    None => return finish_root(node),
+                }
+            }
+            XmlEvent::Text(text) => {
+                if let Some(node) = stack.last_mut() {
+                    node.text.push_str(&text.unescape().map_err(malformed)?);
+                } else if !text.iter().all(u8::is_ascii_whitespace) {
+                    return Err(malformed("text outside the root element"));
+                }
+            }
+            XmlEvent::CData(data) => {
+                let node = stack
+                    .last_mut()
+                    .ok_or_else(|| malformed("cdata outside the root element"))?;
+                node.text
+                    .push_str(core::str::from_utf8(&data).map_err(malformed)?);
+            }
+            XmlEvent::DocType(_) => return Err(XmlError::Doctype),
+            XmlEvent::Decl(_) | XmlEvent::PI(_) | XmlEvent::Comment(_) => {}
+            XmlEvent::Eof => return Err(malformed("unexpected end of input")),
+        }
+    }
+}
+
+fn finish_root(node: Node) -> Result<Node, XmlError> {
+    if node.name == "xml" {
+        Ok(node)
+    } else {
+        Err(XmlError::NotWeComXml)
+    }
+}
+
+/// The outer body WeCom POSTs: `<xml><ToUserName/><Encrypt/><AgentID/></xml>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The CorpID in clear text (not authenticated: routing trusts only the decrypted one).
+    pub to_user_name: Option<String>,
+    /// Base64 ciphertext.
+    pub encrypt: String,
+    /// The agent id in clear text, when present (not authenticated either).
+    pub agent_id: Option<String>,
+}
+
+/// Parses the POST body of a callback.
+pub fn parse_envelope(body: &str) -> Result<Envelope, XmlError> {
+    let root = parse_tree(body)?;
+    let encrypt = root.req("Encrypt")?;
+    if encrypt.trim().is_empty() {
+        return Err(XmlError::MissingField("Encrypt"));
+    }
+    Ok(Envelope {
+        to_user_name: root.opt("ToUserName"),
+        encrypt: encrypt.trim().to_owned(),
+        agent_id: root.opt("AgentID"),
+    })
+}
+
+/// A decrypted callback message: the common header plus its typed body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `ToUserName`: the CorpID.
+    pub to_user_name: String,
+    /// `FromUserName`: the sender's UserID (or `sys` for some events).
+    pub from_user_name: String,
+    /// `CreateTime`, unix seconds.
+    pub create_time: u64,
+    /// `MsgId`, present on messages, absent on most events.
+    pub msg_id: Option<String>,
+    /// `AgentID`.
+    pub agent_id: Option<String>,
+    /// The typed content.
+    pub body: MessageBody,
+}
+
+/// The content of a message, by `MsgType`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MessageBody {
+    /// `text`.
+    Text {
+        /// The text.
+        content: String,
+    },
+    /// `image`.
+    Image {
+        /// A URL of the picture.
+        pic_url: String,
+        /// Media id, valid for three days.
+        media_id: String,
+    },
+    /// `voice`.
+    Voice {
+        /// Media id.
+        media_id: String,
+        /// `amr` or `speex`.
+        format: String,
+    },
+    /// `video`.
+    Video {
+        /// Media id.
+        media_id: String,
+        /// Media id of the thumbnail.
+        thumb_media_id: String,
+    },
+    /// `location`.
+    Location {
+        /// `Location_X`: latitude.
+        latitude: f64,
+        /// `Location_Y`: longitude.
+        longitude: f64,
+        /// Map zoom.
+        scale: String,
+        /// The place's description.
+        label: String,
+        /// `AppType`, e.g. `wxwork`, when present.
+        app_type: Option<String>,
+    },
+    /// `link`.
+    Link {
+        /// Title.
+        title: String,
+        /// Description.
+        description: String,
+        /// The link.
+        url: String,
+        /// The cover picture.
+        pic_url: String,
+    },
+    /// `event`.
+    Event(Event),
+    /// A `MsgType` this version does not know, kept whole.
+    Unknown {
+        /// The `MsgType` as sent.
+        msg_type: String,
+        /// The decrypted XML.
+        raw: String,
+    },
+}
+
+/// An event (`MsgType` `event`), matched case-insensitively on `Event`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event_type", rename_all = "snake_case")]
+pub enum Event {
+    /// The user followed the app.
+    Subscribe,
+    /// The user unfollowed the app.
+    Unsubscribe,
+    /// The user opened the app.
+    EnterAgent {
+        /// Usually empty.
+        event_key: Option<String>,
+    },
+    /// `LOCATION`: the client reported its position.
+    Location {
+        /// Latitude.
+        latitude: f64,
+        /// Longitude.
+        longitude: f64,
+        /// Precision.
+        precision: String,
+    },
+    /// A menu click.
+    Click {
+        /// The menu key.
+        key: String,
+    },
+    /// A menu link was followed.
+    View {
+        /// The URL.
+        url: String,
+    },
+    /// `scancode_push` or `scancode_waitmsg`.
+    ScanCode {
+        /// Which of the two.
+        waitmsg: bool,
+        /// The menu key.
+        key: String,
+        /// `qrcode`, `barcode`, ...
+        scan_type: String,
+        /// The scanned content.
+        scan_result: String,
+    },
+    /// `pic_sysphoto`, `pic_photo_or_album` or `pic_weixin`.
+    Pics {
+        /// The event name as sent, lower-cased.
+        kind: String,
+        /// The menu key.
+        key: String,
+        /// How many pictures.
+        count: u32,
+        /// Their MD5 sums.
+        md5s: Vec<String>,
+    },
+    /// `location_select`.
+    LocationSelect {
+        /// The menu key.
+        key: String,
+        /// Latitude.
+        latitude: f64,
+        /// Longitude.
+        longitude: f64,
+        /// Map zoom.
+        scale: String,
+        /// The place's description.
+        label: String,
+        /// The POI name, when present.
+        poiname: Option<String>,
+    },
+    /// A button on a template card was pressed.
+    TemplateCard {
+        /// The button's key.
+        key: String,
+        /// The card's task id.
+        task_id: String,
+        /// The card type.
+        card_type: String,
+        /// Code for updating the card.
+        response_code: String,
+    },
+    /// An event this version does not know, kept whole.
+    Unknown {
+        /// The `Event` as sent.
+        event: String,
+        /// The decrypted XML.
+        raw: String,
+    },
+}
+
+/// Parses a decrypted callback XML.
+pub fn parse_message(xml: &str) -> Result<Message, XmlError> {
+    let root = parse_tree(xml)?;
+    let msg_type = root.req("MsgType")?;
+    let body = match msg_type.to_ascii_lowercase().as_str() {
+        "text" => MessageBody::Text {
+            content: root.req("Content")?,
+        },
+        "image" => MessageBody::Image {
+            pic_url: root.opt("PicUrl").unwrap_or_default(),
+            media_id: root.req("MediaId")?,
+        },
+        "voice" => MessageBody::Voice {
+            media_id: root.req("MediaId")?,
+            format: root.opt("Format").unwrap_or_default(),
+        },
+        "video" => MessageBody::Video {
+            media_id: root.req("MediaId")?,
+            thumb_media_id: root.opt("ThumbMediaId").unwrap_or_default(),
+        },
+        "location" => MessageBody::Location {
+            latitude: root.num("Location_X")?,
+            longitude: root.num("Location_Y")?,
+            scale: root.opt("Scale").unwrap_or_default(),
+            label: root.opt("Label").unwrap_or_default(),
+            app_type: root.opt("AppType"),
+        },
+        "link" => MessageBody::Link {
+            title: root.opt("Title").unwrap_or_default(),
+            description: root.opt("Description").unwrap_or_default(),
+            url: root.req("Url")?,
+            pic_url: root.opt("PicUrl").unwrap_or_default(),
+        },
+        "event" => MessageBody::Event(parse_event(&root, xml)?),
+        _ => MessageBody::Unknown {
+            msg_type: msg_type.clone(),
+            raw: xml.to_owned(),
+        },
+    };
+    Ok(Message {
+        to_user_name: root.req("ToUserName")?,
+        from_user_name: root.req("FromUserName")?,
+        create_time: root.num("CreateTime")?,
+        msg_id: root.opt("MsgId").filter(|id| !id.is_empty()),
+        agent_id: root.opt("AgentID").filter(|id| !id.is_empty()),
+        body,
+    })
+}
+
+fn parse_event(root: &Node, xml: &str) -> Result<Event, XmlError> {
+    let event = root.req("Event")?;
+    let key = || root.opt("EventKey").unwrap_or_default();
+    let lower = event.to_ascii_lowercase();
+    Ok(match lower.as_str() {
+        "subscribe" => Event::Subscribe,
+        "unsubscribe" => Event::Unsubscribe,
+        "enter_agent" => Event::EnterAgent {
+            event_key: root.opt("EventKey").filter(|k| !k.is_empty()),
+        },
+        "location" => Event::Location {
+            latitude: root.num("Latitude")?,
+            longitude: root.num("Longitude")?,
+            precision: root.opt("Precision").unwrap_or_default(),
+        },
+        "click" => Event::Click { key: key() },
+        "view" => Event::View { url: key() },
+        "scancode_push" | "scancode_waitmsg" => {
+            let info = root
+                .child("ScanCodeInfo")
+                .ok_or(XmlError::MissingField("ScanCodeInfo"))?;
+            Event::ScanCode {
+                waitmsg: lower == "scancode_waitmsg",
+                key: key(),
+                scan_type: info.opt("ScanType").unwrap_or_default(),
+                scan_result: info.opt("ScanResult").unwrap_or_default(),
+            }
+        }
+        "pic_sysphoto" | "pic_photo_or_album" | "pic_weixin" => {
+            let info = root
+                .child("SendPicsInfo")
+                .ok_or(XmlError::MissingField("SendPicsInfo"))?;
+            let md5s = info
+                .child("PicList")
+                .map(|list| {
+                    list.children
+                        .iter()
+                        .filter_map(|item| item.opt("PicMd5Sum"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Event::Pics {
+                kind: lower.clone(),
+                key: key(),
+                count: info.num("Count").unwrap_or(0),
+                md5s,
+            }
+        }
+        "location_select" => {
+            let info = root
+                .child("SendLocationInfo")
+                .ok_or(XmlError::MissingField("SendLocationInfo"))?;
+            Event::LocationSelect {
+                key: key(),
+                latitude: info.num("Location_X")?,
+                longitude: info.num("Location_Y")?,
+                scale: info.opt("Scale").unwrap_or_default(),
+                label: info.opt("Label").unwrap_or_default(),
+                poiname: info.opt("Poiname").filter(|p| !p.is_empty()),
+            }
+        }
+        "template_card_event" => Event::TemplateCard {
+            key: key(),
+            task_id: root.opt("TaskId").unwrap_or_default(),
+            card_type: root.opt("CardType").unwrap_or_default(),
+            response_code: root.opt("ResponseCode").unwrap_or_default(),
+        },
+        _ => Event::Unknown {
+            event,
+            raw: xml.to_owned(),
+        },
+    })
+}
+
+/// Appends `text` as CDATA; a `]]>` inside is split across two sections.
+fn push_cdata(out: &mut String, text: &str) {
+    out.push_str("<![CDATA[");
+    out.push_str(&text.replace("]]>", "]]]]><![CDATA[>"));
+    out.push_str("]]>");
+}
+
+/// The passive-reply envelope WeCom expects in the response body of a callback.
+pub fn encrypted_reply_xml(sealed: &Sealed) -> String {
+    let mut out = String::with_capacity(sealed.encrypt.len() + 200);
+    out.push_str("<xml><Encrypt>");
+    push_cdata(&mut out, &sealed.encrypt);
+    out.push_str("</Encrypt><MsgSignature>");
+    push_cdata(&mut out, &sealed.signature);
+    out.push_str("</MsgSignature><TimeStamp>");
+    out.push_str(&sealed.timestamp);
+    out.push_str("</TimeStamp><Nonce>");
+    push_cdata(&mut out, &sealed.nonce);
+    out.push_str("</Nonce></xml>");
+    out
+}
+
+/// The plaintext of a passive text reply, to be encrypted with [`crate::crypto::MsgCrypt::encrypt`].
+pub fn text_reply_xml(to_user: &str, corp_id: &str, create_time: u64, content: &str) -> String {
+    let mut out = String::with_capacity(content.len() + 200);
+    out.push_str("<xml><ToUserName>");
+    push_cdata(&mut out, to_user);
+    out.push_str("</ToUserName><FromUserName>");
+    push_cdata(&mut out, corp_id);
+    let _ = write!(
+        out,
+        "</FromUserName><CreateTime>{create_time}</CreateTime><MsgType>"
+    );
+    push_cdata(&mut out, "text");
+    out.push_str("</MsgType><Content>");
+    push_cdata(&mut out, content);
+    out.push_str("</Content></xml>");
+    out
+}
+
+/// Builds the POST body WeCom would send; used by `probe`, `demo` and tests.
+pub fn callback_envelope_xml(corp_id: &str, encrypt: &str, agent_id: &str) -> String {
+    let mut out = String::with_capacity(encrypt.len() + 120);
+    out.push_str("<xml><ToUserName>");
+    push_cdata(&mut out, corp_id);
+    out.push_str("</ToUserName><Encrypt>");
+    push_cdata(&mut out, encrypt);
+    out.push_str("</Encrypt><AgentID>");
+    push_cdata(&mut out, agent_id);
+    out.push_str("</AgentID></xml>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+    use alloc::format;
+    use alloc::vec;
+
+    fn wrap(inner: &str) -> String {
+        format!(
+            "<xml><ToUserName><![CDATA[ww1]]></ToUserName><FromUserName><![CDATA[Alice]]></FromUserName>\
+             <CreateTime>1700000000</CreateTime>{inner}<AgentID>1000002</AgentID></xml>"
+        )
+    }
+
+    #[test]
+    fn official_plaintexts_parse() {
+        for set in vector_sets() {
+            let env = parse_envelope(&set.callback.body).unwrap();
+            assert_eq!(env.to_user_name.as_deref(), Some(set.corp_id.as_str()));
+            assert_eq!(env.agent_id.as_deref(), Some(set.agent_id.as_str()));
+            let msg = parse_message(&set.callback.expected_plaintext).unwrap();
+            assert_eq!(msg.to_user_name, set.corp_id);
+            assert!(matches!(msg.body, MessageBody::Text { .. }));
+        }
+        let msg = parse_message(&vector_sets()[0].callback.expected_plaintext).unwrap();
+        assert_eq!(msg.from_user_name, "ChenJiaShun");
+        assert_eq!(msg.create_time, 1476422779);
+        assert_eq!(msg.msg_id.as_deref(), Some("1456453720"));
+        assert_eq!(
+            msg.body,
+            MessageBody::Text {
+                content: "你好".into()
+            }
+        );
+    }
+
+    #[test]
+    fn every_message_type() {
+        let cases: [(&str, MessageBody); 6] = [
+            (
+                "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[a < b & ]]]]><![CDATA[>]]></Content><MsgId>1</MsgId>",
+                MessageBody::Text { content: "a < b & ]]>".into() },
+            ),
+            (
+                "<MsgType>image</MsgType><PicUrl>http://p/1.jpg</PicUrl><MediaId>M1</MediaId><MsgId>2</MsgId>",
+                MessageBody::Image { pic_url: "http://p/1.jpg".into(), media_id: "M1".into() },
+            ),
+            (
+                "<MsgType>voice</MsgType><MediaId>V</MediaId><Format>amr</Format><MsgId>3</MsgId>",
+                MessageBody::Voice { media_id: "V".into(), format: "amr".into() },
+            ),
+            (
+                "<MsgType>video</MsgType><MediaId>V</MediaId><ThumbMediaId>T</ThumbMediaId><MsgId>4</MsgId>",
+                MessageBody::Video { media_id: "V".into(), thumb_media_id: "T".into() },
+            ),
+            (
+                "<MsgType>location</MsgType><Location_X>23.134521</Location_X><Location_Y>113.358803</Location_Y>\
+                 <Scale>20</Scale><Label><![CDATA[广州市]]></Label><MsgId>5</MsgId><AppType><![CDATA[wxwork]]></AppType>",
+                MessageBody::Location {
+                    latitude: 23.134521,
+                    longitude: 113.358803,
+                    scale: "20".into(),
+                    label: "广州市".into(),
+                    app_type: Some("wxwork".into()),
+                },
+            ),
+            (
+                "<MsgType>link</MsgType><Title>t</Title><Description>d &amp; e</Description><Url>http://u</Url><PicUrl>http://p</PicUrl><MsgId>6</MsgId>",
+                MessageBody::Link {
+                    title: "t".into(),
+                    description: "d & e".into(),
+                    url: "http://u".into(),
+                    pic_url: "http://p".into(),
+                },
+            ),
+        ];
+        for (inner, expected) in cases {
+            let msg = parse_message(&wrap(inner)).unwrap();
+            assert_eq!(msg.body, expected);
+            assert!(msg.msg_id.is_some());
+            assert_eq!(msg.agent_id.as_deref(), Some("1000002"));
+        }
+    }
+
+    #[test]
+    fn every_event_type() {
+        let ev =
+            |inner: &str| match parse_message(&wrap(&format!("<MsgType>event</MsgType>{inner}")))
+                .unwrap()
+                .body
+            {
+                MessageBody::Event(e) => e,
+                other => panic!("not an event: {other:?}"),
+            };
+        assert_eq!(ev("<Event>subscribe</Event>"), Event::Subscribe);
+        assert_eq!(ev("<Event>UNSUBSCRIBE</Event>"), Event::Unsubscribe);
+        assert_eq!(
+            ev("<Event>enter_agent</Event><EventKey></EventKey>"),
+            Event::EnterAgent { event_key: None }
+        );
+        assert_eq!(
+            ev("<Event>LOCATION</Event><Latitude>23.1</Latitude><Longitude>113.3</Longitude><Precision>63</Precision>"),
+            Event::Location { latitude: 23.1, longitude: 113.3, precision: "63".into() }
+        );
+        assert_eq!(
+            ev("<Event>click</Event><EventKey>K</EventKey>"),
+            Event::Click { key: "K".into() }
+        );
+        assert_eq!(
+            ev("<Event>view</Event><EventKey>http://x</EventKey>"),
+            Event::View {
+                url: "http://x".into()
+            }
+        );
+        assert_eq!(
+            ev("<Event>scancode_waitmsg</Event><EventKey>K</EventKey><ScanCodeInfo><ScanType>qrcode</ScanType><ScanResult>R</ScanResult></ScanCodeInfo>"),
+            Event::ScanCode { waitmsg: true, key: "K".into(), scan_type: "qrcode".into(), scan_result: "R".into() }
+        );
+        assert!(matches!(
+            ev("<Event>scancode_push</Event><EventKey>K</EventKey><ScanCodeInfo><ScanType>barcode</ScanType><ScanResult>R</ScanResult></ScanCodeInfo>"),
+            Event::ScanCode { waitmsg: false, .. }
+        ));
+        assert_eq!(
+            ev("<Event>pic_photo_or_album</Event><EventKey>K</EventKey><SendPicsInfo><Count>2</Count><PicList>\
+                <item><PicMd5Sum>a</PicMd5Sum></item><item><PicMd5Sum>b</PicMd5Sum></item></PicList></SendPicsInfo>"),
+            Event::Pics { kind: "pic_photo_or_album".into(), key: "K".into(), count: 2, md5s: vec!["a".into(), "b".into()] }
+        );
+        assert_eq!(
+            ev("<Event>location_select</Event><EventKey>K</EventKey><SendLocationInfo><Location_X>1.5</Location_X>\
+                <Location_Y>2.5</Location_Y><Scale>15</Scale><Label>L</Label><Poiname>P</Poiname></SendLocationInfo>"),
+            Event::LocationSelect {
+                key: "K".into(),
+                latitude: 1.5,
+                longitude: 2.5,
+                scale: "15".into(),
+                label: "L".into(),
+                poiname: Some("P".into())
+            }
+        );
+        assert_eq!(
+            ev("<Event>template_card_event</Event><EventKey>btn</EventKey><TaskId>t1</TaskId><CardType>vote_interaction</CardType><ResponseCode>rc</ResponseCode>"),
+            Event::TemplateCard { key: "btn".into(), task_id: "t1".into(), card_type: "vote_interaction".into(), response_code: "rc".into() }
+        );
+    }
+
+    #[test]
+    fn unknown_types_and_events_are_kept() {
+        let xml = wrap("<MsgType>hologram</MsgType><Shape>cube</Shape><MsgId>9</MsgId>");
+        let msg = parse_message(&xml).unwrap();
+        assert_eq!(
+            msg.body,
+            MessageBody::Unknown {
+                msg_type: "hologram".into(),
+                raw: xml.clone()
+            }
+        );
+        let xml = wrap("<MsgType>event</MsgType><Event>change_contact</Event><ChangeType>update_user</ChangeType>");
+        match parse_message(&xml).unwrap().body {
+            MessageBody::Event(Event::Unknown { event, raw }) => {
+                assert_eq!(event, "change_contact");
+                assert_eq!(raw, xml);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hostile_and_broken_input_is_an_error_not_a_panic() {
+        let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]><xml><Encrypt>&lol2;</Encrypt></xml>"#;
+        assert_eq!(parse_envelope(bomb), Err(XmlError::Doctype));
+        assert!(matches!(
+            parse_envelope("<xml><Encrypt>&lol;</Encrypt></xml>"),
+            Err(XmlError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_envelope("<xml><Encrypt>abc</Encrypt>"),
+            Err(XmlError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_envelope("<xml><Encrypt>abc</Nope></xml>"),
+            Err(XmlError::Malformed(_))
+        ));
+        assert_eq!(
+            parse_envelope("<root><Encrypt>a</Encrypt></root>"),
+            Err(XmlError::NotWeComXml)
+        );
+        assert_eq!(
+            parse_envelope("<xml><ToUserName>x</ToUserName></xml>"),
+            Err(XmlError::MissingField("Encrypt"))
+        );
+        assert_eq!(
+            parse_envelope("<xml><Encrypt>  </Encrypt></xml>"),
+            Err(XmlError::MissingField("Encrypt"))
+        );
+        assert!(parse_envelope("").is_err());
+        assert!(parse_envelope("not xml at all").is_err());
+        let deep = format!("<xml>{}{}</xml>", "<a>".repeat(100), "</a>".repeat(100));
+        assert_eq!(parse_envelope(&deep), Err(XmlError::TooDeep));
+        assert_eq!(
+            parse_message(&wrap("<MsgType>location</MsgType><Location_X>north</Location_X><Location_Y>1</Location_Y>")),
+            Err(XmlError::InvalidField("Location_X"))
+        );
+        assert_eq!(
+            parse_message(&wrap("<MsgType>text</MsgType>")),
+            Err(XmlError::MissingField("Content"))
+        );
+    }
+
+    #[test]
+    fn large_flat_input_parses_in_one_pass() {
+        // 100k sibling elements: a quadratic parser would take minutes, this takes milliseconds.
+        let xml = format!(
+            "<xml><Encrypt>e</Encrypt>{}</xml>",
+            "<x>1</x>".repeat(100_000)
+        );
+        assert_eq!(parse_envelope(&xml).unwrap().encrypt, "e");
+    }
+
+    #[test]
+    fn replies_round_trip_through_the_parser() {
+        let plain = text_reply_xml("Alice", "ww1", 5, "x]]>y");
+        let root = parse_tree(&plain).unwrap();
+        assert_eq!(root.opt("Content").as_deref(), Some("x]]>y"));
+        let sealed = Sealed {
+            encrypt: "E".into(),
+            signature: "S".into(),
+            timestamp: "1".into(),
+            nonce: "N".into(),
+        };
+        let env = encrypted_reply_xml(&sealed);
+        assert_eq!(
+            env,
+            "<xml><Encrypt><![CDATA[E]]></Encrypt><MsgSignature><![CDATA[S]]></MsgSignature><TimeStamp>1</TimeStamp><Nonce><![CDATA[N]]></Nonce></xml>"
+        );
+        let env = parse_envelope(&callback_envelope_xml("ww1", "ENC", "7")).unwrap();
+        assert_eq!(env.encrypt, "ENC");
+        assert_eq!(env.agent_id.as_deref(), Some("7"));
+    }
+}
