@@ -23,7 +23,12 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod app;
 pub mod crypto;
+pub mod ids;
+pub mod policy;
+#[cfg(feature = "std")]
+pub mod replay;
 #[cfg(feature = "std")]
 pub mod xml;
 
