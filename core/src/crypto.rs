@@ -624,3 +624,47 @@ mod tests {
         );
     }
 }
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn round_trips_any_payload(
+            msg in prop::collection::vec(any::<u8>(), 0..=5000),
+            random in any::<[u8; 16]>(),
+            receive_id in "[a-zA-Z0-9]{1,32}",
+        ) {
+            let key = EncodingAesKey::parse("jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C").unwrap();
+            let sealed = seal(&key, &msg, receive_id.as_bytes(), &random).unwrap();
+            let raw_len = STANDARD.decode(&sealed).unwrap().len();
+            prop_assert_eq!(raw_len % PAD_BLOCK, 0);
+            let opened = open(&key, &sealed).unwrap();
+            prop_assert_eq!(opened.msg, msg);
+            prop_assert_eq!(opened.receive_id, receive_id.into_bytes());
+        }
+
+        #[test]
+        fn every_pad_length_round_trips_through_msgcrypt(len in 0usize..=5000, pad_target in 1usize..=32) {
+            // Choose a length whose padding is exactly pad_target.
+            let base = HEADER_LEN + 3; // receive id "ww1"
+            let mut len = len;
+            while PAD_BLOCK - (base + len) % PAD_BLOCK != pad_target { len += 1; }
+            let crypt = MsgCrypt::new("tok", "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt", "ww1").unwrap();
+            let msg: String = core::iter::repeat('字').take(len / 3).chain(core::iter::repeat('a').take(len % 3)).collect();
+            let sealed = crypt.encrypt(&msg, &[9; 16], "1", "n").unwrap();
+            prop_assert_eq!(crypt.decrypt(&sealed.signature, "1", "n", &sealed.encrypt).unwrap(), msg);
+        }
+
+        #[test]
+        fn garbage_never_panics(garbage in "[A-Za-z0-9+/=]{0,200}") {
+            let crypt = MsgCrypt::new("tok", "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt", "ww1").unwrap();
+            let sig = signature("tok", "1", "n", &garbage);
+            let _ = crypt.decrypt(&sig, "1", "n", &garbage);
+        }
+    }
+}

@@ -23,12 +23,14 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod api;
 pub mod app;
 pub mod crypto;
 pub mod ids;
 pub mod policy;
 #[cfg(feature = "std")]
 pub mod replay;
+pub mod split;
 #[cfg(feature = "std")]
 pub mod xml;
 

@@ -1,0 +1,1001 @@
+//! WeCom's server API as data: each call is a request value, each response parses into a typed
+//! result, and every errcode is classified into what the relay should do about it.
+//!
+//! Only the [`crate::ports::HttpClient`] port performs I/O. Requests carry the access token or
+//! secret in their query, so their `Debug` prints the path only.
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccessToken, AgentId, CorpId, CorpSecret};
+
+/// The public API base. Users behind trusted-IP rules point `api_base` at a fixed-IP proxy.
+pub const DEFAULT_API_BASE: &str = "https://qyapi.weixin.qq.com";
+/// The most bytes of UTF-8 that `text` and `markdown` content may have.
+pub const MAX_TEXT_BYTES: usize = 2048;
+/// Refresh a cached token this long before it expires.
+pub const TOKEN_REFRESH_MARGIN_SECS: u64 = 300;
+
+/// HTTP method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+}
+
+/// A file part of a multipart upload. The twin encodes it with its HTTP stack's multipart
+/// support (`reqwest::multipart`, JS `FormData`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FilePart {
+    /// The form field: `media` for WeCom.
+    pub field: String,
+    /// The file name WeCom records.
+    pub filename: String,
+    /// The MIME type.
+    pub content_type: String,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for FilePart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FilePart")
+            .field("field", &self.field)
+            .field("filename", &self.filename)
+            .field("content_type", &self.content_type)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// A request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// No body.
+    Empty,
+    /// `application/json`.
+    Json(String),
+    /// `multipart/form-data` with one file.
+    Multipart(FilePart),
+}
+
+/// An outbound HTTP request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// Method.
+    pub method: Method,
+    /// The full URL, query included (it may hold a token: never log it).
+    pub url: String,
+    /// Body.
+    pub body: Body,
+}
+
+impl HttpRequest {
+    /// The URL without its query: safe to log.
+    pub fn path(&self) -> &str {
+        self.url.split('?').next().unwrap_or_default()
+    }
+
+    /// The value of a query parameter, decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.url.split_once('?')?.1;
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("path", &self.path())
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+/// An HTTP response as the port returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`, when sent.
+    pub content_type: Option<String>,
+    /// `Content-Disposition`, when sent (media downloads carry the file name there).
+    pub content_disposition: Option<String>,
+    /// `Retry-After` in seconds, when sent.
+    pub retry_after_secs: Option<u64>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A JSON response with status 200.
+    pub fn json(body: &str) -> Self {
+        Self {
+            status: 200,
+            content_type: Some("application/json".into()),
+            body: body.as_bytes().to_vec(),
+            ..Self::default()
+        }
+    }
+}
+
+/// How the transport failed before any HTTP status arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportError {
+    /// Connecting failed (DNS, refused, TLS).
+    Connect,
+    /// No answer in time.
+    Timeout,
+    /// The connection broke mid-way.
+    Io,
+}
+
+/// What the relay should do about a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 40014/42001/41001: drop the cached token, fetch a new one, retry once.
+    TokenInvalid,
+    /// -1, HTTP 5xx, timeouts, broken responses: retry with backoff.
+    RetryLater,
+    /// 45009/45033/45011, HTTP 429: back off (and lower concurrency), then retry.
+    RateLimited,
+    /// 60020: this host's egress IP is not among the app's trusted IPs. Retrying cannot help.
+    IpNotTrusted,
+    /// 40001/40013/40056/...: the app's settings are wrong. Report, do not loop.
+    Config,
+    /// 60011/81013/40003: the recipient cannot be reached through this app.
+    Recipient,
+    /// 45002: the content is too long (the relay splits before sending, so this is a bug).
+    ContentTooLong,
+    /// Anything else: the request itself is wrong. Do not retry.
+    BadRequest,
+}
+
+impl ErrorClass {
+    /// Whether trying the same request again later can succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::RetryLater | Self::RateLimited | Self::TokenInvalid
+        )
+    }
+}
+
+/// Classifies a WeCom errcode (never 0).
+pub fn classify_errcode(errcode: i64) -> ErrorClass {
+    match errcode {
+        -1 => ErrorClass::RetryLater,
+        40014 | 42001 | 41001 => ErrorClass::TokenInvalid,
+        45009 | 45011 | 45033 => ErrorClass::RateLimited,
+        60020 => ErrorClass::IpNotTrusted,
+        40001 | 40013 | 40056 | 41002 | 41004 | 48002 | 60010 | 301002 => ErrorClass::Config,
+        60011 | 81013 | 40003 | 81011 => ErrorClass::Recipient,
+        45002 => ErrorClass::ContentTooLong,
+        _ => ErrorClass::BadRequest,
+    }
+}
+
+/// A failed API call: what WeCom (or the transport) said, and what it means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The classification.
+    pub class: ErrorClass,
+    /// WeCom's errcode, when the call got that far.
+    pub errcode: Option<i64>,
+    /// WeCom's errmsg, or a short description of the failure.
+    pub errmsg: String,
+    /// The HTTP status, when one arrived.
+    pub http_status: Option<u16>,
+    /// A server-requested delay before retrying.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    fn new(class: ErrorClass, errmsg: impl Into<String>) -> Self {
+        Self {
+            class,
+            errcode: None,
+            errmsg: errmsg.into(),
+            http_status: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// From a transport failure.
+    pub fn transport(e: TransportError) -> Self {
+        let what = match e {
+            TransportError::Connect => "could not connect to the api",
+            TransportError::Timeout => "the api did not answer in time",
+            TransportError::Io => "the connection to the api broke",
+        };
+        Self::new(ErrorClass::RetryLater, what)
+    }
+
+    /// From a request the relay refused to build (bad input).
+    pub fn invalid(why: impl Into<String>) -> Self {
+        Self::new(ErrorClass::BadRequest, why)
+    }
+
+    /// For 60020, the caller IP WeCom saw, taken from errmsg (`from ip: 1.2.3.4`).
+    pub fn caller_ip(&self) -> Option<&str> {
+        let at = self.errmsg.find("from ip:")? + "from ip:".len();
+        let rest = self.errmsg[at..].trim_start();
+        let end = rest
+            .find(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':'))
+            .unwrap_or(rest.len());
+        Some(&rest[..end]).filter(|ip| !ip.is_empty())
+    }
+
+    /// One line an operator can act on.
+    pub fn explanation(&self) -> String {
+        match self.class {
+            ErrorClass::IpNotTrusted => format!(
+                "WeCom refused the call because this host's egress IP{} is not in the app's trusted IPs (企业可信IP, errcode 60020). \
+                 Add that IP in the admin console under the app's trusted IPs, or set api_base to a fixed-IP egress proxy whose IP is listed",
+                self.caller_ip().map(|ip| format!(" ({ip})")).unwrap_or_default()
+            ),
+            ErrorClass::Config => format!(
+                "WeCom rejected the app's settings (errcode {}): check corp_id, corp_secret and agent_id for this app",
+                self.errcode.unwrap_or_default()
+            ),
+            ErrorClass::TokenInvalid => "the access token was rejected; a new one is fetched".into(),
+            ErrorClass::RateLimited => "WeCom's frequency or concurrency limit was hit; backing off".into(),
+            ErrorClass::RetryLater => "WeCom is busy or unreachable; retrying with backoff".into(),
+            ErrorClass::Recipient => "the recipient is outside the app's visible range or does not exist".into(),
+            ErrorClass::ContentTooLong => "the content exceeds WeCom's limit".into(),
+            ErrorClass::BadRequest => "WeCom rejected the request".into(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.errcode, self.http_status) {
+            (Some(code), _) => write!(f, "errcode {code}: {}", self.errmsg),
+            (None, Some(status)) => write!(f, "http {status}: {}", self.errmsg),
+            (None, None) => f.write_str(&self.errmsg),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ApiError {}
+
+fn url(base: &str, path: &str, query: &[(&str, &str)]) -> String {
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in query {
+        ser.append_pair(k, v);
+    }
+    format!("{}{}?{}", base.trim_end_matches('/'), path, ser.finish())
+}
+
+/// The common envelope of every JSON answer.
+#[derive(Deserialize)]
+struct Status {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+/// Checks the HTTP status and errcode, then parses the body as `T`.
+fn parse_json<T: for<'de> Deserialize<'de>>(resp: &HttpResponse) -> Result<T, ApiError> {
+    if !(200..300).contains(&resp.status) {
+        let class = match resp.status {
+            429 => ErrorClass::RateLimited,
+            500..=599 => ErrorClass::RetryLater,
+            _ => ErrorClass::BadRequest,
+        };
+        let mut e = ApiError::new(class, "unexpected http status");
+        e.http_status = Some(resp.status);
+        e.retry_after_secs = resp.retry_after_secs;
+        return Err(e);
+    }
+    let broken = || {
+        let mut e = ApiError::new(
+            ErrorClass::RetryLater,
+            "the api answered with malformed json",
+        );
+        e.http_status = Some(resp.status);
+        e
+    };
+    let status: Status = serde_json::from_slice(&resp.body).map_err(|_| broken())?;
+    if status.errcode != 0 {
+        let mut e = ApiError::new(classify_errcode(status.errcode), status.errmsg);
+        e.errcode = Some(status.errcode);
+        e.http_status = Some(resp.status);
+        return Err(e);
+    }
+    serde_json::from_slice(&resp.body).map_err(|_| broken())
+}
+
+/// `GET /cgi-bin/gettoken`.
+pub fn get_token(base: &str, corp_id: &CorpId, secret: &CorpSecret) -> HttpRequest {
+    HttpRequest {
+        method: Method::Get,
+        url: url(
+            base,
+            "/cgi-bin/gettoken",
+            &[
+                ("corpid", corp_id.as_str()),
+                ("corpsecret", secret.expose()),
+            ],
+        ),
+        body: Body::Empty,
+    }
+}
+
+/// A token from `gettoken`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// The token.
+    pub access_token: AccessToken,
+    /// Its lifetime in seconds (7200).
+    pub expires_in: u64,
+}
+
+impl TokenGrant {
+    /// Unix time at which the token expires, given when it was fetched.
+    pub fn expires_at(&self, fetched_at: u64) -> u64 {
+        fetched_at.saturating_add(self.expires_in)
+    }
+}
+
+/// Whether a token that expires at `expires_at` should be refreshed at `now`.
+pub fn token_needs_refresh(expires_at: u64, now: u64) -> bool {
+    now.saturating_add(TOKEN_REFRESH_MARGIN_SECS) >= expires_at
+}
+
+/// Parses a `gettoken` answer.
+pub fn parse_token(resp: &HttpResponse) -> Result<TokenGrant, ApiError> {
+    #[derive(Deserialize)]
+    struct Raw {
+        access_token: String,
+        #[serde(default = "default_expiry")]
+        expires_in: u64,
+    }
+    fn default_expiry() -> u64 {
+        7200
+    }
+    let raw: Raw = parse_json(resp)?;
+    if raw.access_token.is_empty() || raw.access_token.len() > 512 {
+        return Err(ApiError::new(
+            ErrorClass::RetryLater,
+            "gettoken returned no usable token",
+        ));
+    }
+    Ok(TokenGrant {
+        access_token: AccessToken::new(raw.access_token),
+        expires_in: raw.expires_in,
+    })
+}
+
+/// One article of a `news` message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Article {
+    /// Title.
+    pub title: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The link.
+    pub url: String,
+    /// The picture.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub picurl: String,
+}
+
+/// The content of an outbound message; serialises as WeCom's `<msgtype>: {...}` member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Content {
+    /// `text` (at most 2048 bytes).
+    Text {
+        /// The text.
+        content: String,
+    },
+    /// `markdown` (at most 2048 bytes; not rendered in the personal-WeChat plugin).
+    Markdown {
+        /// The markdown.
+        content: String,
+    },
+    /// `image`.
+    Image {
+        /// From `media/upload`.
+        media_id: String,
+    },
+    /// `voice`.
+    Voice {
+        /// From `media/upload`.
+        media_id: String,
+    },
+    /// `file`.
+    File {
+        /// From `media/upload`.
+        media_id: String,
+    },
+    /// `video`.
+    Video {
+        /// From `media/upload`.
+        media_id: String,
+        /// Title.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        title: String,
+        /// Description.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        description: String,
+    },
+    /// `news`: 1 to 8 articles.
+    News {
+        /// The articles.
+        articles: Vec<Article>,
+    },
+    /// `textcard`.
+    Textcard {
+        /// Title (at most 128 bytes).
+        title: String,
+        /// Description (at most 512 bytes).
+        description: String,
+        /// The link.
+        url: String,
+        /// Button text.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        btntxt: String,
+    },
+}
+
+impl Content {
+    /// The `msgtype` value.
+    pub fn msg_type(&self) -> &'static str {
+        match self {
+            Self::Text { .. } => "text",
+            Self::Markdown { .. } => "markdown",
+            Self::Image { .. } => "image",
+            Self::Voice { .. } => "voice",
+            Self::File { .. } => "file",
+            Self::Video { .. } => "video",
+            Self::News { .. } => "news",
+            Self::Textcard { .. } => "textcard",
+        }
+    }
+
+    /// Checks WeCom's documented limits, so nothing is silently truncated on their side.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let too_long = |what: &str, len: usize, max: usize| {
+            let mut e = ApiError::new(
+                ErrorClass::ContentTooLong,
+                format!("{what} is {len} bytes, the limit is {max}"),
+            );
+            e.errcode = Some(45002);
+            Err(e)
+        };
+        match self {
+            Self::Text { content } | Self::Markdown { content } => {
+                if content.is_empty() {
+                    return Err(ApiError::invalid("empty content"));
+                }
+                if content.len() > MAX_TEXT_BYTES {
+                    return too_long("content", content.len(), MAX_TEXT_BYTES);
+                }
+            }
+            Self::Image { media_id }
+            | Self::Voice { media_id }
+            | Self::File { media_id }
+            | Self::Video { media_id, .. } => {
+                if media_id.is_empty() {
+                    return Err(ApiError::invalid("empty media_id"));
+                }
+            }
+            Self::News { articles } => {
+                if articles.is_empty() || articles.len() > 8 {
+                    return Err(ApiError::invalid(format!(
+                        "news takes 1 to 8 articles, got {}",
+                        articles.len()
+                    )));
+                }
+            }
+            Self::Textcard {
+                title, description, ..
+            } => {
+                if title.len() > 128 {
+                    return too_long("title", title.len(), 128);
+                }
+                if description.len() > 512 {
+                    return too_long("description", description.len(), 512);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct SendBody<'a> {
+    touser: &'a str,
+    msgtype: &'static str,
+    agentid: u64,
+    #[serde(flatten)]
+    content: &'a Content,
+    safe: u8,
+    enable_duplicate_check: u8,
+}
+
+/// `POST /cgi-bin/message/send` to one user of the app's corp.
+pub fn send_message(
+    base: &str,
+    token: &AccessToken,
+    agent_id: AgentId,
+    to_user: &str,
+    content: &Content,
+) -> Result<HttpRequest, ApiError> {
+    content.validate()?;
+    if to_user.is_empty() {
+        return Err(ApiError::invalid("no recipient"));
+    }
+    let body = SendBody {
+        touser: to_user,
+        msgtype: content.msg_type(),
+        agentid: agent_id.0,
+        content,
+        safe: 0,
+        enable_duplicate_check: 0,
+    };
+    Ok(HttpRequest {
+        method: Method::Post,
+        url: url(
+            base,
+            "/cgi-bin/message/send",
+            &[("access_token", token.expose())],
+        ),
+        body: Body::Json(
+            serde_json::to_string(&body)
+                .map_err(|_| ApiError::invalid("unserialisable message"))?,
+        ),
+    })
+}
+
+/// What `message/send` answered.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct SendReceipt {
+    /// The message id, usable for recall.
+    #[serde(default)]
+    pub msgid: String,
+    /// Recipients WeCom could not deliver to, `|`-separated.
+    #[serde(default)]
+    pub invaliduser: String,
+}
+
+/// Parses a `message/send` answer. An `invaliduser` naming the recipient is a failure.
+pub fn parse_send(resp: &HttpResponse) -> Result<SendReceipt, ApiError> {
+    let receipt: SendReceipt = parse_json(resp)?;
+    if !receipt.invaliduser.is_empty() {
+        let mut e = ApiError::new(
+            ErrorClass::Recipient,
+            format!("invalid user: {}", receipt.invaliduser),
+        );
+        e.errcode = Some(0);
+        return Err(e);
+    }
+    Ok(receipt)
+}
+
+/// The media kinds of `media/upload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaType {
+    /// jpg/png, at most 10 MB.
+    Image,
+    /// amr, at most 2 MB and 60 s.
+    Voice,
+    /// mp4, at most 10 MB.
+    Video,
+    /// Any file, at most 20 MB.
+    File,
+}
+
+impl MediaType {
+    /// The `type` query value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Voice => "voice",
+            Self::Video => "video",
+            Self::File => "file",
+        }
+    }
+
+    /// WeCom's size limit in bytes.
+    pub fn max_bytes(self) -> usize {
+        match self {
+            Self::Image | Self::Video => 10 << 20,
+            Self::Voice => 2 << 20,
+            Self::File => 20 << 20,
+        }
+    }
+}
+
+/// `POST /cgi-bin/media/upload` with the file as multipart field `media`.
+pub fn upload_media(
+    base: &str,
+    token: &AccessToken,
+    kind: MediaType,
+    filename: &str,
+    content_type: &str,
+    bytes: Vec<u8>,
+) -> Result<HttpRequest, ApiError> {
+    if bytes.len() <= 5 {
+        return Err(ApiError::invalid("media must be larger than 5 bytes"));
+    }
+    if bytes.len() > kind.max_bytes() {
+        return Err(ApiError::invalid(format!(
+            "{} media is {} bytes, the limit is {}",
+            kind.as_str(),
+            bytes.len(),
+            kind.max_bytes()
+        )));
+    }
+    let ext = filename
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    let ok = match kind {
+        MediaType::Image => matches!(ext.as_str(), "jpg" | "jpeg" | "png"),
+        MediaType::Voice => ext == "amr",
+        MediaType::Video => ext == "mp4",
+        MediaType::File => true,
+    };
+    if !ok {
+        return Err(ApiError::invalid(format!(
+            "{} media cannot be a .{ext} file",
+            kind.as_str()
+        )));
+    }
+    Ok(HttpRequest {
+        method: Method::Post,
+        url: url(
+            base,
+            "/cgi-bin/media/upload",
+            &[("access_token", token.expose()), ("type", kind.as_str())],
+        ),
+        body: Body::Multipart(FilePart {
+            field: "media".into(),
+            filename: filename.to_owned(),
+            content_type: content_type.to_owned(),
+            bytes,
+        }),
+    })
+}
+
+/// What `media/upload` answered.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Uploaded {
+    /// The media id, valid three days.
+    pub media_id: String,
+    /// Upload time as WeCom reports it (a string of digits).
+    #[serde(default, deserialize_with = "crate::app::string_or_number")]
+    pub created_at: String,
+}
+
+/// Parses a `media/upload` answer.
+pub fn parse_upload(resp: &HttpResponse) -> Result<Uploaded, ApiError> {
+    parse_json(resp)
+}
+
+/// `GET /cgi-bin/media/get`.
+pub fn get_media(base: &str, token: &AccessToken, media_id: &str) -> HttpRequest {
+    HttpRequest {
+        method: Method::Get,
+        url: url(
+            base,
+            "/cgi-bin/media/get",
+            &[("access_token", token.expose()), ("media_id", media_id)],
+        ),
+        body: Body::Empty,
+    }
+}
+
+/// A downloaded medium.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    /// Its MIME type.
+    pub content_type: String,
+    /// The file name from `Content-Disposition`, when given.
+    pub filename: Option<String>,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Parses a `media/get` answer: bytes on success, JSON on error.
+pub fn parse_media(resp: &HttpResponse) -> Result<Media, ApiError> {
+    let content_type = resp.content_type.clone().unwrap_or_default();
+    let is_json =
+        content_type.starts_with("application/json") || content_type.starts_with("text/plain");
+    if !(200..300).contains(&resp.status) || is_json {
+        let _: Status = parse_json(resp)?;
+        return Err(ApiError::new(
+            ErrorClass::BadRequest,
+            "media/get answered json without an error",
+        ));
+    }
+    let filename = resp.content_disposition.as_deref().and_then(|d| {
+        let at = d.find("filename=")? + "filename=".len();
+        Some(d[at..].trim_matches(|c| c == '"' || c == ' ').to_string())
+    });
+    Ok(Media {
+        content_type,
+        filename,
+        bytes: resp.body.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[allow(unused_imports)]
+    use crate::test_support::*;
+    use alloc::vec;
+
+    fn tok() -> AccessToken {
+        AccessToken::new("TOKEN/+=")
+    }
+
+    #[test]
+    fn requests_encode_their_query_and_hide_it_in_debug() {
+        let req = get_token(
+            "http://127.0.0.1:9/",
+            &CorpId::from("ww1"),
+            &CorpSecret::new("s&cr=t"),
+        );
+        assert_eq!(
+            req.url,
+            "http://127.0.0.1:9/cgi-bin/gettoken?corpid=ww1&corpsecret=s%26cr%3Dt"
+        );
+        assert_eq!(req.query_param("corpsecret").as_deref(), Some("s&cr=t"));
+        let dbg = format!("{req:?}");
+        assert!(!dbg.contains("cr"), "{dbg}");
+        let req = get_media(DEFAULT_API_BASE, &tok(), "M 1");
+        assert_eq!(req.path(), "https://qyapi.weixin.qq.com/cgi-bin/media/get");
+        assert_eq!(req.query_param("media_id").as_deref(), Some("M 1"));
+        assert_eq!(req.query_param("access_token").as_deref(), Some("TOKEN/+="));
+    }
+
+    #[test]
+    fn send_body_matches_the_documented_shape() {
+        let req = send_message(
+            DEFAULT_API_BASE,
+            &tok(),
+            AgentId(1000002),
+            "alice",
+            &Content::Text {
+                content: "hi".into(),
+            },
+        )
+        .unwrap();
+        let Body::Json(json) = &req.body else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"touser":"alice","msgtype":"text","agentid":1000002,"text":{"content":"hi"},"safe":0,"enable_duplicate_check":0})
+        );
+        let video = Content::Video {
+            media_id: "m".into(),
+            title: "t".into(),
+            description: String::new(),
+        };
+        let req = send_message(DEFAULT_API_BASE, &tok(), AgentId(1), "a", &video).unwrap();
+        let Body::Json(json) = &req.body else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["video"], serde_json::json!({"media_id":"m","title":"t"}));
+        let card = Content::Textcard {
+            title: "T".into(),
+            description: "D".into(),
+            url: "http://x".into(),
+            btntxt: String::new(),
+        };
+        let req = send_message(DEFAULT_API_BASE, &tok(), AgentId(1), "a", &card).unwrap();
+        let Body::Json(json) = &req.body else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["msgtype"], "textcard");
+        assert_eq!(
+            v["textcard"],
+            serde_json::json!({"title":"T","description":"D","url":"http://x"})
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced_before_sending() {
+        let long = Content::Text {
+            content: "字".repeat(683),
+        }; // 2049 bytes
+        let e = send_message(DEFAULT_API_BASE, &tok(), AgentId(1), "a", &long).unwrap_err();
+        assert_eq!(e.class, ErrorClass::ContentTooLong);
+        assert!(send_message(
+            DEFAULT_API_BASE,
+            &tok(),
+            AgentId(1),
+            "a",
+            &Content::Text {
+                content: "字".repeat(682)
+            }
+        )
+        .is_ok());
+        assert!(send_message(
+            DEFAULT_API_BASE,
+            &tok(),
+            AgentId(1),
+            "a",
+            &Content::News { articles: vec![] }
+        )
+        .is_err());
+        assert!(send_message(
+            DEFAULT_API_BASE,
+            &tok(),
+            AgentId(1),
+            "",
+            &Content::Text {
+                content: "x".into()
+            }
+        )
+        .is_err());
+        assert!(upload_media(
+            DEFAULT_API_BASE,
+            &tok(),
+            MediaType::Image,
+            "a.png",
+            "image/png",
+            vec![0; 5]
+        )
+        .is_err());
+        assert!(upload_media(
+            DEFAULT_API_BASE,
+            &tok(),
+            MediaType::Voice,
+            "a.amr",
+            "audio/amr",
+            vec![0; (2 << 20) + 1]
+        )
+        .is_err());
+        assert!(upload_media(
+            DEFAULT_API_BASE,
+            &tok(),
+            MediaType::Image,
+            "a.gif",
+            "image/gif",
+            vec![0; 10]
+        )
+        .is_err());
+        let req = upload_media(
+            DEFAULT_API_BASE,
+            &tok(),
+            MediaType::File,
+            "r.pdf",
+            "application/pdf",
+            vec![1; 10],
+        )
+        .unwrap();
+        assert_eq!(req.query_param("type").as_deref(), Some("file"));
+        assert!(
+            matches!(&req.body, Body::Multipart(p) if p.field == "media" && p.filename == "r.pdf")
+        );
+    }
+
+    #[test]
+    fn responses_parse_and_errcodes_classify() {
+        let grant = parse_token(&HttpResponse::json(
+            r#"{"errcode":0,"errmsg":"ok","access_token":"AT","expires_in":7200}"#,
+        ))
+        .unwrap();
+        assert_eq!(grant.access_token.expose(), "AT");
+        assert_eq!(grant.expires_at(1000), 8200);
+        assert!(!token_needs_refresh(8200, 1000));
+        assert!(token_needs_refresh(8200, 7900));
+
+        let cases = [
+            (-1, ErrorClass::RetryLater),
+            (40014, ErrorClass::TokenInvalid),
+            (42001, ErrorClass::TokenInvalid),
+            (45009, ErrorClass::RateLimited),
+            (45033, ErrorClass::RateLimited),
+            (60020, ErrorClass::IpNotTrusted),
+            (40001, ErrorClass::Config),
+            (60011, ErrorClass::Recipient),
+            (81013, ErrorClass::Recipient),
+            (45002, ErrorClass::ContentTooLong),
+            (44004, ErrorClass::BadRequest),
+        ];
+        for (code, class) in cases {
+            let e = parse_send(&HttpResponse::json(&format!(
+                r#"{{"errcode":{code},"errmsg":"m"}}"#
+            )))
+            .unwrap_err();
+            assert_eq!((e.errcode, e.class), (Some(code), class));
+        }
+        let ok = parse_send(&HttpResponse::json(
+            r#"{"errcode":0,"errmsg":"ok","invaliduser":"","msgid":"X"}"#,
+        ))
+        .unwrap();
+        assert_eq!(ok.msgid, "X");
+        let partial = parse_send(&HttpResponse::json(
+            r#"{"errcode":0,"errmsg":"ok","invaliduser":"bob"}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(partial.class, ErrorClass::Recipient);
+
+        let busy = HttpResponse {
+            status: 502,
+            ..HttpResponse::default()
+        };
+        assert_eq!(parse_send(&busy).unwrap_err().class, ErrorClass::RetryLater);
+        let limited = HttpResponse {
+            status: 429,
+            retry_after_secs: Some(3),
+            ..HttpResponse::default()
+        };
+        assert_eq!(parse_send(&limited).unwrap_err().retry_after_secs, Some(3));
+        let html = HttpResponse {
+            status: 200,
+            body: b"<html>".to_vec(),
+            ..HttpResponse::default()
+        };
+        assert_eq!(
+            parse_token(&html).unwrap_err().class,
+            ErrorClass::RetryLater
+        );
+        assert_eq!(
+            ApiError::transport(TransportError::Timeout).class,
+            ErrorClass::RetryLater
+        );
+        assert!(parse_upload(&HttpResponse::json(
+            r#"{"errcode":0,"errmsg":"","type":"image","media_id":"M","created_at":"1380000000"}"#
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn ip_not_trusted_explains_itself() {
+        let e = parse_send(&HttpResponse::json(
+            r#"{"errcode":60020,"errmsg":"not allow to access from your ip, hint: [1700000000_1_abc], from ip: 203.0.113.7, more info at https://open.work.weixin.qq.com/devtool/query?e=60020"}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(e.caller_ip(), Some("203.0.113.7"));
+        let line = e.explanation();
+        assert!(
+            line.contains("203.0.113.7")
+                && line.contains("trusted IPs")
+                && line.contains("api_base"),
+            "{line}"
+        );
+        assert!(!e.class.is_retryable());
+    }
+
+    #[test]
+    fn media_download() {
+        let ok = HttpResponse {
+            status: 200,
+            content_type: Some("image/jpeg".into()),
+            content_disposition: Some(r#"attachment; filename="a.jpg""#.into()),
+            body: vec![1, 2, 3],
+            ..HttpResponse::default()
+        };
+        let m = parse_media(&ok).unwrap();
+        assert_eq!((m.filename.as_deref(), m.bytes.len()), (Some("a.jpg"), 3));
+        let err = HttpResponse::json(r#"{"errcode":40007,"errmsg":"invalid media_id"}"#);
+        assert_eq!(parse_media(&err).unwrap_err().errcode, Some(40007));
+    }
+}
