@@ -25,9 +25,11 @@ extern crate std;
 
 pub mod api;
 pub mod app;
+pub mod client;
 pub mod crypto;
 pub mod ids;
 pub mod policy;
+pub mod ports;
 #[cfg(feature = "std")]
 pub mod replay;
 pub mod split;
@@ -36,3 +38,5 @@ pub mod xml;
 
 #[cfg(test)]
 mod test_support;
+#[cfg(feature = "std")]
+pub mod testing;

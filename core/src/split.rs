@@ -58,7 +58,7 @@ pub fn split(text: &str, max_bytes: usize) -> Vec<Part<'_>> {
     let mut fence: Option<&str> = None;
     while start < text.len() {
         let prefix = match fence {
-            Some(open) if open.len() + 1 <= max / 4 => {
+            Some(open) if open.len() < max / 4 => {
                 let mut p = String::from(open);
                 p.push('\n');
                 p
