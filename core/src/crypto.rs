@@ -655,7 +655,7 @@ mod props {
             let mut len = len;
             while PAD_BLOCK - (base + len) % PAD_BLOCK != pad_target { len += 1; }
             let crypt = MsgCrypt::new("tok", "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt", "ww1").unwrap();
-            let msg: String = core::iter::repeat('字').take(len / 3).chain(core::iter::repeat('a').take(len % 3)).collect();
+            let msg: String = core::iter::repeat_n('字', len / 3).chain(core::iter::repeat_n('a', len % 3)).collect();
             let sealed = crypt.encrypt(&msg, &[9; 16], "1", "n").unwrap();
             prop_assert_eq!(crypt.decrypt(&sealed.signature, "1", "n", &sealed.encrypt).unwrap(), msg);
         }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every check and test of wecom-relay, installing whatever a fresh machine lacks:
+# the wasm targets, wasm-bindgen-cli (the version Cargo.lock pins), and the Python peer
+# (wechatpy from PyPI) in .venv/. Safe to re-run: installed pieces are reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: components and targets"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target add wasm32-unknown-unknown wasm32v1-none
+WBG_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+if ! command -v wasm-bindgen-test-runner >/dev/null || [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WBG_VERSION" ]; then
+  step "installing wasm-bindgen-cli $WBG_VERSION (matches Cargo.lock)"
+  # Not --locked: the registry mirror lacks one of its locked dependencies.
+  cargo install wasm-bindgen-cli --version "$WBG_VERSION"
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step "python peer: wechatpy in .venv"
+if ! .venv/bin/python -c 'import wechatpy, cryptography' 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/peers/requirements.txt
+fi
+export WECOM_RELAY_PYTHON="$PWD/.venv/bin/python"
+
+step "fmt"
+cargo fmt --all -- --check
+
+step "clippy (host and wasm32)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p wecom-relay-worker --target wasm32-unknown-unknown --locked -- -D warnings
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "no_std: the core without std, also for a target that has no std at all"
+cargo build -p wecom-relay-core --no-default-features --locked
+cargo build -p wecom-relay-core --no-default-features --target wasm32v1-none --locked
+
+step "tests (native, with the wechatpy peer)"
+cargo test --workspace --locked
+
+step "tests (the core on wasm32 under node)"
+cargo test -p wecom-relay-core --target wasm32-unknown-unknown --locked
+
+step "worker builds for wasm32"
+cargo build -p wecom-relay-worker --target wasm32-unknown-unknown --release --locked
+
+step "all checks passed"

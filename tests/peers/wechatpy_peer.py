@@ -1,0 +1,78 @@
+"""A real WeCom-side peer for the behaviour suite, built on wechatpy from PyPI.
+
+It speaks JSON lines on stdin/stdout, one request per line, one answer per line:
+  {"op": "encrypt_callback", token, key, corp_id, agent_id, plaintext, timestamp, nonce}
+      -> {"query", "body", "encrypt", "signature"}   what WeCom POSTs to the callback URL
+  {"op": "verify_url_request", token, key, corp_id, echo, timestamp, nonce}
+      -> {"query", "echostr", "signature"}            what WeCom GETs to verify the URL
+  {"op": "decrypt", token, key, corp_id, encrypt, signature, timestamp, nonce}
+      -> {"plaintext"} or {"error"}                   how a WeCom client reads a passive reply
+Errors never end the process: they come back as {"error": "..."}.
+"""
+import json
+import sys
+import urllib.parse
+
+from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
+from wechatpy.crypto import _get_signature
+import xmltodict
+
+
+def cdata(s):
+    return "<![CDATA[" + s.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+def encrypt_callback(r):
+    crypto = WeChatCrypto(r["token"], r["key"], r["corp_id"])
+    reply = crypto.encrypt_message(r["plaintext"], r["nonce"], r["timestamp"])
+    doc = xmltodict.parse(reply)["xml"]
+    encrypt, signature = doc["Encrypt"], doc["MsgSignature"]
+    body = (
+        "<xml><ToUserName>" + cdata(r["corp_id"]) + "</ToUserName><Encrypt>" + cdata(encrypt)
+        + "</Encrypt><AgentID>" + cdata(str(r["agent_id"])) + "</AgentID></xml>"
+    )
+    query = urllib.parse.urlencode(
+        {"msg_signature": signature, "timestamp": r["timestamp"], "nonce": r["nonce"]}
+    )
+    return {"query": query, "body": body, "encrypt": encrypt, "signature": signature}
+
+
+def verify_url_request(r):
+    crypto = WeChatCrypto(r["token"], r["key"], r["corp_id"])
+    echostr = PrpCrypto(crypto.key).encrypt(r["echo"], r["corp_id"]).decode()
+    signature = _get_signature(r["token"], r["timestamp"], r["nonce"], echostr)
+    query = urllib.parse.urlencode(
+        {"msg_signature": signature, "timestamp": r["timestamp"], "nonce": r["nonce"], "echostr": echostr}
+    )
+    # Round-trip through wechatpy's own check, as a sanity check of the peer itself.
+    assert crypto.check_signature(signature, r["timestamp"], r["nonce"], echostr) == r["echo"]
+    return {"query": query, "echostr": echostr, "signature": signature}
+
+
+def decrypt(r):
+    crypto = WeChatCrypto(r["token"], r["key"], r["corp_id"])
+    plaintext = crypto.decrypt_message(
+        {"Encrypt": r["encrypt"]}, r["signature"], r["timestamp"], r["nonce"]
+    )
+    return {"plaintext": plaintext}
+
+
+OPS = {"encrypt_callback": encrypt_callback, "verify_url_request": verify_url_request, "decrypt": decrypt}
+
+
+def main():
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            req = json.loads(line)
+            out = OPS[req["op"]](req)
+        except Exception as e:  # the peer reports, the test decides
+            out = {"error": type(e).__name__ + ": " + str(e)}
+        sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
