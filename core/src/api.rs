@@ -744,6 +744,8 @@ mod tests {
     #[allow(unused_imports)]
     use crate::test_support::*;
     use alloc::vec;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn tok() -> AccessToken {
         AccessToken::new("TOKEN/+=")

@@ -357,6 +357,8 @@ mod tests {
     use super::*;
     use crate::test_support::*;
     use alloc::vec;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     pub(crate) fn cfg(name: &str, corp: &str, agent: &str, token: &str, key: &str) -> AppConfig {
         AppConfig {

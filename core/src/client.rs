@@ -199,6 +199,8 @@ mod tests {
     #[allow(unused_imports)]
     use crate::test_support::*;
     use crate::testing::{block_on, FixedClock, ScriptedHttp};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn app() -> App {
         let cfg = AppConfig {

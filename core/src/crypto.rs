@@ -419,6 +419,8 @@ mod tests {
     use super::*;
     use crate::test_support::*;
     use alloc::vec;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn official_vectors_verify_url() {

@@ -143,6 +143,8 @@ mod tests {
     #[allow(unused_imports)]
     use crate::test_support::*;
     use alloc::format;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn scoped_user_parses_and_prints() {

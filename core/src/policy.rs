@@ -87,6 +87,8 @@ mod tests {
     use super::*;
     #[allow(unused_imports)]
     use crate::test_support::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn bare_entries_match_any_corp_scoped_only_their_own() {

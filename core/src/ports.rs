@@ -483,17 +483,25 @@ mod tests {
     use crate::test_support::*;
     use crate::testing::block_on;
     use alloc::string::ToString;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     mod memory_dedup {
         use super::*;
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
         crate::dedup_store_contract_tests!(MemoryDedup::default(), block_on);
     }
     mod memory_tokens {
         use super::*;
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
         crate::token_cache_contract_tests!(MemoryTokenCache::default(), block_on);
     }
     mod memory_conversations {
         use super::*;
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
         crate::conversation_store_contract_tests!(MemoryConversations::default(), block_on);
     }
 

@@ -127,6 +127,8 @@ mod tests {
     #[allow(unused_imports)]
     use crate::test_support::*;
     use crate::xml::{parse_message, Event};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn window() {

@@ -6,11 +6,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::Deserialize;
 
-/// On wasm the test attribute comes from wasm-bindgen-test; a glob import of this module
-/// shadows the prelude's `#[test]` there.
-#[cfg(target_arch = "wasm32")]
-pub use wasm_bindgen_test::wasm_bindgen_test as test;
-
 const VECTORS: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../shared/vectors/wecom-official.json"

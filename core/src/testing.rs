@@ -154,6 +154,8 @@ mod tests {
     use crate::api::{Body, Method};
     #[allow(unused_imports)]
     use crate::test_support::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn seeded_random_is_reproducible() {

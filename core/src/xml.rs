@@ -541,6 +541,8 @@ mod tests {
     use crate::test_support::*;
     use alloc::format;
     use alloc::vec;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn wrap(inner: &str) -> String {
         format!(

@@ -71,7 +71,11 @@ impl WechatpyPeer {
             .expect("start the wechatpy peer");
         let stdin = child.stdin.take().expect("stdin");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Self { child, stdin, stdout }
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     /// Sends one request and reads its answer.
@@ -80,7 +84,10 @@ impl WechatpyPeer {
         self.stdin.flush().expect("flush");
         let mut line = String::new();
         self.stdout.read_line(&mut line).expect("read from peer");
-        assert!(!line.is_empty(), "the wechatpy peer exited (is wechatpy installed?)");
+        assert!(
+            !line.is_empty(),
+            "the wechatpy peer exited (is wechatpy installed?)"
+        );
         serde_json::from_str(&line).expect("peer speaks json")
     }
 
@@ -89,7 +96,13 @@ impl WechatpyPeer {
     }
 
     /// wechatpy encrypts `plaintext` as a callback POST.
-    pub fn encrypt_callback(&mut self, app: &PeerApp, plaintext: &str, timestamp: &str, nonce: &str) -> EncryptedCallback {
+    pub fn encrypt_callback(
+        &mut self,
+        app: &PeerApp,
+        plaintext: &str,
+        timestamp: &str,
+        nonce: &str,
+    ) -> EncryptedCallback {
         let mut req = Self::base(app, "encrypt_callback");
         req["plaintext"] = plaintext.into();
         req["timestamp"] = timestamp.into();
@@ -97,11 +110,22 @@ impl WechatpyPeer {
         let out = self.call(req);
         assert!(out.get("error").is_none(), "peer failed: {out}");
         let s = |k: &str| out[k].as_str().expect(k).to_string();
-        EncryptedCallback { query: s("query"), body: s("body"), encrypt: s("encrypt"), signature: s("signature") }
+        EncryptedCallback {
+            query: s("query"),
+            body: s("body"),
+            encrypt: s("encrypt"),
+            signature: s("signature"),
+        }
     }
 
     /// wechatpy builds a URL-verification query for `echo`.
-    pub fn verify_url_query(&mut self, app: &PeerApp, echo: &str, timestamp: &str, nonce: &str) -> String {
+    pub fn verify_url_query(
+        &mut self,
+        app: &PeerApp,
+        echo: &str,
+        timestamp: &str,
+        nonce: &str,
+    ) -> String {
         let mut req = Self::base(app, "verify_url_request");
         req["echo"] = echo.into();
         req["timestamp"] = timestamp.into();
@@ -112,7 +136,14 @@ impl WechatpyPeer {
     }
 
     /// wechatpy decrypts (and verifies) what we encrypted. `Err` carries wechatpy's complaint.
-    pub fn decrypt(&mut self, app: &PeerApp, encrypt: &str, signature: &str, timestamp: &str, nonce: &str) -> Result<String, String> {
+    pub fn decrypt(
+        &mut self,
+        app: &PeerApp,
+        encrypt: &str,
+        signature: &str,
+        timestamp: &str,
+        nonce: &str,
+    ) -> Result<String, String> {
         let mut req = Self::base(app, "decrypt");
         req["encrypt"] = encrypt.into();
         req["signature"] = signature.into();

@@ -11,7 +11,12 @@ use wecom_relay_tests::peer::{PeerApp, WechatpyPeer};
 const KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
 
 fn peer_app() -> PeerApp {
-    PeerApp { token: "QDG6eK".into(), key: KEY.into(), corp_id: "wx5823bf96d3bd56c7".into(), agent_id: "218".into() }
+    PeerApp {
+        token: "QDG6eK".into(),
+        key: KEY.into(),
+        corp_id: "wx5823bf96d3bd56c7".into(),
+        agent_id: "218".into(),
+    }
 }
 
 /// Random text of exactly `len` bytes mixing ASCII, CJK, emoji and XML-special characters.
@@ -46,7 +51,9 @@ fn wechatpy_encrypts_the_core_decrypts() {
         let env = parse_envelope(&cb.body).unwrap();
         assert_eq!(env.encrypt, cb.encrypt);
         let q = SignedQuery::parse(&cb.query).unwrap();
-        let plain = crypt.decrypt(&q.msg_signature, &q.timestamp, &q.nonce, &env.encrypt).unwrap();
+        let plain = crypt
+            .decrypt(&q.msg_signature, &q.timestamp, &q.nonce, &env.encrypt)
+            .unwrap();
         assert_eq!(plain, text, "length {len}");
     }
 }
@@ -61,20 +68,40 @@ fn the_core_encrypts_wechatpy_decrypts() {
         let text = random_text(&rng, len);
         let mut random = [0u8; 16];
         rng.fill(&mut random); // arbitrary bytes, not only ASCII
-        let sealed = crypt.encrypt(&text, &random, "1409659589", "263014780").unwrap();
-        let back = peer.decrypt(&app, &sealed.encrypt, &sealed.signature, &sealed.timestamp, &sealed.nonce);
+        let sealed = crypt
+            .encrypt(&text, &random, "1409659589", "263014780")
+            .unwrap();
+        let back = peer.decrypt(
+            &app,
+            &sealed.encrypt,
+            &sealed.signature,
+            &sealed.timestamp,
+            &sealed.nonce,
+        );
         assert_eq!(back.as_deref(), Ok(text.as_str()), "length {len}");
     }
     // wechatpy rejects a signature we did not compute for it: the peer is really checking.
     let sealed = crypt.encrypt("x", &[0; 16], "1", "n").unwrap();
-    assert!(peer.decrypt(&app, &sealed.encrypt, &"0".repeat(40), "1", "n").is_err());
+    assert!(peer
+        .decrypt(&app, &sealed.encrypt, &"0".repeat(40), "1", "n")
+        .is_err());
 }
 
 #[test]
 fn wechatpy_callbacks_route_across_two_corps_sharing_a_user_id() {
     let mut peer = WechatpyPeer::start();
-    let a = PeerApp { token: "tokenA".into(), key: "A".repeat(43), corp_id: "wwcorpA".into(), agent_id: "1000002".into() };
-    let b = PeerApp { token: "tokenB".into(), key: KEY.into(), corp_id: "wwcorpB".into(), agent_id: "1000005".into() };
+    let a = PeerApp {
+        token: "tokenA".into(),
+        key: "A".repeat(43),
+        corp_id: "wwcorpA".into(),
+        agent_id: "1000002".into(),
+    };
+    let b = PeerApp {
+        token: "tokenB".into(),
+        key: KEY.into(),
+        corp_id: "wwcorpB".into(),
+        agent_id: "1000005".into(),
+    };
     let cfg = |p: &PeerApp| AppConfig {
         name: None,
         corp_id: p.corp_id.clone(),
@@ -92,15 +119,25 @@ fn wechatpy_callbacks_route_across_two_corps_sharing_a_user_id() {
         );
         let cb = peer.encrypt_callback(p, &xml, "1700000000", "n");
         let q = SignedQuery::parse(&cb.query).unwrap();
-        let routed = apps.route(&q, &parse_envelope(&cb.body).unwrap().encrypt).unwrap();
+        let routed = apps
+            .route(&q, &parse_envelope(&cb.body).unwrap().encrypt)
+            .unwrap();
         assert_eq!(routed.app, i);
         let msg = parse_message(&routed.plaintext).unwrap();
         assert_eq!(msg.from_user_name, "zhangsan");
-        assert_eq!(msg.body, MessageBody::Text { content: format!("hi from {}", p.corp_id) });
+        assert_eq!(
+            msg.body,
+            MessageBody::Text {
+                content: format!("hi from {}", p.corp_id)
+            }
+        );
 
         let query = peer.verify_url_query(p, "echo-1288432023552776189", "1700000000", "n2");
         let q = SignedQuery::parse(&query).unwrap();
         let routed = apps.route(&q, q.echostr.as_deref().unwrap()).unwrap();
-        assert_eq!((routed.app, routed.plaintext.as_str()), (i, "echo-1288432023552776189"));
+        assert_eq!(
+            (routed.app, routed.plaintext.as_str()),
+            (i, "echo-1288432023552776189")
+        );
     }
 }
