@@ -14,6 +14,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::future::Future;
 
 use crate::api::{
     self, token_needs_refresh, ApiError, Content, ErrorClass, HttpRequest, HttpResponse,
@@ -45,6 +46,28 @@ pub fn retry_delay_ms(attempt: u32, error: &ApiError, jitter: u16) -> u64 {
     jittered.max(floor)
 }
 
+/// Serialises token refreshes per key, so concurrent callers fetch one token, not many.
+///
+/// Contract: while a guard for a key is held, `lock` for the same key waits. Distinct keys do
+/// not wait on each other. The Worker needs none (a token fetched twice is only a cost).
+pub trait RefreshLock: Send + Sync {
+    /// Held while refreshing.
+    type Guard<'a>: Send
+    where
+        Self: 'a;
+    /// Waits for the key's lock.
+    fn lock<'a>(&'a self, key: &'a str) -> impl Future<Output = Self::Guard<'a>> + Send;
+}
+
+/// No serialisation.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoRefreshLock;
+
+impl RefreshLock for NoRefreshLock {
+    type Guard<'a> = ();
+    async fn lock<'a>(&'a self, _key: &'a str) {}
+}
+
 /// How many attempts a retryable failure gets in total.
 pub const MAX_ATTEMPTS: u32 = 5;
 
@@ -60,7 +83,7 @@ pub struct PartialSend {
 }
 
 /// A WeCom API client borrowing its ports.
-pub struct WeComClient<'a, H, C, K> {
+pub struct WeComClient<'a, H, C, K, L = NoRefreshLock> {
     /// Base URL (`api_base`).
     pub api_base: &'a str,
     /// The HTTP port.
@@ -69,9 +92,24 @@ pub struct WeComClient<'a, H, C, K> {
     pub tokens: &'a C,
     /// The clock.
     pub clock: &'a K,
+    /// Serialises token refreshes per app.
+    pub refresh: &'a L,
 }
 
-impl<H: HttpClient, C: TokenCache, K: Clock> WeComClient<'_, H, C, K> {
+impl<'a, H, C, K> WeComClient<'a, H, C, K, NoRefreshLock> {
+    /// A client without refresh serialisation (one isolate, one task, or tests).
+    pub fn new(api_base: &'a str, http: &'a H, tokens: &'a C, clock: &'a K) -> Self {
+        Self {
+            api_base,
+            http,
+            tokens,
+            clock,
+            refresh: &NoRefreshLock,
+        }
+    }
+}
+
+impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, C, K, L> {
     async fn exchange(&self, req: HttpRequest) -> Result<HttpResponse, ApiError> {
         self.http.send(req).await.map_err(ApiError::transport)
     }
@@ -80,6 +118,17 @@ impl<H: HttpClient, C: TokenCache, K: Clock> WeComClient<'_, H, C, K> {
     pub async fn token(&self, app: &App) -> Result<AccessToken, ApiError> {
         let now = self.clock.now_unix();
         let key = token_key(app);
+        if let Some(t) = self
+            .tokens
+            .get(&key, now)
+            .await
+            .filter(|t| !token_needs_refresh(t.expires_at, now))
+        {
+            return Ok(t.token);
+        }
+        // One refresh per app at a time: whoever waited finds the fresh token in the cache.
+        let _guard = self.refresh.lock(&key).await;
+        let now = self.clock.now_unix();
         let cached = self.tokens.get(&key, now).await;
         match cached {
             Some(t) if !token_needs_refresh(t.expires_at, now) => Ok(t.token),
@@ -230,12 +279,7 @@ mod tests {
             FixedClock::at(1000),
             app(),
         );
-        let client = WeComClient {
-            api_base: "http://127.0.0.1:1",
-            http: &http,
-            tokens: &cache,
-            clock: &clock,
-        };
+        let client = WeComClient::new("http://127.0.0.1:1", &http, &cache, &clock);
         http.push_json(TOKEN_OK).push_json(SENT).push_json(SENT);
         block_on(async {
             client
@@ -305,12 +349,7 @@ mod tests {
             FixedClock::at(1000),
             app(),
         );
-        let client = WeComClient {
-            api_base: "http://x",
-            http: &http,
-            tokens: &cache,
-            clock: &clock,
-        };
+        let client = WeComClient::new("http://x", &http, &cache, &clock);
         http.push_json(TOKEN_OK);
         block_on(client.token(&app)).unwrap();
         clock.advance(7200 - 100);
@@ -326,12 +365,7 @@ mod tests {
             FixedClock::at(1000),
             app(),
         );
-        let client = WeComClient {
-            api_base: "http://x",
-            http: &http,
-            tokens: &cache,
-            clock: &clock,
-        };
+        let client = WeComClient::new("http://x", &http, &cache, &clock);
         http.push_json(TOKEN_OK)
             .push_json(r#"{"errcode":42001,"errmsg":"access_token expired"}"#)
             .push_json(TOKEN_2)
@@ -375,12 +409,7 @@ mod tests {
             FixedClock::at(1000),
             app(),
         );
-        let client = WeComClient {
-            api_base: "http://x",
-            http: &http,
-            tokens: &cache,
-            clock: &clock,
-        };
+        let client = WeComClient::new("http://x", &http, &cache, &clock);
         let text = "第一段。".repeat(400); // 4800 bytes: 3 parts
         http.push_json(TOKEN_OK)
             .push_json(SENT)

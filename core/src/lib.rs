@@ -23,6 +23,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "std")]
+pub mod agent;
 pub mod api;
 pub mod app;
 pub mod client;
@@ -31,7 +33,11 @@ pub mod ids;
 pub mod policy;
 pub mod ports;
 #[cfg(feature = "std")]
+pub mod relay;
+#[cfg(feature = "std")]
 pub mod replay;
+#[cfg(feature = "std")]
+pub mod settings;
 pub mod split;
 #[cfg(feature = "std")]
 pub mod xml;

@@ -1,0 +1,501 @@
+//! The callback pipeline: from an HTTP request to a response plus follow-up work, as data.
+//!
+//! The twins call [`verify_url`] for `GET` and [`open_callback`] then [`decide`] for `POST`.
+//! What is left to them is I/O: claiming the dedup key, enqueueing the [`Job`], and answering
+//! with [`Rejection::status`] or `200 success`.
+//!
+//! Order of checks on `POST`: size, query, envelope, signature and decryption (routing),
+//! timestamp window, message XML. Unauthenticated input never reaches the window or the parser.
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::app::{RouteError, SignedQuery};
+use crate::ids::{AgentId, ScopedUser};
+use crate::policy::Access;
+use crate::replay::{dedup_key, ReplayError};
+use crate::settings::Settings;
+use crate::xml::{parse_envelope, parse_message, Event, Message, MessageBody, XmlError};
+
+/// The largest callback body accepted. WeCom's are a few KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a denied user waits between two deny notices.
+pub const DENY_NOTICE_INTERVAL_SECS: u64 = 3600;
+
+/// Why a callback was refused. The log gets [`fmt::Display`]; the client gets only the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Larger than [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// The query lacks a parameter.
+    Query(RouteError),
+    /// The body is not a WeCom envelope.
+    Envelope(XmlError),
+    /// No app verifies the signature.
+    Signature,
+    /// Decryption failed or the receive id matches no app.
+    Decrypt(RouteError),
+    /// Outside the replay window.
+    Stale(ReplayError),
+    /// The decrypted message is not valid WeCom XML.
+    Message(XmlError),
+    /// The decrypted `ToUserName` is not the app's corp.
+    CorpMismatch,
+}
+
+impl Rejection {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::TooLarge => 413,
+            Self::Signature => 403,
+            _ => 400,
+        }
+    }
+
+    /// A short label for metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::Query(_) => "bad_query",
+            Self::Envelope(_) => "bad_envelope",
+            Self::Signature => "bad_signature",
+            Self::Decrypt(_) => "bad_ciphertext",
+            Self::Stale(_) => "stale",
+            Self::Message(_) => "bad_message",
+            Self::CorpMismatch => "corp_mismatch",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge => write!(f, "body larger than {MAX_BODY_BYTES} bytes"),
+            Self::Query(e) | Self::Decrypt(e) => write!(f, "{e}"),
+            Self::Envelope(e) => write!(f, "envelope: {e}"),
+            Self::Signature => f.write_str("no app verifies the signature"),
+            Self::Stale(e) => write!(f, "replay window: {e}"),
+            Self::Message(e) => write!(f, "message: {e}"),
+            Self::CorpMismatch => f.write_str("message corp differs from the app's"),
+        }
+    }
+}
+
+fn route_rejection(e: RouteError) -> Rejection {
+    match e {
+        RouteError::MissingParam(_) => Rejection::Query(e),
+        RouteError::Signature => Rejection::Signature,
+        other => Rejection::Decrypt(other),
+    }
+}
+
+/// URL verification: the plaintext echo to answer with, and the app that verified.
+pub fn verify_url(settings: &Settings, raw_query: &str) -> Result<(usize, String), Rejection> {
+    let q = SignedQuery::parse(raw_query).map_err(Rejection::Query)?;
+    let echostr = q
+        .echostr
+        .as_deref()
+        .ok_or(Rejection::Query(RouteError::MissingParam("echostr")))?;
+    let routed = settings.apps.route(&q, echostr).map_err(route_rejection)?;
+    Ok((routed.app, routed.plaintext))
+}
+
+/// A verified, decrypted, parsed callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    /// Index of the app in `settings.apps`.
+    pub app: usize,
+    /// The message.
+    pub message: Message,
+    /// The sender, scoped by corp.
+    pub user: ScopedUser,
+    /// The dedup key.
+    pub dedup_key: String,
+}
+
+/// Verifies, decrypts, routes and parses a callback `POST`.
+pub fn open_callback(
+    settings: &Settings,
+    raw_query: &str,
+    body: &[u8],
+    now: u64,
+) -> Result<Inbound, Rejection> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Rejection::TooLarge);
+    }
+    let q = SignedQuery::parse(raw_query).map_err(Rejection::Query)?;
+    let body = core::str::from_utf8(body)
+        .map_err(|_| Rejection::Envelope(XmlError::Malformed("body is not utf-8".into())))?;
+    let envelope = parse_envelope(body).map_err(Rejection::Envelope)?;
+    let routed = settings
+        .apps
+        .route(&q, &envelope.encrypt)
+        .map_err(route_rejection)?;
+    settings
+        .replay
+        .check_timestamp(&q.timestamp, now)
+        .map_err(Rejection::Stale)?;
+    let message = parse_message(&routed.plaintext).map_err(Rejection::Message)?;
+    let app = settings
+        .apps
+        .get(routed.app)
+        .expect("route returns a valid index");
+    if message.to_user_name != app.corp_id.as_str() {
+        return Err(Rejection::CorpMismatch);
+    }
+    let user = ScopedUser::new(app.corp_id.as_str(), message.from_user_name.as_str());
+    let dedup_key = dedup_key(&message);
+    Ok(Inbound {
+        app: routed.app,
+        message,
+        user,
+        dedup_key,
+    })
+}
+
+/// What the user sent, as the agent sees it. Media are references (media ids valid 3 days).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentInput {
+    /// Text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// A picture.
+    Image {
+        /// Media id.
+        media_id: String,
+        /// Picture URL.
+        pic_url: String,
+    },
+    /// A voice message.
+    Voice {
+        /// Media id.
+        media_id: String,
+        /// `amr` or `speex`.
+        format: String,
+    },
+    /// A video.
+    Video {
+        /// Media id.
+        media_id: String,
+        /// Thumbnail media id.
+        thumb_media_id: String,
+    },
+    /// A location.
+    Location {
+        /// Latitude.
+        latitude: f64,
+        /// Longitude.
+        longitude: f64,
+        /// Description.
+        label: String,
+    },
+    /// A link.
+    Link {
+        /// Title.
+        title: String,
+        /// Description.
+        description: String,
+        /// URL.
+        url: String,
+    },
+}
+
+impl AgentInput {
+    /// The input as text, for agents that only read text (and for the echo agent).
+    pub fn to_text(&self) -> String {
+        match self {
+            Self::Text { text } => text.clone(),
+            Self::Image { media_id, .. } => format!("[image media_id={media_id}]"),
+            Self::Voice { media_id, format } => {
+                format!("[voice media_id={media_id} format={format}]")
+            }
+            Self::Video { media_id, .. } => format!("[video media_id={media_id}]"),
+            Self::Location {
+                latitude,
+                longitude,
+                label,
+            } => format!("[location {latitude},{longitude} {label}]"),
+            Self::Link { title, url, .. } => format!("[link {title} {url}]"),
+        }
+    }
+}
+
+/// What a job does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobKind {
+    /// Ask the agent and send its answer.
+    Answer {
+        /// The user's input.
+        input: AgentInput,
+    },
+    /// Send a fixed notice (the deny message).
+    Notice {
+        /// The text.
+        text: String,
+    },
+}
+
+/// Follow-up work of an accepted callback. Serialisable, so a durable queue can hold it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Unique per message: the dedup key.
+    pub id: String,
+    /// The app's name.
+    pub app: String,
+    /// The app's agent id (replies go through the same app).
+    pub agent_id: AgentId,
+    /// The user.
+    pub user: ScopedUser,
+    /// When WeCom created the message.
+    pub create_time: u64,
+    /// What to do.
+    pub kind: JobKind,
+}
+
+/// What to do with an opened callback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Claim [`Job::id`] in the dedup store, enqueue the job, then answer 200.
+    Process(Job),
+    /// The user is not allowed. If `notice` is set, claim its key for an hour and, if fresh,
+    /// enqueue it.
+    Deny {
+        /// The notice job, when a deny message is configured.
+        notice: Option<Job>,
+    },
+    /// Nothing to do (events, unknown types); answer 200.
+    Ignore(&'static str),
+}
+
+/// The dedup key that rate-limits deny notices to one per user per hour.
+pub fn deny_notice_key(user: &ScopedUser) -> String {
+    format!("deny:{}", user.key())
+}
+
+/// Decides what an opened callback leads to.
+pub fn decide(settings: &Settings, inbound: &Inbound) -> Decision {
+    let app = settings
+        .apps
+        .get(inbound.app)
+        .expect("inbound carries a valid index");
+    let input = match &inbound.message.body {
+        MessageBody::Text { content } => AgentInput::Text {
+            text: content.clone(),
+        },
+        MessageBody::Image { pic_url, media_id } => AgentInput::Image {
+            media_id: media_id.clone(),
+            pic_url: pic_url.clone(),
+        },
+        MessageBody::Voice { media_id, format } => AgentInput::Voice {
+            media_id: media_id.clone(),
+            format: format.clone(),
+        },
+        MessageBody::Video {
+            media_id,
+            thumb_media_id,
+        } => AgentInput::Video {
+            media_id: media_id.clone(),
+            thumb_media_id: thumb_media_id.clone(),
+        },
+        MessageBody::Location {
+            latitude,
+            longitude,
+            label,
+            ..
+        } => AgentInput::Location {
+            latitude: *latitude,
+            longitude: *longitude,
+            label: label.clone(),
+        },
+        MessageBody::Link {
+            title,
+            description,
+            url,
+            ..
+        } => AgentInput::Link {
+            title: title.clone(),
+            description: description.clone(),
+            url: url.clone(),
+        },
+        MessageBody::Event(Event::Unknown { .. }) => return Decision::Ignore("unknown_event"),
+        MessageBody::Event(_) => return Decision::Ignore("event"),
+        MessageBody::Unknown { .. } => return Decision::Ignore("unknown_type"),
+    };
+    let job = |id: String, kind: JobKind| Job {
+        id,
+        app: app.name.clone(),
+        agent_id: app.agent_id,
+        user: inbound.user.clone(),
+        create_time: inbound.message.create_time,
+        kind,
+    };
+    if settings.policy.check(&inbound.user) == Access::Denied {
+        let notice = settings.deny_message.as_ref().map(|text| {
+            job(
+                deny_notice_key(&inbound.user),
+                JobKind::Notice {
+                    text: text.to_owned(),
+                },
+            )
+        });
+        return Decision::Deny { notice };
+    }
+    Decision::Process(job(inbound.dedup_key.clone(), JobKind::Answer { input }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::RawSettings;
+    use crate::test_support::*;
+    use alloc::string::ToString;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn official() -> (Settings, VectorSet) {
+        let set = vector_sets().remove(0);
+        let mut raw = RawSettings::default();
+        for (k, v) in [
+            ("corp_id", set.corp_id.as_str()),
+            ("corp_secret", "s"),
+            ("agent_id", set.agent_id.as_str()),
+            ("token", set.token.as_str()),
+            ("encoding_aes_key", set.encoding_aes_key.as_str()),
+            ("allowed_users", "chenjiashun"),
+        ] {
+            raw.set(k, v.into()).unwrap();
+        }
+        (raw.resolve().unwrap(), set)
+    }
+
+    #[test]
+    fn official_vector_end_to_end_decision() {
+        let (settings, set) = official();
+        let (app, echo) = verify_url(&settings, &set.verify_url.query).unwrap();
+        assert_eq!(
+            (app, echo.as_str()),
+            (0, set.verify_url.expected_body.as_str())
+        );
+        let now = set.callback.timestamp.parse::<u64>().unwrap() + 5;
+        let inbound = open_callback(
+            &settings,
+            &set.callback.query,
+            set.callback.body.as_bytes(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            inbound.user.to_string(),
+            format!("{}:ChenJiaShun", set.corp_id)
+        );
+        match decide(&settings, &inbound) {
+            Decision::Process(job) => {
+                assert_eq!(
+                    job.kind,
+                    JobKind::Answer {
+                        input: AgentInput::Text {
+                            text: "你好".into()
+                        }
+                    }
+                );
+                assert_eq!(
+                    job.id,
+                    format!("{}:{}:m:1456453720", set.corp_id, set.agent_id)
+                );
+                let json = serde_json::to_string(&job).unwrap();
+                assert_eq!(serde_json::from_str::<Job>(&json).unwrap(), job);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejections_carry_the_right_status() {
+        let (settings, set) = official();
+        let now = set.callback.timestamp.parse::<u64>().unwrap();
+        let body = set.callback.body.as_bytes();
+        let status =
+            |q: &str, b: &[u8], now: u64| open_callback(&settings, q, b, now).unwrap_err().status();
+        assert_eq!(
+            status(&set.callback.query, &[b' '; MAX_BODY_BYTES + 1], now),
+            413
+        );
+        assert_eq!(status("timestamp=1&nonce=2", body, now), 400);
+        assert_eq!(status(&set.callback.query, b"<xml>", now), 400);
+        assert_eq!(status(&set.callback.query, &[0xff, 0xfe], now), 400);
+        let tampered = set.callback.query.replace("nonce=", "nonce=9");
+        assert_eq!(status(&tampered, body, now), 403);
+        assert_eq!(status(&set.callback.query, body, now + 601), 400);
+        assert_eq!(
+            open_callback(&settings, &set.callback.query, body, now + 601)
+                .unwrap_err()
+                .outcome(),
+            "stale"
+        );
+        assert_eq!(
+            verify_url(&settings, "msg_signature=a&timestamp=1&nonce=2")
+                .unwrap_err()
+                .status(),
+            400
+        );
+        let bad = set
+            .verify_url
+            .query
+            .replace("msg_signature=0", "msg_signature=1");
+        assert_eq!(verify_url(&settings, &bad).unwrap_err().status(), 403);
+    }
+
+    #[test]
+    fn denied_users_get_at_most_a_notice_and_events_are_ignored() {
+        let (mut settings, _) = official();
+        let crypt = settings.apps.get(0).unwrap().crypt.clone();
+        let send = |settings: &Settings, inner: &str| {
+            let xml = format!(
+                "<xml><ToUserName>{}</ToUserName><FromUserName>mallory</FromUserName><CreateTime>100</CreateTime>{inner}<AgentID>1000002</AgentID></xml>",
+                crypt.receive_id()
+            );
+            let sealed = crypt.encrypt(&xml, &[3; 16], "100", "n").unwrap();
+            let body =
+                crate::xml::callback_envelope_xml(crypt.receive_id(), &sealed.encrypt, "1000002");
+            let q = format!("msg_signature={}&timestamp=100&nonce=n", sealed.signature);
+            let inbound = open_callback(settings, &q, body.as_bytes(), 100).unwrap();
+            decide(settings, &inbound)
+        };
+        let text = "<MsgType>text</MsgType><Content>hi</Content><MsgId>5</MsgId>";
+        assert_eq!(send(&settings, text), Decision::Deny { notice: None });
+        settings.deny_message = Some("not for you".into());
+        match send(&settings, text) {
+            Decision::Deny { notice: Some(job) } => {
+                assert_eq!(job.id, format!("deny:{}:mallory", crypt.receive_id()));
+                assert_eq!(
+                    job.kind,
+                    JobKind::Notice {
+                        text: "not for you".into()
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            send(
+                &settings,
+                "<MsgType>event</MsgType><Event>enter_agent</Event>"
+            ),
+            Decision::Ignore("event")
+        );
+        assert_eq!(
+            send(&settings, "<MsgType>hologram</MsgType>"),
+            Decision::Ignore("unknown_type")
+        );
+    }
+}
