@@ -1,9 +1,135 @@
-//! `wecom-relay`: the self-hosted twin. The server arrives with its own issue; this binary
-//! already links the core so the workspace builds end to end.
+//! `wecom-relay`: serve WeCom callbacks, or run the self-contained demo.
 
-fn main() {
-    println!(
-        "wecom-relay {} (core ready; server not built yet)",
-        env!("CARGO_PKG_VERSION")
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing::{error, info};
+use wecom_relay::{config, demo, logging, relay::Relay, server};
+
+#[derive(Parser)]
+#[command(
+    name = "wecom-relay",
+    version,
+    about = "Relays WeCom self-built app callbacks to an AI agent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the callback URL (settings: config.yaml, then WECOM_CALLBACK_* variables).
+    Serve {
+        /// A Hermes-style config.yaml (default: $WECOM_RELAY_CONFIG, ./config.yaml, ~/.hermes/config.yaml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a self-contained demo: a local WeCom stand-in, the relay and the echo agent.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Demo => {
+            if std::env::var_os("RUST_LOG").is_none() {
+                std::env::set_var("RUST_LOG", "wecom_relay=info,warn");
+            }
+            logging::init_to("text", true);
+            match runtime.block_on(demo::run()) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("the demo did not behave as expected");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("demo failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(path: Option<PathBuf>) -> ExitCode {
+    let env = |k: &str| std::env::var(k).ok();
+    let cfg = match config::load(path.as_deref(), &env) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&cfg.runtime.log_format);
+    let addr = format!("{}:{}", cfg.settings.host, cfg.settings.port);
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(%addr, error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    let apps: Vec<String> = cfg.settings.apps.iter().map(|a| a.name.clone()).collect();
+    if cfg.settings.policy.denies_all() {
+        info!(
+            "the allowlist is empty: every user is denied (set allowed_users or allow_all_users)"
+        );
+    }
+    info!(
+        addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or(addr),
+        path = %cfg.settings.path,
+        apps = ?apps,
+        config = ?cfg.source,
+        api_base = %cfg.settings.api_base,
+        "wecom-relay listening"
     );
+    let drain = Duration::from_secs(cfg.runtime.drain_timeout_secs);
+    let relay = Relay::new(cfg.settings, &cfg.agent, cfg.runtime);
+    let result = axum::serve(listener, server::app(relay.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    info!("intake stopped, draining in-flight work");
+    relay.shutdown(drain).await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
 }

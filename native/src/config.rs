@@ -1,0 +1,247 @@
+//! Loading settings: `config.yaml` (Hermes's layout), then `WECOM_CALLBACK_*` variables.
+//!
+//! The file keeps Hermes's shape: relay settings live under `platforms.wecom_callback.extra`,
+//! the agent under a top-level `agent:`. Everything else in the file is ignored, so a Hermes
+//! `config.yaml` works as it is. Validation is the core's ([`RawSettings::resolve`]).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use wecom_relay_core::app::ConfigError;
+use wecom_relay_core::settings::{RawSettings, Settings};
+
+/// Which agent answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AgentConfig {
+    /// Replies with the text received.
+    #[default]
+    Echo,
+}
+
+/// Native-only runtime settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Jobs processed at once.
+    pub concurrency: usize,
+    /// How long SIGTERM waits for in-flight work.
+    pub drain_timeout_secs: u64,
+    /// Timeout of one WeCom API request.
+    pub api_timeout_secs: u64,
+    /// `text` or `json` logs.
+    pub log_format: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            drain_timeout_secs: 30,
+            api_timeout_secs: 10,
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FileConfig {
+    #[serde(default)]
+    platforms: Platforms,
+    #[serde(default)]
+    agent: Option<AgentConfig>,
+    #[serde(default)]
+    relay: Option<RuntimeConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Platforms {
+    #[serde(default)]
+    wecom_callback: Option<Platform>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Platform {
+    #[serde(default)]
+    extra: RawSettings,
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The relay's settings.
+    pub settings: Settings,
+    /// The agent.
+    pub agent: AgentConfig,
+    /// Runtime knobs.
+    pub runtime: RuntimeConfig,
+    /// The file read, if any.
+    pub source: Option<PathBuf>,
+}
+
+/// The file to read when `--config` is not given: `WECOM_RELAY_CONFIG`, `./config.yaml`, then
+/// Hermes's `$HERMES_HOME/config.yaml` or `~/.hermes/config.yaml`, the first that exists.
+pub fn default_config_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(p) = env("WECOM_RELAY_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(p.into());
+    }
+    let mut candidates = vec![PathBuf::from("config.yaml")];
+    if let Some(home) = env("HERMES_HOME") {
+        candidates.push(Path::new(&home).join("config.yaml"));
+    }
+    if let Some(home) = env("HOME") {
+        candidates.push(Path::new(&home).join(".hermes/config.yaml"));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// Keeps a parser's position and the shape of its complaint, never the quoted value.
+fn redacted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut in_quote = false;
+    for c in msg.chars() {
+        match c {
+            '"' | '`' => {
+                if !in_quote {
+                    out.push_str("<value>");
+                }
+                in_quote = !in_quote;
+            }
+            _ if in_quote => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Parses the YAML text of a config file.
+pub fn parse_yaml(text: &str) -> Result<(RawSettings, AgentConfig, RuntimeConfig), ConfigError> {
+    let file: FileConfig = if text.trim().is_empty() {
+        FileConfig::default()
+    } else {
+        serde_yaml_ng::from_str(text)
+            .map_err(|e| ConfigError::new("config.yaml", redacted(&e.to_string())))?
+    };
+    let raw = file
+        .platforms
+        .wecom_callback
+        .map(|p| p.extra)
+        .unwrap_or_default();
+    Ok((
+        raw,
+        file.agent.unwrap_or_default(),
+        file.relay.unwrap_or_default(),
+    ))
+}
+
+/// Loads the file (if any), applies the environment and validates.
+pub fn load(
+    path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let source = path
+        .map(Path::to_path_buf)
+        .or_else(|| default_config_path(env));
+    let (mut raw, agent, mut runtime) = match &source {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                ConfigError::new("--config", format!("cannot read {}: {e}", p.display()))
+            })?;
+            parse_yaml(&text)?
+        }
+        None => (
+            RawSettings::default(),
+            AgentConfig::default(),
+            RuntimeConfig::default(),
+        ),
+    };
+    raw.apply_env(env)?;
+    if let Some(format) = env("WECOM_RELAY_LOG_FORMAT").filter(|f| !f.is_empty()) {
+        runtime.log_format = format;
+    }
+    if !matches!(runtime.log_format.as_str(), "text" | "json") {
+        return Err(ConfigError::new("relay.log_format", "must be text or json"));
+    }
+    if runtime.concurrency == 0 {
+        return Err(ConfigError::new("relay.concurrency", "must be at least 1"));
+    }
+    let settings = raw.resolve()?;
+    Ok(Config {
+        settings,
+        agent,
+        runtime,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn a_hermes_config_file_loads_as_it_is() {
+        let yaml = format!(
+            r#"
+model: some-model
+platforms:
+  telegram:
+    enabled: false
+  wecom_callback:
+    enabled: true
+    extra:
+      corp_id: ww1
+      corp_secret: s3cret
+      agent_id: 1000002
+      token: tok
+      encoding_aes_key: {KEY}
+      port: 8700
+      allowed_users: [alice, "ww2:bob"]
+agent:
+  kind: echo
+"#
+        );
+        let (raw, agent, runtime) = parse_yaml(&yaml).unwrap();
+        assert_eq!(agent, AgentConfig::Echo);
+        assert_eq!(runtime, RuntimeConfig::default());
+        let s = raw.resolve().unwrap();
+        assert_eq!(s.port, 8700);
+        assert_eq!(s.apps.iter().next().unwrap().agent_id.0, 1000002);
+    }
+
+    #[test]
+    fn env_overrides_the_file_and_errors_hide_values() {
+        let dir = std::env::temp_dir().join(format!("wecom-relay-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(
+            &path,
+            format!("platforms:\n  wecom_callback:\n    extra:\n      corp_id: ww1\n      corp_secret: s\n      agent_id: '5'\n      token: t\n      encoding_aes_key: {KEY}\n"),
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "WECOM_CALLBACK_PORT" => Some("9100".to_string()),
+            "WECOM_CALLBACK_ALLOW_ALL_USERS" => Some("true".to_string()),
+            _ => None,
+        };
+        let cfg = load(Some(&path), &env).unwrap();
+        assert_eq!(cfg.settings.port, 9100);
+        assert!(cfg.settings.policy.allows_all());
+
+        let bad = |k: &str| (k == "WECOM_CALLBACK_AGENT_ID").then(|| "SECRET-LOOKING".to_string());
+        let e = load(Some(&path), &bad).unwrap_err();
+        assert_eq!(e.key, "agent_id");
+        std::fs::write(&path, "platforms: [unclosed\n  corp_secret: \"TOPSECRET").unwrap();
+        let e = load(Some(&path), &no_env).unwrap_err();
+        assert_eq!(e.key, "config.yaml");
+        assert!(!e.to_string().contains("TOPSECRET"), "{e}");
+        std::fs::write(&path, "agent:\n  kind: gpt9\n").unwrap();
+        assert_eq!(load(Some(&path), &no_env).unwrap_err().key, "config.yaml");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,138 @@
+//! Prometheus metrics, served as text on `GET /metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label: what became of a callback.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// e.g. `accepted`, `duplicate`, `denied`, `bad_signature`.
+    pub outcome: String,
+}
+
+/// Labels of a sent or failed reply part.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplyLabels {
+    /// `sent` or `failed`.
+    pub result: String,
+    /// WeCom's errcode, or `transport`.
+    pub errcode: String,
+}
+
+/// Label: did a token refresh work.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// All metrics of one relay.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    callbacks: Family<OutcomeLabel, Counter>,
+    replies: Family<ReplyLabels, Counter>,
+    token_refreshes: Family<ResultLabel, Counter>,
+    queue_depth: Gauge,
+    agent_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("wecom_relay");
+        let callbacks = Family::<OutcomeLabel, Counter>::default();
+        let replies = Family::<ReplyLabels, Counter>::default();
+        let token_refreshes = Family::<ResultLabel, Counter>::default();
+        let queue_depth = Gauge::default();
+        let agent_latency = Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]);
+        registry.register(
+            "callbacks",
+            "Callbacks received, by outcome",
+            callbacks.clone(),
+        );
+        registry.register(
+            "replies",
+            "Reply messages sent or failed, by errcode",
+            replies.clone(),
+        );
+        registry.register(
+            "token_refreshes",
+            "Access token fetches, by result",
+            token_refreshes.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Jobs waiting or running",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "agent_latency_seconds",
+            "Time the agent took to answer",
+            agent_latency.clone(),
+        );
+        Self {
+            registry,
+            callbacks,
+            replies,
+            token_refreshes,
+            queue_depth,
+            agent_latency,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a callback.
+    pub fn callback(&self, outcome: &str) {
+        self.callbacks
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Counts reply parts.
+    pub fn replies(&self, result: &str, errcode: &str, n: u64) {
+        if n > 0 {
+            self.replies
+                .get_or_create(&ReplyLabels {
+                    result: result.into(),
+                    errcode: errcode.into(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Counts a token fetch.
+    pub fn token_refresh(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.token_refreshes
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Sets the queue depth.
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Records how long the agent took.
+    pub fn agent_latency(&self, secs: f64) {
+        self.agent_latency.observe(secs);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

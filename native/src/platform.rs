@@ -1,0 +1,124 @@
+//! The native implementations of the core's ports: reqwest for HTTP, the system clock, the OS
+//! random source, and a per-key async lock for token refreshes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use wecom_relay_core::api::{Body, HttpRequest, HttpResponse, Method, TransportError};
+use wecom_relay_core::client::RefreshLock;
+use wecom_relay_core::ports::{Clock, HttpClient, Random};
+
+/// HTTP through reqwest (rustls), with a per-request timeout.
+#[derive(Debug, Clone)]
+pub struct ReqwestHttp {
+    client: reqwest::Client,
+}
+
+impl ReqwestHttp {
+    /// A client whose requests give up after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("wecom-relay/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("reqwest client with rustls builds");
+        Self { client }
+    }
+}
+
+fn transport(e: &reqwest::Error) -> TransportError {
+    if e.is_timeout() {
+        TransportError::Timeout
+    } else if e.is_connect() {
+        TransportError::Connect
+    } else {
+        TransportError::Io
+    }
+}
+
+impl HttpClient for ReqwestHttp {
+    async fn send(&self, req: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let builder = match req.method {
+            Method::Get => self.client.get(&req.url),
+            Method::Post => self.client.post(&req.url),
+        };
+        let builder = match req.body {
+            Body::Empty => builder,
+            Body::Json(json) => builder
+                .header("content-type", "application/json")
+                .body(json),
+            Body::Multipart(part) => {
+                let file = reqwest::multipart::Part::bytes(part.bytes)
+                    .file_name(part.filename)
+                    .mime_str(&part.content_type)
+                    .map_err(|_| TransportError::Io)?;
+                builder.multipart(reqwest::multipart::Form::new().part(part.field, file))
+            }
+        };
+        let resp = builder.send().await.map_err(|e| transport(&e))?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header("content-type");
+        let content_disposition = header("content-disposition");
+        let retry_after_secs = header("retry-after").and_then(|v| v.trim().parse().ok());
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| transport(&e))?.to_vec();
+        Ok(HttpResponse {
+            status,
+            content_type,
+            content_disposition,
+            retry_after_secs,
+            body,
+        })
+    }
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+/// The operating system's CSPRNG.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsRandom;
+
+impl Random for OsRandom {
+    fn fill(&self, buf: &mut [u8]) {
+        getrandom::fill(buf).expect("the OS random source is available");
+    }
+}
+
+/// One async mutex per key, created on demand.
+#[derive(Debug, Default)]
+pub struct KeyedLock {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl RefreshLock for KeyedLock {
+    type Guard<'a> = tokio::sync::OwnedMutexGuard<()>;
+
+    async fn lock<'a>(&'a self, key: &'a str) -> Self::Guard<'a> {
+        let lock = {
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(key.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}

@@ -1,0 +1,65 @@
+//! The HTTP surface: `GET`/`POST <path>`, `GET /health`, `GET /metrics`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use wecom_relay_core::relay::MAX_BODY_BYTES;
+
+use crate::relay::{Answer, Relay};
+
+/// The relay's router.
+pub fn app(relay: Arc<Relay>) -> Router {
+    let path = relay.settings.path.clone();
+    Router::new()
+        .route(&path, get(verify).post(callback))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(relay)
+}
+
+fn respond(answer: Answer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        answer.body,
+    )
+        .into_response()
+}
+
+async fn verify(State(relay): State<Arc<Relay>>, RawQuery(query): RawQuery) -> Response {
+    respond(relay.handle_verify(query.as_deref().unwrap_or_default()))
+}
+
+async fn callback(
+    State(relay): State<Arc<Relay>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    respond(
+        relay
+            .handle_callback(query.as_deref().unwrap_or_default(), &body)
+            .await,
+    )
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "platform": "wecom_callback"}))
+}
+
+async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        relay.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,640 @@
+//! A local stand-in for WeCom's server API, for `demo` and the tests (which cannot reach WeCom).
+//!
+//! It follows the documented API: `gettoken`, `message/send`, `media/upload`, `media/get`, their
+//! errcodes (41001/40014/42001 for tokens, 40001/40013 for credentials, 40056 for a foreign
+//! agentid, 60020 for an untrusted caller, 81013 when every recipient is invalid, 47001 for bad
+//! JSON, 44004 for empty content, 40004/40006/40007 for media), token expiry, and the limits:
+//! text beyond 2048 bytes is cut (and the cut is recorded), a member's 31st message within a
+//! minute is silently dropped (and recorded as such).
+//!
+//! Control endpoints under `/__standin/` let tests inspect what arrived and inject faults.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Multipart, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// One app the stand-in knows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StandinApp {
+    /// CorpID.
+    pub corp_id: String,
+    /// Secret.
+    pub corp_secret: String,
+    /// AgentId.
+    pub agent_id: u64,
+    /// Members visible to the app.
+    pub users: Vec<String>,
+    /// Whether the caller's IP is among the app's trusted IPs (else every call gets 60020).
+    #[serde(default = "yes")]
+    pub trusted: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A message as it arrived.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Delivered {
+    /// The app's corp.
+    pub corp_id: String,
+    /// `agentid` of the request.
+    pub agent_id: u64,
+    /// `touser`.
+    pub touser: String,
+    /// `msgtype`.
+    pub msgtype: String,
+    /// The whole request body.
+    pub body: Value,
+    /// `text.content` / `markdown.content` as sent.
+    pub content: Option<String>,
+    /// Whether WeCom would have cut the content at 2048 bytes.
+    pub truncated: bool,
+    /// Whether the per-member limit dropped it silently.
+    pub dropped: bool,
+}
+
+/// An error to return instead of the real answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fault {
+    /// The API path it applies to, e.g. `/cgi-bin/message/send`.
+    pub path: String,
+    /// errcode.
+    pub errcode: i64,
+    /// errmsg.
+    #[serde(default)]
+    pub errmsg: String,
+    /// How many calls it affects.
+    #[serde(default = "one")]
+    pub times: u32,
+    /// Answer with this HTTP status and no JSON instead (e.g. 502).
+    #[serde(default)]
+    pub http_status: Option<u16>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+struct Token {
+    app: usize,
+    expires: Instant,
+}
+
+struct Media {
+    content_type: String,
+    filename: String,
+    bytes: Vec<u8>,
+}
+
+struct Inner {
+    apps: Vec<StandinApp>,
+    token_ttl: Duration,
+    tokens: HashMap<String, Token>,
+    messages: Vec<Delivered>,
+    faults: VecDeque<Fault>,
+    media: HashMap<String, Media>,
+    per_member: HashMap<String, VecDeque<Instant>>,
+    gettoken_calls: u64,
+    seq: u64,
+}
+
+/// The stand-in's shared state.
+#[derive(Clone)]
+pub struct Standin {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A stand-in listening on a real socket.
+pub struct RunningStandin {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state, for in-process inspection.
+    pub standin: Standin,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningStandin {
+    /// `http://127.0.0.1:port`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RunningStandin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn err(errcode: i64, errmsg: &str) -> Response {
+    Json(json!({"errcode": errcode, "errmsg": errmsg})).into_response()
+}
+
+impl Standin {
+    /// A stand-in for these apps, whose tokens live `token_ttl`.
+    pub fn new(apps: Vec<StandinApp>, token_ttl: Duration) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                apps,
+                token_ttl,
+                tokens: HashMap::new(),
+                messages: Vec::new(),
+                faults: VecDeque::new(),
+                media: HashMap::new(),
+                per_member: HashMap::new(),
+                gettoken_calls: 0,
+                seq: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Everything `message/send` accepted, in order.
+    pub fn messages(&self) -> Vec<Delivered> {
+        self.lock().messages.clone()
+    }
+
+    /// How many times `gettoken` was called.
+    pub fn gettoken_calls(&self) -> u64 {
+        self.lock().gettoken_calls
+    }
+
+    /// Queues a fault.
+    pub fn inject(&self, fault: Fault) {
+        self.lock().faults.push_back(fault);
+    }
+
+    /// Expires every issued token now (WeCom may invalidate tokens early).
+    pub fn expire_tokens(&self) {
+        let now = Instant::now();
+        for t in self.lock().tokens.values_mut() {
+            t.expires = now;
+        }
+    }
+
+    /// The router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/cgi-bin/gettoken", get(gettoken))
+            .route("/cgi-bin/message/send", post(send))
+            .route("/cgi-bin/media/upload", post(upload))
+            .route("/cgi-bin/media/get", get(media_get))
+            .route("/__standin/messages", get(control_messages))
+            .route("/__standin/fault", post(control_fault))
+            .route("/__standin/expire_tokens", post(control_expire))
+            .route("/__standin/stats", get(control_stats))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `127.0.0.1:port` (0 picks a free port).
+    pub async fn serve(self, port: u16) -> std::io::Result<RunningStandin> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let router = self.router();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(RunningStandin {
+            addr,
+            standin: self,
+            task,
+        })
+    }
+
+    fn take_fault(&self, path: &str) -> Option<Response> {
+        let mut inner = self.lock();
+        let i = inner.faults.iter().position(|f| f.path == path)?;
+        let fault = inner.faults[i].clone();
+        if fault.times <= 1 {
+            inner.faults.remove(i);
+        } else {
+            inner.faults[i].times -= 1;
+        }
+        Some(match fault.http_status {
+            Some(status) => StatusCode::from_u16(status)
+                .unwrap_or(StatusCode::BAD_GATEWAY)
+                .into_response(),
+            None => err(fault.errcode, &fault.errmsg),
+        })
+    }
+
+    /// Resolves `access_token` to an app, or the documented error.
+    fn authorize(&self, token: Option<&str>) -> Result<usize, Box<Response>> {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(Box::new(err(41001, "access_token missing")));
+        };
+        let inner = self.lock();
+        let Some(t) = inner.tokens.get(token) else {
+            return Err(Box::new(err(40014, "invalid access_token")));
+        };
+        if Instant::now() >= t.expires {
+            return Err(Box::new(err(42001, "access_token expired")));
+        }
+        if !inner.apps[t.app].trusted {
+            return Err(Box::new(err(
+                60020,
+                "not allow to access from your ip, hint: [1700000000_00_standin], from ip: 127.0.0.1, more info at https://open.work.weixin.qq.com/devtool/query?e=60020",
+            )));
+        }
+        Ok(t.app)
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    corpid: Option<String>,
+    corpsecret: Option<String>,
+}
+
+async fn gettoken(State(s): State<Standin>, Query(q): Query<TokenQuery>) -> Response {
+    if let Some(fault) = s.take_fault("/cgi-bin/gettoken") {
+        return fault;
+    }
+    let mut inner = s.lock();
+    inner.gettoken_calls += 1;
+    let Some(corp) = q.corpid.filter(|c| !c.is_empty()) else {
+        return err(41002, "corpid missing");
+    };
+    let Some(secret) = q.corpsecret.filter(|c| !c.is_empty()) else {
+        return err(41004, "corpsecret missing");
+    };
+    if !inner.apps.iter().any(|a| a.corp_id == corp) {
+        return err(40013, "invalid corpid");
+    }
+    let Some(app) = inner
+        .apps
+        .iter()
+        .position(|a| a.corp_id == corp && a.corp_secret == secret)
+    else {
+        return err(40001, "invalid credential");
+    };
+    inner.seq += 1;
+    let token = format!("standin-token-{}-{}", inner.seq, app);
+    let ttl = inner.token_ttl;
+    inner.tokens.insert(
+        token.clone(),
+        Token {
+            app,
+            expires: Instant::now() + ttl,
+        },
+    );
+    Json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": ttl.as_secs()}))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct AuthQuery {
+    access_token: Option<String>,
+}
+
+fn cut_at_2048(s: &str) -> (String, bool) {
+    if s.len() <= 2048 {
+        return (s.to_owned(), false);
+    }
+    let mut end = 2048;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (s[..end].to_owned(), true)
+}
+
+async fn send(State(s): State<Standin>, Query(q): Query<AuthQuery>, body: Bytes) -> Response {
+    if let Some(fault) = s.take_fault("/cgi-bin/message/send") {
+        return fault;
+    }
+    let app = match s.authorize(q.access_token.as_deref()) {
+        Ok(app) => app,
+        Err(resp) => return *resp,
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return err(47001, "data format error");
+    };
+    let mut inner = s.lock();
+    let me = inner.apps[app].clone();
+    if body["agentid"].as_u64() != Some(me.agent_id) {
+        return err(40056, "invalid agentid");
+    }
+    let msgtype = body["msgtype"].as_str().unwrap_or_default().to_owned();
+    const TYPES: [&str; 10] = [
+        "text",
+        "markdown",
+        "image",
+        "voice",
+        "file",
+        "video",
+        "news",
+        "textcard",
+        "mpnews",
+        "template_card",
+    ];
+    if !TYPES.contains(&msgtype.as_str()) {
+        return err(40008, "invalid message type");
+    }
+    let mut content = None;
+    let mut truncated = false;
+    if msgtype == "text" || msgtype == "markdown" {
+        let Some(text) = body[&msgtype]["content"].as_str().filter(|t| !t.is_empty()) else {
+            return err(44004, "empty content");
+        };
+        truncated = cut_at_2048(text).1;
+        content = Some(text.to_owned());
+    }
+    let touser = body["touser"].as_str().unwrap_or_default().to_owned();
+    let recipients: Vec<String> = touser
+        .split('|')
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let invalid: Vec<String> = recipients
+        .iter()
+        .filter(|u| *u != "@all" && !me.users.iter().any(|m| m.eq_ignore_ascii_case(u)))
+        .cloned()
+        .collect();
+    if recipients.is_empty() || invalid.len() == recipients.len() {
+        return Json(json!({"errcode": 81013, "errmsg": "user & party & tag all invalid", "invaliduser": invalid.join("|")})).into_response();
+    }
+    // 30 messages per member per minute; beyond that WeCom drops them without an error.
+    let now = Instant::now();
+    let mut dropped = false;
+    for user in recipients.iter().filter(|u| !invalid.contains(u)) {
+        let window = inner
+            .per_member
+            .entry(format!("{}:{}", me.corp_id, user.to_lowercase()))
+            .or_default();
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            window.pop_front();
+        }
+        if window.len() >= 30 {
+            dropped = true;
+        } else {
+            window.push_back(now);
+        }
+    }
+    inner.seq += 1;
+    let msgid = format!("standin-msg-{}", inner.seq);
+    inner.messages.push(Delivered {
+        corp_id: me.corp_id.clone(),
+        agent_id: me.agent_id,
+        touser,
+        msgtype,
+        body,
+        content,
+        truncated,
+        dropped,
+    });
+    Json(json!({"errcode": 0, "errmsg": "ok", "invaliduser": invalid.join("|"), "invalidparty": "", "invalidtag": "", "unlicenseduser": "", "msgid": msgid})).into_response()
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    access_token: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+async fn upload(
+    State(s): State<Standin>,
+    Query(q): Query<UploadQuery>,
+    mut form: Multipart,
+) -> Response {
+    if let Some(fault) = s.take_fault("/cgi-bin/media/upload") {
+        return fault;
+    }
+    if let Err(resp) = s.authorize(q.access_token.as_deref()) {
+        return *resp;
+    }
+    let kind = q.kind.unwrap_or_default();
+    let limit = match kind.as_str() {
+        "image" | "video" => 10 << 20,
+        "voice" => 2 << 20,
+        "file" => 20 << 20,
+        _ => return err(40004, "invalid media type"),
+    };
+    let mut file = None;
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some("media") {
+            let filename = field.file_name().unwrap_or("media").to_owned();
+            let content_type = field
+                .content_type()
+                .unwrap_or("application/octet-stream")
+                .to_owned();
+            match field.bytes().await {
+                Ok(bytes) => file = Some((filename, content_type, bytes.to_vec())),
+                Err(_) => return err(40006, "invalid file size"),
+            }
+        }
+    }
+    let Some((filename, content_type, bytes)) = file else {
+        return err(41005, "media data missing");
+    };
+    if bytes.len() <= 5 || bytes.len() > limit {
+        return err(40006, "invalid file size");
+    }
+    let mut inner = s.lock();
+    inner.seq += 1;
+    let media_id = format!("standin-media-{}", inner.seq);
+    inner.media.insert(
+        media_id.clone(),
+        Media {
+            content_type,
+            filename,
+            bytes,
+        },
+    );
+    Json(json!({"errcode": 0, "errmsg": "", "type": kind, "media_id": media_id, "created_at": "1700000000"})).into_response()
+}
+
+#[derive(Deserialize)]
+struct MediaQuery {
+    access_token: Option<String>,
+    media_id: Option<String>,
+}
+
+async fn media_get(State(s): State<Standin>, Query(q): Query<MediaQuery>) -> Response {
+    if let Err(resp) = s.authorize(q.access_token.as_deref()) {
+        return *resp;
+    }
+    let inner = s.lock();
+    match q.media_id.as_deref().and_then(|id| inner.media.get(id)) {
+        Some(m) => (
+            [
+                (header::CONTENT_TYPE, m.content_type.clone()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{}\"", m.filename),
+                ),
+            ],
+            m.bytes.clone(),
+        )
+            .into_response(),
+        None => err(40007, "invalid media_id"),
+    }
+}
+
+async fn control_messages(State(s): State<Standin>) -> Json<Vec<Delivered>> {
+    Json(s.messages())
+}
+
+async fn control_fault(State(s): State<Standin>, Json(fault): Json<Fault>) -> StatusCode {
+    s.inject(fault);
+    StatusCode::NO_CONTENT
+}
+
+async fn control_expire(State(s): State<Standin>) -> StatusCode {
+    s.expire_tokens();
+    StatusCode::NO_CONTENT
+}
+
+async fn control_stats(State(s): State<Standin>) -> Json<Value> {
+    Json(json!({"gettoken_calls": s.gettoken_calls()}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn standin() -> Standin {
+        Standin::new(
+            vec![
+                StandinApp {
+                    corp_id: "ww1".into(),
+                    corp_secret: "s1".into(),
+                    agent_id: 7,
+                    users: vec!["alice".into()],
+                    trusted: true,
+                },
+                StandinApp {
+                    corp_id: "ww2".into(),
+                    corp_secret: "s2".into(),
+                    agent_id: 8,
+                    users: vec!["bob".into()],
+                    trusted: false,
+                },
+            ],
+            Duration::from_secs(7200),
+        )
+    }
+
+    async fn call(router: &Router, req: Request<Body>) -> Value {
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    async fn token(router: &Router, corp: &str, secret: &str) -> Value {
+        call(
+            router,
+            Request::get(format!(
+                "/cgi-bin/gettoken?corpid={corp}&corpsecret={secret}"
+            ))
+            .body(Body::empty())
+            .unwrap(),
+        )
+        .await
+    }
+
+    async fn send(router: &Router, token: &str, body: Value) -> Value {
+        call(
+            router,
+            Request::post(format!("/cgi-bin/message/send?access_token={token}"))
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn follows_the_documented_errcodes() {
+        let s = standin();
+        let r = s.router();
+        assert_eq!(token(&r, "nope", "x").await["errcode"], 40013);
+        assert_eq!(token(&r, "ww1", "wrong").await["errcode"], 40001);
+        assert_eq!(token(&r, "ww1", "").await["errcode"], 41004);
+        let t = token(&r, "ww1", "s1").await;
+        assert_eq!(
+            (t["errcode"].clone(), t["expires_in"].clone()),
+            (json!(0), json!(7200))
+        );
+        let t = t["access_token"].as_str().unwrap().to_owned();
+        let text = |content: &str, to: &str, agent: u64| json!({"touser": to, "msgtype": "text", "agentid": agent, "text": {"content": content}});
+        assert_eq!(send(&r, "", text("x", "alice", 7)).await["errcode"], 41001);
+        assert_eq!(
+            send(&r, "bogus", text("x", "alice", 7)).await["errcode"],
+            40014
+        );
+        assert_eq!(send(&r, &t, text("x", "alice", 9)).await["errcode"], 40056);
+        assert_eq!(send(&r, &t, text("", "alice", 7)).await["errcode"], 44004);
+        assert_eq!(
+            send(&r, &t, text("x", "mallory", 7)).await["errcode"],
+            81013
+        );
+        let ok = send(&r, &t, text(&"字".repeat(700), "ALICE|mallory", 7)).await;
+        assert_eq!(
+            (ok["errcode"].clone(), ok["invaliduser"].clone()),
+            (json!(0), json!("mallory"))
+        );
+        assert!(s.messages()[0].truncated);
+        s.expire_tokens();
+        assert_eq!(send(&r, &t, text("x", "alice", 7)).await["errcode"], 42001);
+        let t2 = token(&r, "ww2", "s2").await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let refused = send(&r, &t2, text("x", "bob", 8)).await;
+        assert_eq!(refused["errcode"], 60020);
+        assert!(refused["errmsg"]
+            .as_str()
+            .unwrap()
+            .contains("from ip: 127.0.0.1"));
+        s.inject(Fault {
+            path: "/cgi-bin/gettoken".into(),
+            errcode: -1,
+            errmsg: "system busy".into(),
+            times: 1,
+            http_status: None,
+        });
+        assert_eq!(token(&r, "ww1", "s1").await["errcode"], -1);
+        assert_eq!(token(&r, "ww1", "s1").await["errcode"], 0);
+    }
+
+    #[tokio::test]
+    async fn the_31st_message_in_a_minute_is_dropped_silently() {
+        let s = standin();
+        let r = s.router();
+        let t = token(&r, "ww1", "s1").await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for i in 0..31 {
+            let out = send(&r, &t, json!({"touser": "alice", "msgtype": "text", "agentid": 7, "text": {"content": i.to_string()}})).await;
+            assert_eq!(out["errcode"], 0);
+        }
+        let dropped: Vec<bool> = s.messages().iter().map(|m| m.dropped).collect();
+        assert_eq!(dropped.iter().filter(|d| **d).count(), 1);
+        assert!(dropped[30]);
+    }
+}
