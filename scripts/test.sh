@@ -39,8 +39,12 @@ step "no_std: the core without std, also for a target that has no std at all"
 cargo build -p wecom-relay-core --no-default-features --locked
 cargo build -p wecom-relay-core --no-default-features --target wasm32v1-none --locked
 
-step "tests (native, with the wechatpy peer)"
+step "tests (unit, property, route, and the behaviour suite: the wecom-relay binary on real sockets, driven by wechatpy)"
+cargo build -p wecom-relay --locked
 cargo test --workspace --locked
+
+step "the README's run command: wecom-relay demo"
+cargo run -q -p wecom-relay --locked -- demo
 
 step "tests (the core on wasm32 under node)"
 cargo test -p wecom-relay-core --target wasm32-unknown-unknown --locked

@@ -75,6 +75,12 @@ impl Default for Metrics {
             "Time the agent took to answer",
             agent_latency.clone(),
         );
+        // Series that exist from the start, so dashboards and alerts see zeros, not gaps.
+        let _ = replies.get_or_create(&ReplyLabels { result: "sent".into(), errcode: "0".into() });
+        for result in ["ok", "error"] {
+            let _ = token_refreshes.get_or_create(&ResultLabel { result: result.into() });
+        }
+        let _ = callbacks.get_or_create(&OutcomeLabel { outcome: "accepted".into() });
         Self {
             registry,
             callbacks,

@@ -80,6 +80,9 @@ pub struct Fault {
     /// Answer with this HTTP status and no JSON instead (e.g. 502).
     #[serde(default)]
     pub http_status: Option<u16>,
+    /// Wait this long, then answer normally (errcode 0 means no error at all).
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 fn one() -> u32 {
@@ -217,14 +220,23 @@ impl Standin {
         })
     }
 
-    fn take_fault(&self, path: &str) -> Option<Response> {
-        let mut inner = self.lock();
-        let i = inner.faults.iter().position(|f| f.path == path)?;
-        let fault = inner.faults[i].clone();
-        if fault.times <= 1 {
-            inner.faults.remove(i);
-        } else {
-            inner.faults[i].times -= 1;
+    async fn take_fault(&self, path: &str) -> Option<Response> {
+        let fault = {
+            let mut inner = self.lock();
+            let i = inner.faults.iter().position(|f| f.path == path)?;
+            let fault = inner.faults[i].clone();
+            if fault.times <= 1 {
+                inner.faults.remove(i);
+            } else {
+                inner.faults[i].times -= 1;
+            }
+            fault
+        };
+        if fault.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+        }
+        if fault.errcode == 0 && fault.http_status.is_none() {
+            return None;
         }
         Some(match fault.http_status {
             Some(status) => StatusCode::from_u16(status)
@@ -263,7 +275,7 @@ struct TokenQuery {
 }
 
 async fn gettoken(State(s): State<Standin>, Query(q): Query<TokenQuery>) -> Response {
-    if let Some(fault) = s.take_fault("/cgi-bin/gettoken") {
+    if let Some(fault) = s.take_fault("/cgi-bin/gettoken").await {
         return fault;
     }
     let mut inner = s.lock();
@@ -315,7 +327,7 @@ fn cut_at_2048(s: &str) -> (String, bool) {
 }
 
 async fn send(State(s): State<Standin>, Query(q): Query<AuthQuery>, body: Bytes) -> Response {
-    if let Some(fault) = s.take_fault("/cgi-bin/message/send") {
+    if let Some(fault) = s.take_fault("/cgi-bin/message/send").await {
         return fault;
     }
     let app = match s.authorize(q.access_token.as_deref()) {
@@ -416,7 +428,7 @@ async fn upload(
     Query(q): Query<UploadQuery>,
     mut form: Multipart,
 ) -> Response {
-    if let Some(fault) = s.take_fault("/cgi-bin/media/upload") {
+    if let Some(fault) = s.take_fault("/cgi-bin/media/upload").await {
         return fault;
     }
     if let Err(resp) = s.authorize(q.access_token.as_deref()) {

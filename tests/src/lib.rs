@@ -6,6 +6,7 @@
 //! The Python environment is prepared by `scripts/test.sh` (a venv at `.venv/`); set
 //! `WECOM_RELAY_PYTHON` to use another interpreter that has `wechatpy[cryptography]==1.8.18`.
 
+pub mod harness;
 pub mod peer;
 
 use std::path::PathBuf;

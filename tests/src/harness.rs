@@ -1,0 +1,292 @@
+//! Starting a twin for a scenario: the stand-in for WeCom's API, the relay on a real socket
+//! (the `wecom-relay` binary for the native twin), and helpers to wait for what arrives.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wecom_relay::standin::{Delivered, RunningStandin, Standin, StandinApp};
+
+use crate::peer::PeerApp;
+
+/// One app of a scenario, as both the relay and the stand-in see it.
+#[derive(Debug, Clone)]
+pub struct AppSpec {
+    /// Name.
+    pub name: String,
+    /// CorpID.
+    pub corp_id: String,
+    /// Secret.
+    pub secret: String,
+    /// AgentId.
+    pub agent_id: u64,
+    /// Callback token.
+    pub token: String,
+    /// EncodingAESKey.
+    pub key: String,
+    /// Members the stand-in accepts as recipients.
+    pub users: Vec<String>,
+    /// Whether the stand-in trusts the caller's IP (else 60020).
+    pub trusted: bool,
+}
+
+impl AppSpec {
+    /// An app with a key derived from `seed`.
+    pub fn new(name: &str, corp_id: &str, agent_id: u64, seed: char, users: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            corp_id: corp_id.into(),
+            secret: format!("secret-of-{name}"),
+            agent_id,
+            token: format!("token{name}"),
+            key: std::iter::repeat_n(seed, 42).chain(std::iter::once('A')).collect(),
+            users: users.iter().map(|u| u.to_string()).collect(),
+            trusted: true,
+        }
+    }
+
+    /// The peer's view.
+    pub fn peer(&self) -> PeerApp {
+        PeerApp { token: self.token.clone(), key: self.key.clone(), corp_id: self.corp_id.clone(), agent_id: self.agent_id.to_string() }
+    }
+}
+
+/// What a scenario configures.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Apps.
+    pub apps: Vec<AppSpec>,
+    /// Allowlist entries.
+    pub allowed_users: Vec<String>,
+    /// Replay window; 0 disables.
+    pub max_timestamp_skew_secs: u64,
+    /// Deny notice.
+    pub deny_message: Option<String>,
+    /// Stand-in token lifetime.
+    pub token_ttl: Duration,
+}
+
+impl Scenario {
+    /// A scenario with these apps, everyone allowed.
+    pub fn new(apps: Vec<AppSpec>) -> Self {
+        Self { apps, allowed_users: vec!["*".into()], max_timestamp_skew_secs: 600, deny_message: None, token_ttl: Duration::from_secs(7200) }
+    }
+}
+
+/// Which twin runs the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Twin {
+    /// The `wecom-relay` binary.
+    Native,
+}
+
+impl Twin {
+    /// The twins to run, from `WECOM_RELAY_TWINS` (comma-separated; default `native`).
+    pub fn selected() -> Vec<Twin> {
+        let list = std::env::var("WECOM_RELAY_TWINS").unwrap_or_else(|_| "native".into());
+        list.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| match t {
+                "native" => Twin::Native,
+                other => panic!("unknown twin {other:?} in WECOM_RELAY_TWINS"),
+            })
+            .collect()
+    }
+}
+
+/// The `wecom-relay` binary next to the test executable (built by `cargo test --workspace` or
+/// `cargo build -p wecom-relay`).
+pub fn relay_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("WECOM_RELAY_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..");
+    let bin = dir.join("wecom-relay");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p wecom-relay` (scripts/test.sh does)", bin.display());
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running relay with its stand-in.
+pub struct Running {
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// The callback path.
+    pub path: String,
+    /// The stand-in.
+    pub standin: RunningStandin,
+    /// The scenario.
+    pub scenario: Scenario,
+    child: Option<Child>,
+    log: PathBuf,
+    dir: PathBuf,
+}
+
+impl Running {
+    /// Starts `twin` for `scenario`.
+    pub async fn start(twin: Twin, scenario: Scenario) -> Self {
+        let standin = Standin::new(
+            scenario
+                .apps
+                .iter()
+                .map(|a| StandinApp {
+                    corp_id: a.corp_id.clone(),
+                    corp_secret: a.secret.clone(),
+                    agent_id: a.agent_id,
+                    users: a.users.clone(),
+                    trusted: a.trusted,
+                })
+                .collect(),
+            scenario.token_ttl,
+        )
+        .serve(0)
+        .await
+        .expect("stand-in listens");
+        match twin {
+            Twin::Native => Self::start_native(scenario, standin).await,
+        }
+    }
+
+    async fn start_native(scenario: Scenario, standin: RunningStandin) -> Self {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "wecom-relay-e2e-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let apps: Vec<Value> = scenario
+            .apps
+            .iter()
+            .map(|a| json!({"name": a.name, "corp_id": a.corp_id, "corp_secret": a.secret, "agent_id": a.agent_id, "token": a.token, "encoding_aes_key": a.key}))
+            .collect();
+        // A Hermes-shaped config.yaml; the allowlist and port come from the environment, the
+        // way Hermes deployments override them.
+        let config = json!({
+            "model": "unused-by-the-relay",
+            "platforms": {"wecom_callback": {"enabled": true, "extra": {
+                "host": "127.0.0.1",
+                "apps": apps,
+                "api_base": standin.base_url(),
+                "max_timestamp_skew_secs": scenario.max_timestamp_skew_secs,
+                "dedup_ttl_secs": scenario.max_timestamp_skew_secs.max(900),
+            }}},
+            "agent": {"kind": "echo"},
+            "relay": {"drain_timeout_secs": 10, "api_timeout_secs": 5},
+        });
+        let config_path = dir.join("config.yaml");
+        std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+        let port = free_port();
+        let log = dir.join("relay.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(relay_binary());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("WECOM_CALLBACK_PORT", port.to_string())
+            .env("WECOM_CALLBACK_ALLOWED_USERS", scenario.allowed_users.join(","))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file.try_clone().unwrap());
+        if let Some(m) = &scenario.deny_message {
+            cmd.env("WECOM_CALLBACK_DENY_MESSAGE", m);
+        }
+        let child = cmd.spawn().expect("start wecom-relay");
+        let running = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            path: "/wecom/callback".into(),
+            standin,
+            scenario,
+            child: Some(child),
+            log,
+            dir,
+        };
+        running.wait_healthy().await;
+        running
+    }
+
+    async fn wait_healthy(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/health", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the relay did not become healthy; its log:\n{}", self.logs());
+    }
+
+    /// The relay's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The callback URL with a query.
+    pub fn callback_url(&self, query: &str) -> String {
+        format!("{}{}?{}", self.base, self.path, query)
+    }
+
+    /// Waits until the stand-in has received messages satisfying `done`, or 15 s.
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&[Delivered]) -> bool) -> Vec<Delivered> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = self.standin.standin.messages();
+            if done(&got) {
+                return got;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; received {got:#?}\nrelay log:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        false
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A WeCom text message XML.
+pub fn text_xml(corp_id: &str, user: &str, agent_id: u64, msg_id: u64, content: &str, create_time: u64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>\
+         <CreateTime>{create_time}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{}]]></Content>\
+         <MsgId>{msg_id}</MsgId><AgentID>{agent_id}</AgentID></xml>",
+        content.replace("]]>", "]]]]><![CDATA[>")
+    )
+}
