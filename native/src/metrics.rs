@@ -76,11 +76,18 @@ impl Default for Metrics {
             agent_latency.clone(),
         );
         // Series that exist from the start, so dashboards and alerts see zeros, not gaps.
-        let _ = replies.get_or_create(&ReplyLabels { result: "sent".into(), errcode: "0".into() });
+        let _ = replies.get_or_create(&ReplyLabels {
+            result: "sent".into(),
+            errcode: "0".into(),
+        });
         for result in ["ok", "error"] {
-            let _ = token_refreshes.get_or_create(&ResultLabel { result: result.into() });
+            let _ = token_refreshes.get_or_create(&ResultLabel {
+                result: result.into(),
+            });
         }
-        let _ = callbacks.get_or_create(&OutcomeLabel { outcome: "accepted".into() });
+        let _ = callbacks.get_or_create(&OutcomeLabel {
+            outcome: "accepted".into(),
+        });
         Self {
             registry,
             callbacks,

@@ -36,14 +36,22 @@ async fn verify(State(relay): State<Arc<Relay>>, RawQuery(query): RawQuery) -> R
     respond(relay.handle_verify(query.as_deref().unwrap_or_default()))
 }
 
-async fn callback(State(relay): State<Arc<Relay>>, RawQuery(query): RawQuery, body: Body) -> Response {
+async fn callback(
+    State(relay): State<Arc<Relay>>,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Response {
     // Read at most one byte past the limit: the core sees (and counts) an oversized body, and
     // the server never buffers more than that.
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await {
         Ok(bytes) => bytes,
         Err(_) => Bytes::from(vec![0u8; MAX_BODY_BYTES + 1]),
     };
-    respond(relay.handle_callback(query.as_deref().unwrap_or_default(), &body).await)
+    respond(
+        relay
+            .handle_callback(query.as_deref().unwrap_or_default(), &body)
+            .await,
+    )
 }
 
 async fn health() -> Json<serde_json::Value> {

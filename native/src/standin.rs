@@ -628,6 +628,7 @@ mod tests {
             errmsg: "system busy".into(),
             times: 1,
             http_status: None,
+            delay_ms: 0,
         });
         assert_eq!(token(&r, "ww1", "s1").await["errcode"], -1);
         assert_eq!(token(&r, "ww1", "s1").await["errcode"], 0);

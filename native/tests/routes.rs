@@ -45,7 +45,10 @@ struct Callback {
 }
 
 fn vectors() -> Vec<Set> {
-    let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/wecom-official.json"));
+    let text = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/vectors/wecom-official.json"
+    ));
     serde_json::from_str::<Vectors>(text).unwrap().sets
 }
 
@@ -82,19 +85,33 @@ async fn fixture(allowed: &str) -> Fixture {
         })
         .collect();
     let mut raw = RawSettings::default();
-    raw.set("apps_json", serde_json::to_string(&apps).unwrap()).unwrap();
+    raw.set("apps_json", serde_json::to_string(&apps).unwrap())
+        .unwrap();
     raw.set("api_base", standin.base_url()).unwrap();
     raw.set("allowed_users", allowed.into()).unwrap();
     let settings = raw.resolve().unwrap();
     let clock = Arc::new(FixedClock::at(sets[0].callback.timestamp.parse().unwrap()));
-    let relay = Relay::with_clock(settings, &AgentConfig::Echo, RuntimeConfig::default(), clock.clone());
-    Fixture { router: app(relay.clone()), relay, clock, sets, _standin: standin }
+    let relay = Relay::with_clock(
+        settings,
+        &AgentConfig::Echo,
+        RuntimeConfig::default(),
+        clock.clone(),
+    );
+    Fixture {
+        router: app(relay.clone()),
+        relay,
+        clock,
+        sets,
+        _standin: standin,
+    }
 }
 
 async fn send(router: &Router, req: Request<Body>) -> (StatusCode, String) {
     let resp = router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
@@ -110,13 +127,36 @@ fn post(uri: &str, body: impl Into<Body>) -> Request<Body> {
 async fn url_verification_answers_the_plaintext_only() {
     let f = fixture("").await;
     for set in &f.sets {
-        let (status, body) = send(&f.router, get(&format!("/wecom/callback?{}", set.verify_url.query))).await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, set.verify_url.expected_body.as_str()));
+        let (status, body) = send(
+            &f.router,
+            get(&format!("/wecom/callback?{}", set.verify_url.query)),
+        )
+        .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, set.verify_url.expected_body.as_str())
+        );
     }
-    let tampered = f.sets[0].verify_url.query.replace("timestamp=1", "timestamp=2");
-    assert_eq!(send(&f.router, get(&format!("/wecom/callback?{tampered}"))).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(send(&f.router, get("/wecom/callback?timestamp=1&nonce=2")).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(send(&f.router, get("/wecom/callback")).await.0, StatusCode::BAD_REQUEST);
+    let tampered = f.sets[0]
+        .verify_url
+        .query
+        .replace("timestamp=1", "timestamp=2");
+    assert_eq!(
+        send(&f.router, get(&format!("/wecom/callback?{tampered}")))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(&f.router, get("/wecom/callback?timestamp=1&nonce=2"))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        send(&f.router, get("/wecom/callback")).await.0,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
@@ -124,23 +164,56 @@ async fn callbacks_are_acknowledged_or_refused_with_the_right_status() {
     let f = fixture("ChenJiaShun").await;
     let set = &f.sets[0];
     let uri = format!("/wecom/callback?{}", set.callback.query);
-    assert_eq!(send(&f.router, post(&uri, set.callback.body.clone())).await, (StatusCode::OK, "success".into()));
+    assert_eq!(
+        send(&f.router, post(&uri, set.callback.body.clone())).await,
+        (StatusCode::OK, "success".into())
+    );
     // Retried by WeCom: acknowledged again, processed once.
-    assert_eq!(send(&f.router, post(&uri, set.callback.body.clone())).await, (StatusCode::OK, "success".into()));
+    assert_eq!(
+        send(&f.router, post(&uri, set.callback.body.clone())).await,
+        (StatusCode::OK, "success".into())
+    );
 
     let huge = "x".repeat(64 * 1024 + 1);
-    assert_eq!(send(&f.router, post(&uri, huge)).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        send(&f.router, post(&uri, huge)).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
     let bad_sig = uri.replace("nonce=", "nonce=1");
-    assert_eq!(send(&f.router, post(&bad_sig, set.callback.body.clone())).await.0, StatusCode::FORBIDDEN);
-    for body in ["", "<xml>", "not xml", "<xml><Encrypt>!!!</Encrypt></xml>", "<!DOCTYPE x [<!ENTITY a \"b\">]><xml/>"] {
+    assert_eq!(
+        send(&f.router, post(&bad_sig, set.callback.body.clone()))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    for body in [
+        "",
+        "<xml>",
+        "not xml",
+        "<xml><Encrypt>!!!</Encrypt></xml>",
+        "<!DOCTYPE x [<!ENTITY a \"b\">]><xml/>",
+    ] {
         let status = send(&f.router, post(&uri, body)).await.0;
-        assert!(status == StatusCode::BAD_REQUEST || status == StatusCode::FORBIDDEN, "{body:?} got {status}");
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::FORBIDDEN,
+            "{body:?} got {status}"
+        );
     }
-    assert_eq!(send(&f.router, post(&uri, vec![0xffu8, 0xfe, 0x00])).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        send(&f.router, post(&uri, vec![0xffu8, 0xfe, 0x00]))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
 
     // The same, valid callback outside the replay window.
     f.clock.advance(601);
-    assert_eq!(send(&f.router, post(&uri, set.callback.body.clone())).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        send(&f.router, post(&uri, set.callback.body.clone()))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
 
     let (_, metrics) = send(&f.router, get("/metrics")).await;
     for line in [
@@ -164,7 +237,12 @@ async fn health_and_metrics() {
     assert_eq!(v["status"], "ok");
     let (status, body) = send(&f.router, get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
-    for name in ["wecom_relay_queue_depth", "wecom_relay_agent_latency_seconds", "wecom_relay_replies", "wecom_relay_token_refreshes"] {
+    for name in [
+        "wecom_relay_queue_depth",
+        "wecom_relay_agent_latency_seconds",
+        "wecom_relay_replies",
+        "wecom_relay_token_refreshes",
+    ] {
         assert!(body.contains(name), "missing {name} in\n{body}");
     }
 }
@@ -174,10 +252,16 @@ async fn denied_users_get_nothing_processed() {
     let f = fixture("someone-else").await;
     let set = &f.sets[0];
     let uri = format!("/wecom/callback?{}", set.callback.query);
-    assert_eq!(send(&f.router, post(&uri, set.callback.body.clone())).await, (StatusCode::OK, "success".into()));
+    assert_eq!(
+        send(&f.router, post(&uri, set.callback.body.clone())).await,
+        (StatusCode::OK, "success".into())
+    );
     assert_eq!(f.relay.queue_depth(), 0);
     let (_, metrics) = send(&f.router, get("/metrics")).await;
-    assert!(metrics.contains("wecom_relay_callbacks_total{outcome=\"denied\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("wecom_relay_callbacks_total{outcome=\"denied\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -186,7 +270,12 @@ async fn after_shutdown_a_callback_is_left_for_wecom_to_retry() {
     assert!(f.relay.shutdown(Duration::from_secs(1)).await);
     let set = &f.sets[0];
     let uri = format!("/wecom/callback?{}", set.callback.query);
-    assert_eq!(send(&f.router, post(&uri, set.callback.body.clone())).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        send(&f.router, post(&uri, set.callback.body.clone()))
+            .await
+            .0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     // Not marked as seen: a relay that is running again would process WeCom's retry.
     let (_, metrics) = send(&f.router, get("/metrics")).await;
     assert!(metrics.contains("outcome=\"shutting_down\""));

@@ -40,7 +40,9 @@ impl AppSpec {
             secret: format!("secret-of-{name}"),
             agent_id,
             token: format!("token{name}"),
-            key: std::iter::repeat_n(seed, 42).chain(std::iter::once('A')).collect(),
+            key: std::iter::repeat_n(seed, 42)
+                .chain(std::iter::once('A'))
+                .collect(),
             users: users.iter().map(|u| u.to_string()).collect(),
             trusted: true,
         }
@@ -48,7 +50,12 @@ impl AppSpec {
 
     /// The peer's view.
     pub fn peer(&self) -> PeerApp {
-        PeerApp { token: self.token.clone(), key: self.key.clone(), corp_id: self.corp_id.clone(), agent_id: self.agent_id.to_string() }
+        PeerApp {
+            token: self.token.clone(),
+            key: self.key.clone(),
+            corp_id: self.corp_id.clone(),
+            agent_id: self.agent_id.to_string(),
+        }
     }
 }
 
@@ -70,7 +77,13 @@ pub struct Scenario {
 impl Scenario {
     /// A scenario with these apps, everyone allowed.
     pub fn new(apps: Vec<AppSpec>) -> Self {
-        Self { apps, allowed_users: vec!["*".into()], max_timestamp_skew_secs: 600, deny_message: None, token_ttl: Duration::from_secs(7200) }
+        Self {
+            apps,
+            allowed_users: vec!["*".into()],
+            max_timestamp_skew_secs: 600,
+            deny_message: None,
+            token_ttl: Duration::from_secs(7200),
+        }
     }
 }
 
@@ -103,14 +116,25 @@ pub fn relay_binary() -> PathBuf {
         return p.into();
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
     let bin = dir.join("wecom-relay");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p wecom-relay` (scripts/test.sh does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p wecom-relay` (scripts/test.sh does)",
+        bin.display()
+    );
     bin
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running relay with its stand-in.
@@ -190,7 +214,10 @@ impl Running {
             .arg("--config")
             .arg(&config_path)
             .env("WECOM_CALLBACK_PORT", port.to_string())
-            .env("WECOM_CALLBACK_ALLOWED_USERS", scenario.allowed_users.join(","))
+            .env(
+                "WECOM_CALLBACK_ALLOWED_USERS",
+                scenario.allowed_users.join(","),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file.try_clone().unwrap());
@@ -222,7 +249,10 @@ impl Running {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the relay did not become healthy; its log:\n{}", self.logs());
+        panic!(
+            "the relay did not become healthy; its log:\n{}",
+            self.logs()
+        );
     }
 
     /// The relay's log so far.
@@ -236,7 +266,11 @@ impl Running {
     }
 
     /// Waits until the stand-in has received messages satisfying `done`, or 15 s.
-    pub async fn wait_for(&self, what: &str, done: impl Fn(&[Delivered]) -> bool) -> Vec<Delivered> {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&[Delivered]) -> bool,
+    ) -> Vec<Delivered> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let got = self.standin.standin.messages();
@@ -244,7 +278,10 @@ impl Running {
                 return got;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; received {got:#?}\nrelay log:\n{}", self.logs());
+                panic!(
+                    "timed out waiting for {what}; received {got:#?}\nrelay log:\n{}",
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -252,8 +289,13 @@ impl Running {
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return false };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -278,11 +320,21 @@ impl Drop for Running {
 
 /// Unix seconds now.
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A WeCom text message XML.
-pub fn text_xml(corp_id: &str, user: &str, agent_id: u64, msg_id: u64, content: &str, create_time: u64) -> String {
+pub fn text_xml(
+    corp_id: &str,
+    user: &str,
+    agent_id: u64,
+    msg_id: u64,
+    content: &str,
+    create_time: u64,
+) -> String {
     format!(
         "<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>\
          <CreateTime>{create_time}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{}]]></Content>\

@@ -15,12 +15,23 @@ fn http() -> reqwest::Client {
 }
 
 async fn post(r: &Running, cb: &EncryptedCallback) -> (u16, String) {
-    let resp = http().post(r.callback_url(&cb.query)).body(cb.body.clone()).send().await.unwrap();
+    let resp = http()
+        .post(r.callback_url(&cb.query))
+        .body(cb.body.clone())
+        .send()
+        .await
+        .unwrap();
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
 /// wechatpy encrypts a text message from `user` for `app`, stamped now.
-fn callback(peer: &mut WechatpyPeer, app: &AppSpec, user: &str, msg_id: u64, content: &str) -> EncryptedCallback {
+fn callback(
+    peer: &mut WechatpyPeer,
+    app: &AppSpec,
+    user: &str,
+    msg_id: u64,
+    content: &str,
+) -> EncryptedCallback {
     let ts = now();
     let xml = text_xml(&app.corp_id, user, app.agent_id, msg_id, content, ts);
     peer.encrypt_callback(&app.peer(), &xml, &ts.to_string(), &format!("n{msg_id}"))
@@ -56,15 +67,26 @@ struct Callback {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_vectors_over_a_real_socket() {
-    let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/wecom-official.json"));
+    let text = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/vectors/wecom-official.json"
+    ));
     let sets = serde_json::from_str::<Vectors>(text).unwrap().sets;
     for twin in Twin::selected() {
         let apps = sets
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let user = parse_message(&s.callback.expected_plaintext).unwrap().from_user_name;
-                let mut a = AppSpec::new(&format!("official{i}"), &s.corp_id, s.agent_id.parse().unwrap(), 'x', &[&user]);
+                let user = parse_message(&s.callback.expected_plaintext)
+                    .unwrap()
+                    .from_user_name;
+                let mut a = AppSpec::new(
+                    &format!("official{i}"),
+                    &s.corp_id,
+                    s.agent_id.parse().unwrap(),
+                    'x',
+                    &[&user],
+                );
                 a.token = s.token.clone();
                 a.key = s.encoding_aes_key.clone();
                 a
@@ -74,16 +96,40 @@ async fn official_vectors_over_a_real_socket() {
         scenario.max_timestamp_skew_secs = 0; // the samples were signed in 2014 and 2016
         let r = Running::start(twin, scenario).await;
         for (i, set) in sets.iter().enumerate() {
-            let resp = http().get(r.callback_url(&set.verify_url.query)).send().await.unwrap();
+            let resp = http()
+                .get(r.callback_url(&set.verify_url.query))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(resp.status().as_u16(), 200, "{twin:?}");
-            assert_eq!(resp.text().await.unwrap(), set.verify_url.expected_body, "{twin:?}: exactly the plaintext");
-            let resp = http().post(r.callback_url(&set.callback.query)).body(set.callback.body.clone()).send().await.unwrap();
+            assert_eq!(
+                resp.text().await.unwrap(),
+                set.verify_url.expected_body,
+                "{twin:?}: exactly the plaintext"
+            );
+            let resp = http()
+                .post(r.callback_url(&set.callback.query))
+                .body(set.callback.body.clone())
+                .send()
+                .await
+                .unwrap();
             assert_eq!(resp.status().as_u16(), 200, "{twin:?}");
             let corp = set.corp_id.clone();
-            let got = r.wait_for("the echo of the official message", |m| m.iter().any(|d| d.corp_id == corp)).await;
+            let got = r
+                .wait_for("the echo of the official message", |m| {
+                    m.iter().any(|d| d.corp_id == corp)
+                })
+                .await;
             let reply = got.iter().find(|d| d.corp_id == corp).unwrap();
-            assert_eq!(reply.agent_id, set.agent_id.parse::<u64>().unwrap(), "reply through app {i}");
-            assert!(set.callback.expected_plaintext.contains(reply.content.as_deref().unwrap()));
+            assert_eq!(
+                reply.agent_id,
+                set.agent_id.parse::<u64>().unwrap(),
+                "reply through app {i}"
+            );
+            assert!(set
+                .callback
+                .expected_plaintext
+                .contains(reply.content.as_deref().unwrap()));
         }
     }
 }
@@ -98,14 +144,44 @@ async fn two_corps_sharing_a_user_id_are_two_people() {
         scenario.allowed_users = vec!["wwcorpA:ZhangSan".into(), "lisi".into()];
         let r = Running::start(twin, scenario).await;
         let mut peer = WechatpyPeer::start();
-        assert_eq!(post(&r, &callback(&mut peer, &a, "zhangsan", 1, "hello from A")).await.0, 200);
-        assert_eq!(post(&r, &callback(&mut peer, &b, "zhangsan", 1, "hello from B")).await.0, 200);
-        assert_eq!(post(&r, &callback(&mut peer, &b, "lisi", 2, "lisi in B")).await.0, 200);
-        let got = r.wait_for("replies for A's zhangsan and B's lisi", |m| m.len() >= 2).await;
+        assert_eq!(
+            post(&r, &callback(&mut peer, &a, "zhangsan", 1, "hello from A"))
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            post(&r, &callback(&mut peer, &b, "zhangsan", 1, "hello from B"))
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            post(&r, &callback(&mut peer, &b, "lisi", 2, "lisi in B"))
+                .await
+                .0,
+            200
+        );
+        let got = r
+            .wait_for("replies for A's zhangsan and B's lisi", |m| m.len() >= 2)
+            .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let got = if got.len() == 2 { r.standin.standin.messages() } else { got };
-        let summary: Vec<(String, u64, String, String)> =
-            got.iter().map(|d| (d.corp_id.clone(), d.agent_id, d.touser.clone(), d.content.clone().unwrap())).collect();
+        let got = if got.len() == 2 {
+            r.standin.standin.messages()
+        } else {
+            got
+        };
+        let summary: Vec<(String, u64, String, String)> = got
+            .iter()
+            .map(|d| {
+                (
+                    d.corp_id.clone(),
+                    d.agent_id,
+                    d.touser.clone(),
+                    d.content.clone().unwrap(),
+                )
+            })
+            .collect();
         assert_eq!(
             summary,
             vec![
@@ -114,7 +190,11 @@ async fn two_corps_sharing_a_user_id_are_two_people() {
             ],
             "{twin:?}: corp B's zhangsan must be denied, and each reply must go through its own corp's app"
         );
-        assert!(r.logs().contains("denied by the access policy"), "{}", r.logs());
+        assert!(
+            r.logs().contains("denied by the access policy"),
+            "{}",
+            r.logs()
+        );
     }
 }
 
@@ -131,7 +211,11 @@ async fn wecom_retries_are_acknowledged_and_answered_once() {
         // An event is deduped by user and CreateTime.
         r.wait_for("one reply", |m| !m.is_empty()).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(r.standin.standin.messages().len(), 1, "{twin:?}: a retry was answered twice");
+        assert_eq!(
+            r.standin.standin.messages().len(),
+            1,
+            "{twin:?}: a retry was answered twice"
+        );
     }
 }
 
@@ -147,12 +231,21 @@ async fn long_replies_are_split_never_truncated() {
         }
         text.push_str("```rust\nfn main() {\n    println!(\"code survives\");\n}\n```\n");
         assert!(text.len() > 3 * 2048);
-        assert_eq!(post(&r, &callback(&mut peer, &a, "alice", 9, &text)).await.0, 200);
+        assert_eq!(
+            post(&r, &callback(&mut peer, &a, "alice", 9, &text))
+                .await
+                .0,
+            200
+        );
         let expected = split_for_wecom(&text);
-        let got = r.wait_for("every part", |m| m.len() >= expected.len()).await;
+        let got = r
+            .wait_for("every part", |m| m.len() >= expected.len())
+            .await;
         let parts: Vec<String> = got.iter().map(|d| d.content.clone().unwrap()).collect();
         assert_eq!(parts, expected, "{twin:?}: parts arrive in order");
-        assert!(got.iter().all(|d| !d.truncated && d.content.as_ref().unwrap().len() <= 2048));
+        assert!(got
+            .iter()
+            .all(|d| !d.truncated && d.content.as_ref().unwrap().len() <= 2048));
         assert_eq!(parts.concat(), text, "{twin:?}: nothing lost or repeated");
     }
 }
@@ -163,15 +256,29 @@ async fn a_token_that_expires_mid_flight_is_refreshed_and_the_reply_still_arrive
         let a = AppSpec::new("a", "wwcorpA", 1000002, 'a', &["alice"]);
         let r = Running::start(twin, Scenario::new(vec![a.clone()])).await;
         let mut peer = WechatpyPeer::start();
-        assert_eq!(post(&r, &callback(&mut peer, &a, "alice", 1, "first")).await.0, 200);
+        assert_eq!(
+            post(&r, &callback(&mut peer, &a, "alice", 1, "first"))
+                .await
+                .0,
+            200
+        );
         r.wait_for("the first reply", |m| m.len() == 1).await;
         assert_eq!(r.standin.standin.gettoken_calls(), 1);
         // WeCom may invalidate a token before expires_in: the next send meets 42001.
         r.standin.standin.expire_tokens();
-        assert_eq!(post(&r, &callback(&mut peer, &a, "alice", 2, "second")).await.0, 200);
+        assert_eq!(
+            post(&r, &callback(&mut peer, &a, "alice", 2, "second"))
+                .await
+                .0,
+            200
+        );
         let got = r.wait_for("the second reply", |m| m.len() == 2).await;
         assert_eq!(got[1].content.as_deref(), Some("second"));
-        assert_eq!(r.standin.standin.gettoken_calls(), 2, "{twin:?}: exactly one refresh");
+        assert_eq!(
+            r.standin.standin.gettoken_calls(),
+            2,
+            "{twin:?}: exactly one refresh"
+        );
     }
 }
 
@@ -182,15 +289,39 @@ async fn replays_outside_the_window_and_bad_input_are_refused() {
         let r = Running::start(twin, Scenario::new(vec![a.clone()])).await;
         let mut peer = WechatpyPeer::start();
         let old = now() - 3600;
-        let xml = text_xml(&a.corp_id, "alice", a.agent_id, 5, "captured an hour ago", old);
+        let xml = text_xml(
+            &a.corp_id,
+            "alice",
+            a.agent_id,
+            5,
+            "captured an hour ago",
+            old,
+        );
         let replay = peer.encrypt_callback(&a.peer(), &xml, &old.to_string(), "n");
-        assert_eq!(post(&r, &replay).await.0, 400, "{twin:?}: a valid but stale callback");
+        assert_eq!(
+            post(&r, &replay).await.0,
+            400,
+            "{twin:?}: a valid but stale callback"
+        );
         let good = callback(&mut peer, &a, "alice", 6, "fresh");
-        let forged = EncryptedCallback { query: good.query.replace("nonce=", "nonce=x"), ..good.clone() };
+        let forged = EncryptedCallback {
+            query: good.query.replace("nonce=", "nonce=x"),
+            ..good.clone()
+        };
         assert_eq!(post(&r, &forged).await.0, 403);
-        let garbage = EncryptedCallback { body: "<xml><Encrypt>%%%</Encrypt></xml>".into(), ..good.clone() };
-        assert_eq!(post(&r, &garbage).await.0, 403, "signature is checked before anything else");
-        let huge = EncryptedCallback { body: "x".repeat(200_000), ..good.clone() };
+        let garbage = EncryptedCallback {
+            body: "<xml><Encrypt>%%%</Encrypt></xml>".into(),
+            ..good.clone()
+        };
+        assert_eq!(
+            post(&r, &garbage).await.0,
+            403,
+            "signature is checked before anything else"
+        );
+        let huge = EncryptedCallback {
+            body: "x".repeat(200_000),
+            ..good.clone()
+        };
         assert_eq!(post(&r, &huge).await.0, 413);
         assert_eq!(post(&r, &good).await.0, 200);
         r.wait_for("the fresh reply", |m| m.len() == 1).await;
@@ -206,7 +337,10 @@ async fn an_untrusted_egress_ip_is_reported_in_one_clear_line() {
         a.trusted = false;
         let r = Running::start(twin, Scenario::new(vec![a.clone()])).await;
         let mut peer = WechatpyPeer::start();
-        assert_eq!(post(&r, &callback(&mut peer, &a, "alice", 1, "hi")).await.0, 200);
+        assert_eq!(
+            post(&r, &callback(&mut peer, &a, "alice", 1, "hi")).await.0,
+            200
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !r.logs().contains("60020") && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -214,8 +348,17 @@ async fn an_untrusted_egress_ip_is_reported_in_one_clear_line() {
         let logs = r.logs();
         let lines: Vec<&str> = logs.lines().filter(|l| l.contains("60020")).collect();
         assert_eq!(lines.len(), 1, "{twin:?}: {logs}");
-        assert!(lines[0].contains("trusted IPs") && lines[0].contains("127.0.0.1") && lines[0].contains("api_base"), "{}", lines[0]);
-        assert!(!logs.contains(&a.secret) && !logs.contains("standin-token"), "a secret or token leaked into the log");
+        assert!(
+            lines[0].contains("trusted IPs")
+                && lines[0].contains("127.0.0.1")
+                && lines[0].contains("api_base"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            !logs.contains(&a.secret) && !logs.contains("standin-token"),
+            "a secret or token leaked into the log"
+        );
     }
 }
 
@@ -229,13 +372,25 @@ async fn denied_users_get_one_notice_per_hour_at_most() {
         let r = Running::start(twin, scenario).await;
         let mut peer = WechatpyPeer::start();
         for id in 1..=3 {
-            assert_eq!(post(&r, &callback(&mut peer, &a, "mallory", id, "let me in")).await.0, 200);
+            assert_eq!(
+                post(&r, &callback(&mut peer, &a, "mallory", id, "let me in"))
+                    .await
+                    .0,
+                200
+            );
         }
         let got = r.wait_for("the deny notice", |m| !m.is_empty()).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let got = if got.len() == 1 { r.standin.standin.messages() } else { got };
+        let got = if got.len() == 1 {
+            r.standin.standin.messages()
+        } else {
+            got
+        };
         assert_eq!(got.len(), 1, "{twin:?}");
-        assert_eq!((got[0].touser.as_str(), got[0].content.as_deref()), ("mallory", Some("not enabled for you")));
+        assert_eq!(
+            (got[0].touser.as_str(), got[0].content.as_deref()),
+            ("mallory", Some("not enabled for you"))
+        );
     }
 }
 
@@ -253,11 +408,21 @@ async fn sigterm_stops_intake_and_drains_accepted_work() {
         http_status: None,
         delay_ms: 0,
     });
-    assert_eq!(post(&r, &callback(&mut peer, &a, "alice", 1, "finish me")).await.0, 200);
+    assert_eq!(
+        post(&r, &callback(&mut peer, &a, "alice", 1, "finish me"))
+            .await
+            .0,
+        200
+    );
     let clean = tokio::task::block_in_place(|| r.terminate());
     assert!(clean, "exit status after SIGTERM; log:\n{}", r.logs());
     let got = r.standin.standin.messages();
-    assert_eq!(got.len(), 1, "the accepted message was answered before exit; log:\n{}", r.logs());
+    assert_eq!(
+        got.len(),
+        1,
+        "the accepted message was answered before exit; log:\n{}",
+        r.logs()
+    );
     assert!(r.logs().contains("all in-flight work finished"));
 }
 
@@ -277,12 +442,33 @@ async fn one_users_messages_are_answered_in_arrival_order() {
             delay_ms: 600,
         });
         for i in 1..=5 {
-            assert_eq!(post(&r, &callback(&mut peer, &a, "alice", i, &format!("alice {i}"))).await.0, 200);
+            assert_eq!(
+                post(
+                    &r,
+                    &callback(&mut peer, &a, "alice", i, &format!("alice {i}"))
+                )
+                .await
+                .0,
+                200
+            );
         }
-        assert_eq!(post(&r, &callback(&mut peer, &a, "bob", 9, "bob 1")).await.0, 200);
+        assert_eq!(
+            post(&r, &callback(&mut peer, &a, "bob", 9, "bob 1"))
+                .await
+                .0,
+            200
+        );
         let got = r.wait_for("six replies", |m| m.len() == 6).await;
-        let alice: Vec<String> = got.iter().filter(|d| d.touser == "alice").map(|d| d.content.clone().unwrap()).collect();
-        assert_eq!(alice, ["alice 1", "alice 2", "alice 3", "alice 4", "alice 5"], "{twin:?}");
+        let alice: Vec<String> = got
+            .iter()
+            .filter(|d| d.touser == "alice")
+            .map(|d| d.content.clone().unwrap())
+            .collect();
+        assert_eq!(
+            alice,
+            ["alice 1", "alice 2", "alice 3", "alice 4", "alice 5"],
+            "{twin:?}"
+        );
         // bob did not wait behind alice's slow reply.
         assert_eq!(got[0].touser, "bob", "{twin:?}: users are independent");
     }
@@ -305,13 +491,21 @@ async fn concurrent_first_messages_fetch_one_token() {
             delay_ms: 400,
         });
         let mut peer = WechatpyPeer::start();
-        let callbacks: Vec<EncryptedCallback> = users.iter().enumerate().map(|(i, u)| callback(&mut peer, &a, u, i as u64 + 1, "hi")).collect();
+        let callbacks: Vec<EncryptedCallback> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| callback(&mut peer, &a, u, i as u64 + 1, "hi"))
+            .collect();
         // Each answer comes at once; the twelve jobs then run concurrently in the relay.
         for cb in &callbacks {
             assert_eq!(post(&r, cb).await.0, 200);
         }
         r.wait_for("twelve replies", |m| m.len() == 12).await;
-        assert_eq!(r.standin.standin.gettoken_calls(), 1, "{twin:?}: one refresh under concurrency");
+        assert_eq!(
+            r.standin.standin.gettoken_calls(),
+            1,
+            "{twin:?}: one refresh under concurrency"
+        );
     }
 }
 
@@ -320,14 +514,26 @@ fn invalid_configuration_fails_at_start_naming_the_key_not_the_secret() {
     let dir = std::env::temp_dir().join(format!("wecom-relay-badcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
-    let app = |name: &str, token: &str, aes: &str, agent: &str| {
-        serde_json::json!({"name": name, "corp_id": "ww1", "corp_secret": "TOPSECRET-VALUE", "agent_id": agent, "token": token, "encoding_aes_key": aes})
-    };
+    let app = |name: &str, token: &str, aes: &str, agent: &str| serde_json::json!({"name": name, "corp_id": "ww1", "corp_secret": "TOPSECRET-VALUE", "agent_id": agent, "token": token, "encoding_aes_key": aes});
     let cases = [
-        (vec![app("a", "t", "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!", "1")], "apps[0].encoding_aes_key"),
-        (vec![app("a", "t", key, "1"), app("a", "u", key, "2")], "apps[1].name"),
+        (
+            vec![app(
+                "a",
+                "t",
+                "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+                "1",
+            )],
+            "apps[0].encoding_aes_key",
+        ),
+        (
+            vec![app("a", "t", key, "1"), app("a", "u", key, "2")],
+            "apps[1].name",
+        ),
         (vec![app("a", "t", key, "12ab")], "apps[0].agent_id"),
-        (vec![app("a", "t", key, "1"), app("b", "t", key, "2")], "apps[1].token"),
+        (
+            vec![app("a", "t", key, "1"), app("b", "t", key, "2")],
+            "apps[1].token",
+        ),
     ];
     for (apps, key_name) in cases {
         let path = dir.join("config.yaml");
@@ -341,8 +547,14 @@ fn invalid_configuration_fails_at_start_naming_the_key_not_the_secret() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains(key_name), "{key_name} not named in {stderr:?}");
-        assert!(!stderr.contains("TOPSECRET") && !stderr.contains(key), "a secret leaked: {stderr}");
+        assert!(
+            stderr.contains(key_name),
+            "{key_name} not named in {stderr:?}"
+        );
+        assert!(
+            !stderr.contains("TOPSECRET") && !stderr.contains(key),
+            "a secret leaked: {stderr}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
