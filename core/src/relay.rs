@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::{RouteError, SignedQuery};
 use crate::ids::{AgentId, ScopedUser};
 use crate::policy::Access;
+use crate::ports::{Claim, DedupStore, StoreError};
 use crate::replay::{dedup_key, ReplayError};
 use crate::settings::Settings;
 use crate::xml::{parse_envelope, parse_message, Event, Message, MessageBody, XmlError};
@@ -353,6 +354,188 @@ pub fn decide(settings: &Settings, inbound: &Inbound) -> Decision {
     Decision::Process(job(inbound.dedup_key.clone(), JobKind::Answer { input }))
 }
 
+/// Where accepted jobs go: a task queue on native, a Cloudflare Queue or `wait_until` on the
+/// Worker, a durable queue later.
+///
+/// Contract: `Ok` means the job will run (or has been durably stored to run) even if the caller
+/// returns at once; `Err` means it will not, and the callback must not be acknowledged as
+/// processed.
+pub trait JobSink: Send + Sync {
+    /// Hands over one job.
+    fn submit(&self, job: Job) -> impl core::future::Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// The sink refused a job (shutting down, queue unavailable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkError(pub String);
+
+/// What became of a callback `POST`: the HTTP answer plus what to log and count.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Refused before any state changed.
+    Rejected(Rejection),
+    /// Claimed and handed to the sink.
+    Accepted {
+        /// The job id.
+        job: String,
+        /// The sender.
+        user: ScopedUser,
+    },
+    /// Already claimed: a WeCom retry or a replay inside the TTL.
+    Duplicate {
+        /// The job id.
+        job: String,
+    },
+    /// Not on the allowlist.
+    Denied {
+        /// The sender.
+        user: ScopedUser,
+        /// Whether a deny notice was queued.
+        notice: bool,
+    },
+    /// Nothing to do.
+    Ignored {
+        /// The sender.
+        user: ScopedUser,
+        /// Why.
+        why: &'static str,
+    },
+    /// The dedup store failed: left for WeCom to retry.
+    StoreFailed(StoreError),
+    /// The sink refused: the claim was released, left for WeCom to retry.
+    NotQueued {
+        /// The job id.
+        job: String,
+        /// Why.
+        error: SinkError,
+    },
+}
+
+impl Outcome {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Rejected(r) => r.status(),
+            Self::StoreFailed(_) | Self::NotQueued { .. } => 503,
+            _ => 200,
+        }
+    }
+
+    /// The body: `success` for 200, empty otherwise.
+    pub fn body(&self) -> &'static str {
+        if self.status() == 200 {
+            "success"
+        } else {
+            ""
+        }
+    }
+
+    /// A metrics label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Rejected(r) => r.outcome(),
+            Self::Accepted { .. } => "accepted",
+            Self::Duplicate { .. } => "duplicate",
+            Self::Denied { .. } => "denied",
+            Self::Ignored { .. } => "ignored",
+            Self::StoreFailed(_) => "store_error",
+            Self::NotQueued { .. } => "not_queued",
+        }
+    }
+
+    /// Whether this deserves a warning rather than an info line.
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            Self::Rejected(_) | Self::StoreFailed(_) | Self::NotQueued { .. }
+        )
+    }
+}
+
+impl fmt::Display for Outcome {
+    /// The log line both twins write. Never includes message content or secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected(r) => write!(f, "callback refused ({}): {r}", r.status()),
+            Self::Accepted { job, user } => write!(f, "callback accepted job={job} user={user}"),
+            Self::Duplicate { job } => write!(f, "duplicate callback acknowledged job={job}"),
+            Self::Denied { user, notice } => {
+                write!(f, "denied by the access policy user={user} notice={notice}")
+            }
+            Self::Ignored { user, why } => write!(
+                f,
+                "callback acknowledged, nothing to do ({why}) user={user}"
+            ),
+            Self::StoreFailed(e) => write!(
+                f,
+                "dedup store failed, callback left for WeCom to retry: {e}"
+            ),
+            Self::NotQueued { job, error } => write!(
+                f,
+                "job not queued, callback left for WeCom to retry job={job}: {}",
+                error.0
+            ),
+        }
+    }
+}
+
+/// The whole `POST` path: open, decide, claim, submit. A message counts as seen only once its
+/// job was handed over: if the sink refuses, the claim is released so WeCom's retry gets in.
+pub async fn handle_callback<D: DedupStore, S: JobSink>(
+    settings: &Settings,
+    dedup: &D,
+    sink: &S,
+    raw_query: &str,
+    body: &[u8],
+    now: u64,
+) -> Outcome {
+    let inbound = match open_callback(settings, raw_query, body, now) {
+        Ok(inbound) => inbound,
+        Err(r) => return Outcome::Rejected(r),
+    };
+    match decide(settings, &inbound) {
+        Decision::Process(job) => match dedup
+            .claim(&job.id, now, settings.replay.dedup_ttl_secs())
+            .await
+        {
+            Ok(Claim::Duplicate) => Outcome::Duplicate { job: job.id },
+            Err(e) => Outcome::StoreFailed(e),
+            Ok(Claim::Fresh) => {
+                let id = job.id.clone();
+                match sink.submit(job).await {
+                    Ok(()) => Outcome::Accepted {
+                        job: id,
+                        user: inbound.user,
+                    },
+                    Err(error) => {
+                        let _ = dedup.release(&id).await;
+                        Outcome::NotQueued { job: id, error }
+                    }
+                }
+            }
+        },
+        Decision::Deny { notice } => {
+            let mut sent = false;
+            if let Some(notice) = notice {
+                if let Ok(Claim::Fresh) = dedup
+                    .claim(&notice.id, now, DENY_NOTICE_INTERVAL_SECS)
+                    .await
+                {
+                    sent = sink.submit(notice).await.is_ok();
+                }
+            }
+            Outcome::Denied {
+                user: inbound.user,
+                notice: sent,
+            }
+        }
+        Decision::Ignore(why) => Outcome::Ignored {
+            user: inbound.user,
+            why,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,6 +679,57 @@ mod tests {
         assert_eq!(
             send(&settings, "<MsgType>hologram</MsgType>"),
             Decision::Ignore("unknown_type")
+        );
+    }
+
+    struct VecSink(std::sync::Mutex<alloc::vec::Vec<Job>>, bool);
+    impl JobSink for VecSink {
+        async fn submit(&self, job: Job) -> Result<(), SinkError> {
+            if self.1 {
+                return Err(SinkError("closed".into()));
+            }
+            self.0.lock().unwrap().push(job);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn handle_callback_claims_only_what_it_could_queue() {
+        use crate::ports::MemoryDedup;
+        use crate::testing::block_on;
+        let (settings, set) = official();
+        let now = set.callback.timestamp.parse::<u64>().unwrap();
+        let dedup = MemoryDedup::default();
+        let closed = VecSink(Default::default(), true);
+        let run = |sink: &VecSink| {
+            block_on(handle_callback(
+                &settings,
+                &dedup,
+                sink,
+                &set.callback.query,
+                set.callback.body.as_bytes(),
+                now,
+            ))
+        };
+        let refused = run(&closed);
+        assert_eq!((refused.status(), refused.label()), (503, "not_queued"));
+        let open = VecSink(Default::default(), false);
+        let accepted = run(&open);
+        assert_eq!(
+            (accepted.status(), accepted.body(), accepted.label()),
+            (200, "success", "accepted")
+        );
+        assert_eq!(run(&open).label(), "duplicate");
+        assert_eq!(open.0.lock().unwrap().len(), 1);
+        let line = accepted.to_string();
+        assert!(
+            line.contains("callback accepted") && !line.contains("你好"),
+            "{line}"
+        );
+        let bad = block_on(handle_callback(&settings, &dedup, &open, "x=1", b"", now));
+        assert_eq!(
+            (bad.status(), bad.label(), bad.is_warning()),
+            (400, "bad_query", true)
         );
     }
 }

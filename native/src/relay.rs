@@ -13,12 +13,8 @@ use tracing::{error, info, warn};
 use wecom_relay_core::agent::{run_job, Agent, AgentError, EchoAgent, JobError, JobState};
 use wecom_relay_core::api::{self, ErrorClass, HttpRequest, HttpResponse, TransportError};
 use wecom_relay_core::client::{WeComClient, MAX_ATTEMPTS};
-use wecom_relay_core::ports::{
-    Claim, Clock, DedupStore, HttpClient, MemoryDedup, MemoryTokenCache, Random,
-};
-use wecom_relay_core::relay::{
-    decide, open_callback, verify_url, Decision, Job, Rejection, DENY_NOTICE_INTERVAL_SECS,
-};
+use wecom_relay_core::ports::{Clock, HttpClient, MemoryDedup, MemoryTokenCache, Random};
+use wecom_relay_core::relay::{handle_callback, verify_url, Job, JobSink, Rejection, SinkError};
 use wecom_relay_core::settings::Settings;
 
 use crate::config::{AgentConfig, RuntimeConfig};
@@ -80,6 +76,17 @@ struct Queues {
     by_user: HashMap<String, VecDeque<Job>>,
     depth: usize,
     closed: bool,
+}
+
+/// The in-process queue as the core's job sink.
+struct QueueSink<'a>(&'a Arc<Relay>);
+
+impl JobSink for QueueSink<'_> {
+    async fn submit(&self, job: Job) -> Result<(), SinkError> {
+        self.0
+            .submit(job)
+            .map_err(|Closed| SinkError("shutting down".into()))
+    }
 }
 
 /// The job queue refused a job: the relay is shutting down.
@@ -197,61 +204,16 @@ impl Relay {
     /// `POST <path>`: a callback. Answers at once; the agent runs in the background.
     pub async fn handle_callback(self: &Arc<Self>, raw_query: &str, body: &[u8]) -> Answer {
         let now = self.clock.now_unix();
-        let inbound = match open_callback(&self.settings, raw_query, body, now) {
-            Ok(inbound) => inbound,
-            Err(rejection) => return self.reject("callback refused", &rejection),
-        };
-        let ttl = self.settings.replay.dedup_ttl_secs();
-        match decide(&self.settings, &inbound) {
-            Decision::Process(job) => match self.dedup.claim(&job.id, now, ttl).await {
-                Ok(Claim::Duplicate) => {
-                    info!(job = %job.id, "duplicate callback acknowledged");
-                    self.metrics.callback("duplicate");
-                    Answer::new(200, "success")
-                }
-                Ok(Claim::Fresh) => {
-                    let id = job.id.clone();
-                    match self.submit(job) {
-                        Ok(()) => {
-                            info!(job = %id, user = %inbound.user, "callback accepted");
-                            self.metrics.callback("accepted");
-                            Answer::new(200, "success")
-                        }
-                        Err(Closed) => {
-                            // Not accepted: let WeCom's retry reach a relay that is running.
-                            let _ = self.dedup.release(&id).await;
-                            warn!(job = %id, "shutting down: callback left for WeCom to retry");
-                            self.metrics.callback("shutting_down");
-                            Answer::new(503, "")
-                        }
-                    }
-                }
-                Err(e) => {
-                    error!(error = %e, "dedup store failed: callback left for WeCom to retry");
-                    self.metrics.callback("store_error");
-                    Answer::new(503, "")
-                }
-            },
-            Decision::Deny { notice } => {
-                info!(user = %inbound.user, "denied by the access policy");
-                self.metrics.callback("denied");
-                if let Some(notice) = notice {
-                    if let Ok(Claim::Fresh) = self
-                        .dedup
-                        .claim(&notice.id, now, DENY_NOTICE_INTERVAL_SECS)
-                        .await
-                    {
-                        let _ = self.submit(notice);
-                    }
-                }
-                Answer::new(200, "success")
-            }
-            Decision::Ignore(why) => {
-                info!(user = %inbound.user, why, "callback acknowledged, nothing to do");
-                self.metrics.callback("ignored");
-                Answer::new(200, "success")
-            }
+        let sink = QueueSink(self);
+        let outcome =
+            handle_callback(&self.settings, &self.dedup, &sink, raw_query, body, now).await;
+        if outcome.is_warning() {
+            warn!(outcome = outcome.label(), "{outcome}");
+        } else {
+            info!(outcome = outcome.label(), "{outcome}");
         }
+        self.metrics.callback(outcome.label());
+        Answer::new(outcome.status(), outcome.body())
     }
 
     /// Queues a job behind the same user's earlier jobs.

@@ -278,6 +278,6 @@ async fn after_shutdown_a_callback_is_left_for_wecom_to_retry() {
     );
     // Not marked as seen: a relay that is running again would process WeCom's retry.
     let (_, metrics) = send(&f.router, get("/metrics")).await;
-    assert!(metrics.contains("outcome=\"shutting_down\""));
+    assert!(metrics.contains("outcome=\"not_queued\""));
     assert!(metrics.contains("outcome=\"accepted\"} 0"), "{metrics}");
 }
