@@ -51,8 +51,8 @@ impl Agent for EchoAgent {
     }
 }
 
-/// Progress of one job, kept across retries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Progress of one job, kept across retries (in memory, or stored beside a queued job).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobState {
     /// The answer, once the agent gave it.
     pub reply: Option<String>,

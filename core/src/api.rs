@@ -351,9 +351,10 @@ impl TokenGrant {
     }
 }
 
-/// Whether a token that expires at `expires_at` should be refreshed at `now`.
-pub fn token_needs_refresh(expires_at: u64, now: u64) -> bool {
-    now.saturating_add(TOKEN_REFRESH_MARGIN_SECS) >= expires_at
+/// How long before expiry a token with this lifetime is refreshed: the margin, but never more
+/// than half the lifetime, so a short-lived token is still used before it is replaced.
+pub fn refresh_margin(expires_in: u64) -> u64 {
+    TOKEN_REFRESH_MARGIN_SECS.min(expires_in / 2)
 }
 
 /// Parses a `gettoken` answer.
@@ -905,8 +906,8 @@ mod tests {
         .unwrap();
         assert_eq!(grant.access_token.expose(), "AT");
         assert_eq!(grant.expires_at(1000), 8200);
-        assert!(!token_needs_refresh(8200, 1000));
-        assert!(token_needs_refresh(8200, 7900));
+        assert_eq!(refresh_margin(7200), 300);
+        assert_eq!(refresh_margin(30), 15);
 
         let cases = [
             (-1, ErrorClass::RetryLater),

@@ -1,7 +1,8 @@
 //! The WeCom API client: token lifecycle and sending, over the ports.
 //!
 //! Decisions made here, the same for both twins:
-//! - A cached token is used until [`TOKEN_REFRESH_MARGIN_SECS`] before expiry; then it is
+//! - A cached token is used until [`crate::api::TOKEN_REFRESH_MARGIN_SECS`] before expiry (half its
+//!   life for short-lived ones); then it is
 //!   refreshed. If the refresh fails while the old token is still valid, the old one is used.
 //! - A call rejected with 40014/42001 invalidates that token (only that one), fetches a new one
 //!   and retries once.
@@ -16,10 +17,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::future::Future;
 
-use crate::api::{
-    self, token_needs_refresh, ApiError, Content, ErrorClass, HttpRequest, HttpResponse,
-    SendReceipt, TOKEN_REFRESH_MARGIN_SECS,
-};
+use crate::api::{self, ApiError, Content, ErrorClass, HttpRequest, HttpResponse, SendReceipt};
 use crate::app::App;
 use crate::ids::AccessToken;
 use crate::ports::{CachedToken, Clock, HttpClient, TokenCache};
@@ -122,7 +120,7 @@ impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, 
             .tokens
             .get(&key, now)
             .await
-            .filter(|t| !token_needs_refresh(t.expires_at, now))
+            .filter(|t| !t.needs_refresh(now))
         {
             return Ok(t.token);
         }
@@ -131,7 +129,7 @@ impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, 
         let now = self.clock.now_unix();
         let cached = self.tokens.get(&key, now).await;
         match cached {
-            Some(t) if !token_needs_refresh(t.expires_at, now) => Ok(t.token),
+            Some(t) if !t.needs_refresh(now) => Ok(t.token),
             Some(t) => match self.fetch_token(app).await {
                 Ok(fresh) => Ok(fresh),
                 // Still valid for up to the margin: better than failing now.
@@ -153,17 +151,10 @@ impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, 
             ))
             .await?;
         let grant = api::parse_token(&resp)?;
-        // A token whose life is shorter than the margin would be refreshed on every call.
-        let expires_at = grant
-            .expires_at(now)
-            .max(now + TOKEN_REFRESH_MARGIN_SECS + 60);
         self.tokens
             .put(
                 &token_key(app),
-                CachedToken {
-                    token: grant.access_token.clone(),
-                    expires_at,
-                },
+                CachedToken::new(grant.access_token.clone(), now, grant.expires_in),
                 now,
             )
             .await;
@@ -321,7 +312,7 @@ mod tests {
         );
 
         // Inside the margin: refreshed before WeCom would reject it.
-        clock.advance(7200 - TOKEN_REFRESH_MARGIN_SECS);
+        clock.advance(7200 - crate::api::TOKEN_REFRESH_MARGIN_SECS);
         http.push_json(TOKEN_2).push_json(SENT);
         block_on(client.send(
             &app,
@@ -338,6 +329,32 @@ mod tests {
                 .query_param("access_token")
                 .as_deref(),
             Some("T2")
+        );
+    }
+
+    #[test]
+    fn a_short_lived_token_is_used_then_replaced_before_it_dies() {
+        let (http, cache, clock, app) = (
+            ScriptedHttp::new(),
+            MemoryTokenCache::default(),
+            FixedClock::at(1000),
+            app(),
+        );
+        let client = WeComClient::new("http://x", &http, &cache, &clock);
+        http.push_json(r#"{"errcode":0,"access_token":"S1","expires_in":30}"#)
+            .push_json(r#"{"errcode":0,"access_token":"S2","expires_in":30}"#);
+        assert_eq!(block_on(client.token(&app)).unwrap().expose(), "S1");
+        clock.advance(10);
+        assert_eq!(
+            block_on(client.token(&app)).unwrap().expose(),
+            "S1",
+            "reused while young"
+        );
+        clock.advance(5);
+        assert_eq!(
+            block_on(client.token(&app)).unwrap().expose(),
+            "S2",
+            "replaced at half-life"
         );
     }
 

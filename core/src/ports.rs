@@ -63,6 +63,26 @@ pub struct CachedToken {
     pub token: AccessToken,
     /// Unix seconds at which WeCom stops accepting it.
     pub expires_at: u64,
+    /// Unix seconds from which it should be replaced.
+    #[serde(default)]
+    pub refresh_at: u64,
+}
+
+impl CachedToken {
+    /// A token fetched at `now` that lives `expires_in` seconds.
+    pub fn new(token: AccessToken, now: u64, expires_in: u64) -> Self {
+        let expires_at = now.saturating_add(expires_in);
+        Self {
+            token,
+            expires_at,
+            refresh_at: expires_at - crate::api::refresh_margin(expires_in),
+        }
+    }
+
+    /// Whether it is time to replace it.
+    pub fn needs_refresh(&self, now: u64) -> bool {
+        now >= self.refresh_at
+    }
 }
 
 /// Caches access tokens per app (each app has its own secret, so its own token).
@@ -361,14 +381,8 @@ pub mod contract_tests {
                 use $crate::ports::{CachedToken, TokenCache};
                 let cache = $make;
                 $block_on(async {
-                    let a = CachedToken {
-                        token: AccessToken::new("A"),
-                        expires_at: 8200,
-                    };
-                    let b = CachedToken {
-                        token: AccessToken::new("B"),
-                        expires_at: 9000,
-                    };
+                    let a = CachedToken::new(AccessToken::new("A"), 1000, 7200);
+                    let b = CachedToken::new(AccessToken::new("B"), 1800, 7200);
                     assert!(cache.get("app-a", 1000).await.is_none());
                     cache.put("app-a", a.clone(), 1000).await;
                     cache.put("app-b", b.clone(), 1000).await;
@@ -387,14 +401,8 @@ pub mod contract_tests {
                 use $crate::ports::{CachedToken, TokenCache};
                 let cache = $make;
                 $block_on(async {
-                    let old = CachedToken {
-                        token: AccessToken::new("OLD"),
-                        expires_at: 8200,
-                    };
-                    let new = CachedToken {
-                        token: AccessToken::new("NEW"),
-                        expires_at: 9000,
-                    };
+                    let old = CachedToken::new(AccessToken::new("OLD"), 1000, 7200);
+                    let new = CachedToken::new(AccessToken::new("NEW"), 1800, 7200);
                     cache.put("app", old.clone(), 1000).await;
                     cache.put("app", new.clone(), 1001).await;
                     cache.invalidate("app", &old.token).await;

@@ -1,17 +1,24 @@
-//! wecom-relay as a Cloudflare Worker. The full relay arrives with its own issue; this crate
-//! already builds for `wasm32-unknown-unknown` against workers-rs and the core.
+//! wecom-relay as a Cloudflare Worker: the same core as the native server, with Workers I/O.
+//!
+//! - `GET`/`POST <path>` and `GET /health`, answered by the core's pipeline.
+//! - Access tokens and dedup markers live in the KV namespace bound as `WECOM_RELAY_KV`.
+//! - Accepted jobs go to the Queue bound as `WECOM_RELAY_QUEUE` when there is one (its consumer
+//!   runs them, with Cloudflare's retries and dead-letter queue); otherwise they run after the
+//!   response through `ctx.wait_until`.
+//!
+//! KV is eventually consistent across locations. For dedup that means two deliveries of one
+//! message that land in different locations within about a minute may both pass; WeCom retries
+//! go to the same URL within seconds and usually reach the same location. The relay prefers a
+//! rare duplicate reply to a lost message: it never treats a KV failure as "already seen".
+
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code, unused_imports))]
 
 #[cfg(target_arch = "wasm32")]
-use worker::{event, Context, Env, Request, Response, Result};
-
-/// Answers `/health`; everything else is not built yet.
+mod ports;
 #[cfg(target_arch = "wasm32")]
-#[event(fetch)]
-async fn fetch(req: Request, _env: Env, _ctx: Context) -> Result<Response> {
-    match req.path().as_str() {
-        "/health" => {
-            Response::from_json(&serde_json::json!({"status": "ok", "platform": "wecom_callback"}))
-        }
-        _ => Response::error("not found", 404),
-    }
-}
+mod runtime;
+
+/// The KV binding for tokens, dedup markers and queued job progress.
+pub const KV_BINDING: &str = "WECOM_RELAY_KV";
+/// The optional Queue binding.
+pub const QUEUE_BINDING: &str = "WECOM_RELAY_QUEUE";
