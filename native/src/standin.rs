@@ -83,6 +83,9 @@ pub struct Fault {
     /// Wait this long, then answer normally (errcode 0 means no error at all).
     #[serde(default)]
     pub delay_ms: u64,
+    /// Let this many matching calls through before the fault applies.
+    #[serde(default)]
+    pub after: u32,
 }
 
 fn one() -> u32 {
@@ -224,6 +227,10 @@ impl Standin {
         let fault = {
             let mut inner = self.lock();
             let i = inner.faults.iter().position(|f| f.path == path)?;
+            if inner.faults[i].after > 0 {
+                inner.faults[i].after -= 1;
+                return None;
+            }
             let fault = inner.faults[i].clone();
             if fault.times <= 1 {
                 inner.faults.remove(i);
@@ -629,6 +636,7 @@ mod tests {
             times: 1,
             http_status: None,
             delay_ms: 0,
+            after: 0,
         });
         assert_eq!(token(&r, "ww1", "s1").await["errcode"], -1);
         assert_eq!(token(&r, "ww1", "s1").await["errcode"], 0);

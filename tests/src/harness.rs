@@ -92,6 +92,10 @@ impl Scenario {
 pub enum Twin {
     /// The `wecom-relay` binary.
     Native,
+    /// The Worker under `wrangler dev` (workerd), jobs through `ctx.waitUntil`.
+    Worker,
+    /// The Worker under `wrangler dev` with a Queue bound (emulated by wrangler).
+    WorkerQueue,
 }
 
 impl Twin {
@@ -103,6 +107,8 @@ impl Twin {
             .filter(|t| !t.is_empty())
             .map(|t| match t {
                 "native" => Twin::Native,
+                "worker" => Twin::Worker,
+                "worker-queue" => Twin::WorkerQueue,
                 other => panic!("unknown twin {other:?} in WECOM_RELAY_TWINS"),
             })
             .collect()
@@ -174,10 +180,12 @@ impl Running {
         .expect("stand-in listens");
         match twin {
             Twin::Native => Self::start_native(scenario, standin).await,
+            Twin::Worker => Self::start_worker(scenario, standin, false).await,
+            Twin::WorkerQueue => Self::start_worker(scenario, standin, true).await,
         }
     }
 
-    async fn start_native(scenario: Scenario, standin: RunningStandin) -> Self {
+    fn scratch_dir() -> PathBuf {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "wecom-relay-e2e-{}-{}",
@@ -185,6 +193,134 @@ impl Running {
             SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The Worker's vars for a scenario: the same names a deployment uses.
+    pub fn worker_vars(scenario: &Scenario, api_base: &str) -> Value {
+        let apps: Vec<Value> = scenario
+            .apps
+            .iter()
+            .map(|a| json!({"name": a.name, "corp_id": a.corp_id, "corp_secret": a.secret, "agent_id": a.agent_id, "token": a.token, "encoding_aes_key": a.key}))
+            .collect();
+        json!({
+            "WECOM_CALLBACK_APPS_JSON": serde_json::to_string(&apps).unwrap(),
+            "WECOM_CALLBACK_API_BASE": api_base,
+            "WECOM_CALLBACK_ALLOWED_USERS": scenario.allowed_users.join(","),
+            "WECOM_CALLBACK_MAX_TIMESTAMP_SKEW_SECS": scenario.max_timestamp_skew_secs.to_string(),
+            "WECOM_CALLBACK_DEDUP_TTL_SECS": scenario.max_timestamp_skew_secs.max(900).to_string(),
+            "WECOM_CALLBACK_DENY_MESSAGE": scenario.deny_message.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Starts `wrangler dev` on the prebuilt Worker with a generated config.
+    pub async fn start_worker(scenario: Scenario, standin: RunningStandin, queue: bool) -> Self {
+        let vars = Self::worker_vars(&scenario, &standin.base_url());
+        Self::start_worker_with_vars(scenario, standin, queue, vars).await
+    }
+
+    /// Like [`Running::start_worker`], with explicit vars (to test bad settings).
+    pub async fn start_worker_with_vars(
+        scenario: Scenario,
+        standin: RunningStandin,
+        queue: bool,
+        vars: Value,
+    ) -> Self {
+        let root = crate::workspace_root();
+        let shim = root.join("worker/build/worker/shim.mjs");
+        assert!(
+            shim.exists(),
+            "{} is missing: run scripts/worker-build.sh (scripts/test.sh does)",
+            shim.display()
+        );
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        assert!(
+            wrangler.exists(),
+            "wrangler is missing: run `npm ci` (scripts/test.sh does)"
+        );
+        let dir = Self::scratch_dir();
+        // Credentials are secrets, as in a deployment: locally they come from `.dev.vars`
+        // beside the config (wrangler shows them as hidden); the rest are plain vars.
+        let mut vars = vars;
+        let mut secrets = String::new();
+        for name in [
+            "WECOM_CALLBACK_APPS_JSON",
+            "WECOM_CALLBACK_CORP_SECRET",
+            "WECOM_CALLBACK_TOKEN",
+            "WECOM_CALLBACK_ENCODING_AES_KEY",
+        ] {
+            if let Some(value) = vars.as_object_mut().and_then(|v| v.remove(name)) {
+                let value = value.as_str().unwrap_or_default().to_owned();
+                assert!(
+                    !value.contains('\''),
+                    "secret values are written single-quoted"
+                );
+                secrets.push_str(&format!("{name}='{value}'\n"));
+            }
+        }
+        std::fs::write(dir.join(".dev.vars"), secrets).unwrap();
+        let mut config = json!({
+            "name": "wecom-relay-test",
+            "main": shim,
+            "compatibility_date": "2026-04-01",
+            "kv_namespaces": [{"binding": "WECOM_RELAY_KV", "id": "wecom-relay-test-kv"}],
+            "vars": vars,
+        });
+        if queue {
+            config["queues"] = json!({
+                "producers": [{"binding": "WECOM_RELAY_QUEUE", "queue": "wecom-relay-jobs"}],
+                "consumers": [{"queue": "wecom-relay-jobs", "max_batch_size": 10, "max_batch_timeout": 1,
+                               "max_retries": 5, "dead_letter_queue": "wecom-relay-dlq"}],
+            });
+        }
+        let config_path = dir.join("wrangler.json");
+        std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let port = free_port();
+        let inspector = free_port();
+        let log = dir.join("relay.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(wrangler)
+            .args(["dev", "--config"])
+            .arg(&config_path)
+            .args([
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--inspector-port",
+                &inspector.to_string(),
+            ])
+            .arg("--persist-to")
+            .arg(dir.join("state"))
+            .args(["--show-interactive-dev-session=false", "--log-level", "log"])
+            .current_dir(&dir)
+            .env("CI", "true")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("NO_COLOR", "1")
+            .env("FORCE_COLOR", "0")
+            // No fetch of the Request.cf object from Cloudflare: tests talk to loopback only.
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("WRANGLER_LOG_PATH", dir.join("wrangler-logs"))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("start wrangler dev");
+        let running = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            path: "/wecom/callback".into(),
+            standin,
+            scenario,
+            child: Some(child),
+            log,
+            dir,
+        };
+        running.wait_healthy().await;
+        running
+    }
+
+    async fn start_native(scenario: Scenario, standin: RunningStandin) -> Self {
+        let dir = Self::scratch_dir();
         let apps: Vec<Value> = scenario
             .apps
             .iter()
@@ -240,7 +376,7 @@ impl Running {
 
     async fn wait_healthy(&self) {
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(r) = client.get(format!("{}/health", self.base)).send().await {
                 if r.status().is_success() {
@@ -258,6 +394,18 @@ impl Running {
     /// The relay's log so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to 15 s for `needle` to appear in the relay's log; returns the log.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || Instant::now() > deadline {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// The callback URL with a query.
@@ -311,6 +459,18 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SIGTERM first: wrangler then stops its workerd; SIGKILL would orphan it.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -224,6 +224,13 @@ async fn run_in_background(env: Env, settings: Settings, job: Job) {
         let jitter = (worker::js_sys::Math::random() * 1000.0) as u16;
         planned.map(|_| Duration::from_millis(e.retry_delay_ms(n, jitter)))
     })
+    .notify(|e: &JobError, delay: Duration| {
+        console_warn!(
+            "retrying job={} error={e} in {}ms",
+            job.id,
+            delay.as_millis()
+        )
+    })
     .await;
     report(&job, &state.borrow(), &result);
 }
