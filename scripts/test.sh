@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of wecom-relay, installing whatever a fresh machine lacks:
-# the wasm targets, wasm-bindgen-cli (the version Cargo.lock pins), and the Python peer
+# the wasm targets, wasm-bindgen-cli (the version Cargo.lock pins), worker-build, the npm
+# packages (wrangler with workerd, binaryen, esbuild; package-lock.json), and the Python peer
 # (wechatpy from PyPI) in .venv/. Safe to re-run: installed pieces are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,14 @@ if ! command -v wasm-bindgen-test-runner >/dev/null || [ "$(wasm-bindgen --versi
   cargo install wasm-bindgen-cli --version "$WBG_VERSION"
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
+
+if [ "$(worker-build --version 2>/dev/null | awk '{print $2}')" != "0.8.7" ]; then
+  step "installing worker-build 0.8.7"
+  cargo install worker-build --version 0.8.7 --locked
+fi
+
+step "npm packages: wrangler (with workerd), binaryen's wasm-opt, esbuild"
+npm ci --no-audit --no-fund --loglevel=error
 
 step "python peer: wechatpy in .venv"
 if ! .venv/bin/python -c 'import wechatpy, cryptography' 2>/dev/null; then
@@ -39,17 +48,20 @@ step "no_std: the core without std, also for a target that has no std at all"
 cargo build -p wecom-relay-core --no-default-features --locked
 cargo build -p wecom-relay-core --no-default-features --target wasm32v1-none --locked
 
-step "tests (unit, property, route, and the behaviour suite: the wecom-relay binary on real sockets, driven by wechatpy)"
+step "the Worker: build with worker-build and check packaging (wrangler deploy --dry-run)"
+export CI=true WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false NO_COLOR=1
+node_modules/.bin/wrangler deploy --dry-run --outdir dist
+wasm=worker/build/index_bg.wasm
+echo "worker wasm: $(wc -c < "$wasm") bytes raw, $(gzip -9 -c "$wasm" | wc -c) bytes gzip"
+
+step "tests (unit, property, route, and the behaviour suite on every twin: the wecom-relay binary, and the Worker under wrangler dev with and without a Queue; wechatpy plays WeCom)"
 cargo build -p wecom-relay --locked
-cargo test --workspace --locked
+WECOM_RELAY_TWINS=native,worker,worker-queue cargo test --workspace --locked
 
 step "the README's run command: wecom-relay demo"
 cargo run -q -p wecom-relay --locked -- demo
 
 step "tests (the core on wasm32 under node)"
 cargo test -p wecom-relay-core --target wasm32-unknown-unknown --locked
-
-step "worker builds for wasm32"
-cargo build -p wecom-relay-worker --target wasm32-unknown-unknown --release --locked
 
 step "all checks passed"
