@@ -19,7 +19,7 @@ if ! command -v wasm-bindgen-test-runner >/dev/null || [ "$(wasm-bindgen --versi
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
-if [ "$(worker-build --version 2>/dev/null | awk '{print $2}')" != "0.8.7" ]; then
+if ! worker-build --version 2>/dev/null | grep -qx '\(worker-build \)\?0.8.7'; then
   step "installing worker-build 0.8.7"
   cargo install worker-build --version 0.8.7 --locked
 fi
