@@ -5,7 +5,7 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_main, Criterion};
 use wecom_relay_core::crypto::MsgCrypt;
 use wecom_relay_core::ports::MemoryDedup;
 use wecom_relay_core::relay::{handle_callback, open_callback, Job, JobSink, SinkError};
@@ -115,5 +115,11 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+mod group {
+    #![allow(missing_docs)]
+    use super::bench;
+    use criterion::criterion_group;
+    criterion_group!(benches, bench);
+}
+
+criterion_main!(group::benches);
