@@ -73,6 +73,9 @@ pub struct HttpRequest {
     pub method: Method,
     /// The full URL, query included (it may hold a token: never log it).
     pub url: String,
+    /// Extra headers (e.g. `authorization`; never log their values). `content-type` follows
+    /// from the body.
+    pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Body,
 }
@@ -97,6 +100,14 @@ impl fmt::Debug for HttpRequest {
         f.debug_struct("HttpRequest")
             .field("method", &self.method)
             .field("path", &self.path())
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .field("body", &self.body)
             .finish()
     }
@@ -323,6 +334,7 @@ fn parse_json<T: for<'de> Deserialize<'de>>(resp: &HttpResponse) -> Result<T, Ap
 pub fn get_token(base: &str, corp_id: &CorpId, secret: &CorpSecret) -> HttpRequest {
     HttpRequest {
         method: Method::Get,
+        headers: Vec::new(),
         url: url(
             base,
             "/cgi-bin/gettoken",
@@ -553,6 +565,7 @@ pub fn send_message(
     };
     Ok(HttpRequest {
         method: Method::Post,
+        headers: Vec::new(),
         url: url(
             base,
             "/cgi-bin/message/send",
@@ -663,6 +676,7 @@ pub fn upload_media(
     }
     Ok(HttpRequest {
         method: Method::Post,
+        headers: Vec::new(),
         url: url(
             base,
             "/cgi-bin/media/upload",
@@ -696,6 +710,7 @@ pub fn parse_upload(resp: &HttpResponse) -> Result<Uploaded, ApiError> {
 pub fn get_media(base: &str, token: &AccessToken, media_id: &str) -> HttpRequest {
     HttpRequest {
         method: Method::Get,
+        headers: Vec::new(),
         url: url(
             base,
             "/cgi-bin/media/get",

@@ -206,14 +206,30 @@ impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, 
         markdown: bool,
         skip: usize,
     ) -> Result<Vec<SendReceipt>, PartialSend> {
-        let parts = split_for_wecom(text);
+        self.send_parts(app, to_user, &split_for_wecom(text), markdown, skip)
+            .await
+    }
+
+    /// Sends prepared parts (each at most 2048 bytes) in order, skipping `skip` already sent.
+    pub async fn send_parts(
+        &self,
+        app: &App,
+        to_user: &str,
+        parts: &[String],
+        markdown: bool,
+        skip: usize,
+    ) -> Result<Vec<SendReceipt>, PartialSend> {
         let total = parts.len();
         let mut receipts = Vec::with_capacity(total);
-        for (i, part) in parts.into_iter().enumerate().skip(skip) {
+        for (i, part) in parts.iter().enumerate().skip(skip) {
             let content = if markdown {
-                Content::Markdown { content: part }
+                Content::Markdown {
+                    content: part.clone(),
+                }
             } else {
-                Content::Text { content: part }
+                Content::Text {
+                    content: part.clone(),
+                }
             };
             match self.send(app, to_user, &content).await {
                 Ok(r) => receipts.push(r),
@@ -227,252 +243,5 @@ impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, 
             }
         }
         Ok(receipts)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::{Body, ErrorClass};
-    use crate::app::{AppConfig, Apps};
-    use crate::ports::MemoryTokenCache;
-    #[allow(unused_imports)]
-    use crate::test_support::*;
-    use crate::testing::{block_on, FixedClock, ScriptedHttp};
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    fn app() -> App {
-        let cfg = AppConfig {
-            name: Some("a".into()),
-            corp_id: "ww1".into(),
-            corp_secret: "S3CRET".into(),
-            agent_id: "1000002".into(),
-            token: "tok".into(),
-            encoding_aes_key: "A".repeat(43),
-        };
-        Apps::from_configs(&[cfg], true)
-            .unwrap()
-            .get(0)
-            .unwrap()
-            .clone()
-    }
-
-    const TOKEN_OK: &str = r#"{"errcode":0,"errmsg":"ok","access_token":"T1","expires_in":7200}"#;
-    const TOKEN_2: &str = r#"{"errcode":0,"errmsg":"ok","access_token":"T2","expires_in":7200}"#;
-    const SENT: &str = r#"{"errcode":0,"errmsg":"ok","invaliduser":"","msgid":"m"}"#;
-
-    #[test]
-    fn caches_the_token_and_refreshes_before_expiry() {
-        let (http, cache, clock, app) = (
-            ScriptedHttp::new(),
-            MemoryTokenCache::default(),
-            FixedClock::at(1000),
-            app(),
-        );
-        let client = WeComClient::new("http://127.0.0.1:1", &http, &cache, &clock);
-        http.push_json(TOKEN_OK).push_json(SENT).push_json(SENT);
-        block_on(async {
-            client
-                .send(
-                    &app,
-                    "alice",
-                    &Content::Text {
-                        content: "a".into(),
-                    },
-                )
-                .await
-                .unwrap();
-            client
-                .send(
-                    &app,
-                    "alice",
-                    &Content::Text {
-                        content: "b".into(),
-                    },
-                )
-                .await
-                .unwrap();
-        });
-        assert_eq!(
-            http.paths()
-                .iter()
-                .filter(|p| p.ends_with("gettoken"))
-                .count(),
-            1
-        );
-        let gettoken = &http.requests()[0];
-        assert_eq!(
-            gettoken.query_param("corpsecret").as_deref(),
-            Some("S3CRET")
-        );
-        assert_eq!(
-            http.requests()[1].query_param("access_token").as_deref(),
-            Some("T1")
-        );
-
-        // Inside the margin: refreshed before WeCom would reject it.
-        clock.advance(7200 - crate::api::TOKEN_REFRESH_MARGIN_SECS);
-        http.push_json(TOKEN_2).push_json(SENT);
-        block_on(client.send(
-            &app,
-            "alice",
-            &Content::Text {
-                content: "c".into(),
-            },
-        ))
-        .unwrap();
-        assert_eq!(
-            http.requests()
-                .last()
-                .unwrap()
-                .query_param("access_token")
-                .as_deref(),
-            Some("T2")
-        );
-    }
-
-    #[test]
-    fn a_short_lived_token_is_used_then_replaced_before_it_dies() {
-        let (http, cache, clock, app) = (
-            ScriptedHttp::new(),
-            MemoryTokenCache::default(),
-            FixedClock::at(1000),
-            app(),
-        );
-        let client = WeComClient::new("http://x", &http, &cache, &clock);
-        http.push_json(r#"{"errcode":0,"access_token":"S1","expires_in":30}"#)
-            .push_json(r#"{"errcode":0,"access_token":"S2","expires_in":30}"#);
-        assert_eq!(block_on(client.token(&app)).unwrap().expose(), "S1");
-        clock.advance(10);
-        assert_eq!(
-            block_on(client.token(&app)).unwrap().expose(),
-            "S1",
-            "reused while young"
-        );
-        clock.advance(5);
-        assert_eq!(
-            block_on(client.token(&app)).unwrap().expose(),
-            "S2",
-            "replaced at half-life"
-        );
-    }
-
-    #[test]
-    fn a_failed_refresh_inside_the_margin_keeps_the_old_token() {
-        let (http, cache, clock, app) = (
-            ScriptedHttp::new(),
-            MemoryTokenCache::default(),
-            FixedClock::at(1000),
-            app(),
-        );
-        let client = WeComClient::new("http://x", &http, &cache, &clock);
-        http.push_json(TOKEN_OK);
-        block_on(client.token(&app)).unwrap();
-        clock.advance(7200 - 100);
-        http.push_json(r#"{"errcode":-1,"errmsg":"system busy"}"#);
-        assert_eq!(block_on(client.token(&app)).unwrap().expose(), "T1");
-    }
-
-    #[test]
-    fn token_expired_mid_flight_is_refreshed_once_and_retried() {
-        let (http, cache, clock, app) = (
-            ScriptedHttp::new(),
-            MemoryTokenCache::default(),
-            FixedClock::at(1000),
-            app(),
-        );
-        let client = WeComClient::new("http://x", &http, &cache, &clock);
-        http.push_json(TOKEN_OK)
-            .push_json(r#"{"errcode":42001,"errmsg":"access_token expired"}"#)
-            .push_json(TOKEN_2)
-            .push_json(SENT);
-        block_on(client.send(
-            &app,
-            "alice",
-            &Content::Text {
-                content: "x".into(),
-            },
-        ))
-        .unwrap();
-        let tokens: Vec<_> = http
-            .requests()
-            .iter()
-            .filter_map(|r| r.query_param("access_token"))
-            .collect();
-        assert_eq!(tokens, ["T1", "T2"]);
-
-        // A second rejection is not retried again: no loop.
-        http.push_json(r#"{"errcode":40014,"errmsg":"invalid access_token"}"#)
-            .push_json(TOKEN_OK)
-            .push_json(r#"{"errcode":40014,"errmsg":"invalid access_token"}"#);
-        let e = block_on(client.send(
-            &app,
-            "alice",
-            &Content::Text {
-                content: "y".into(),
-            },
-        ))
-        .unwrap_err();
-        assert_eq!(e.class, ErrorClass::TokenInvalid);
-        assert_eq!(http.requests().len(), 7);
-    }
-
-    #[test]
-    fn long_text_goes_out_in_order_and_a_failure_reports_progress() {
-        let (http, cache, clock, app) = (
-            ScriptedHttp::new(),
-            MemoryTokenCache::default(),
-            FixedClock::at(1000),
-            app(),
-        );
-        let client = WeComClient::new("http://x", &http, &cache, &clock);
-        let text = "第一段。".repeat(400); // 4800 bytes: 3 parts
-        http.push_json(TOKEN_OK)
-            .push_json(SENT)
-            .push_json(SENT)
-            .push_json(SENT);
-        assert_eq!(
-            block_on(client.send_text(&app, "alice", &text, false, 0))
-                .unwrap()
-                .len(),
-            3
-        );
-        let mut sent = String::new();
-        for r in http.requests().iter().skip(1) {
-            let Body::Json(json) = &r.body else { panic!() };
-            let v: serde_json::Value = serde_json::from_str(json).unwrap();
-            let part = v["text"]["content"].as_str().unwrap();
-            assert!(part.len() <= 2048);
-            sent.push_str(part);
-        }
-        assert_eq!(sent, text);
-
-        http.push_json(SENT).push_json(
-            r#"{"errcode":60020,"errmsg":"not allow to access from your ip, from ip: 1.2.3.4"}"#,
-        );
-        let partial = block_on(client.send_text(&app, "alice", &text, false, 0)).unwrap_err();
-        assert_eq!(
-            (partial.sent, partial.total, partial.error.class),
-            (1, 3, ErrorClass::IpNotTrusted)
-        );
-        // Resume skips what went out.
-        let before = http.requests().len();
-        http.push_json(SENT).push_json(SENT);
-        block_on(client.send_text(&app, "alice", &text, true, partial.sent)).unwrap();
-        assert_eq!(http.requests().len() - before, 2);
-    }
-
-    #[test]
-    fn retry_delays_grow_cap_and_respect_retry_after() {
-        let busy = ApiError::transport(crate::api::TransportError::Timeout);
-        assert_eq!(retry_delay_ms(1, &busy, 0), 500);
-        assert_eq!(retry_delay_ms(2, &busy, 0), 1000);
-        assert_eq!(retry_delay_ms(30, &busy, 0), 30_000);
-        assert_eq!(retry_delay_ms(1, &busy, 1000), 625);
-        let mut limited = busy.clone();
-        limited.class = ErrorClass::RateLimited;
-        limited.retry_after_secs = Some(9);
-        assert_eq!(retry_delay_ms(1, &limited, 0), 9000);
     }
 }

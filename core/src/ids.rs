@@ -92,6 +92,10 @@ secret_newtype!(
     /// An access token from `gettoken`.
     AccessToken
 );
+secret_newtype!(
+    /// A credential of ours: the `/api/send` bearer token, an agent API key, a webhook secret.
+    ApiToken
+);
 
 /// A user scoped by corp: `corp_id:user_id`. The same UserID in two corps is two people.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -30,6 +30,8 @@ pub mod app;
 pub mod client;
 pub mod crypto;
 pub mod ids;
+#[cfg(feature = "std")]
+pub mod openai;
 pub mod policy;
 pub mod ports;
 #[cfg(feature = "std")]
@@ -37,8 +39,12 @@ pub mod relay;
 #[cfg(feature = "std")]
 pub mod replay;
 #[cfg(feature = "std")]
+pub mod send_api;
+#[cfg(feature = "std")]
 pub mod settings;
 pub mod split;
+#[cfg(feature = "std")]
+pub mod webhook;
 #[cfg(feature = "std")]
 pub mod xml;
 

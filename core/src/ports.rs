@@ -36,6 +36,12 @@ pub trait Clock: Send + Sync {
     fn now_unix(&self) -> u64;
 }
 
+/// Timers. Native: `tokio::time::sleep`; Worker: `setTimeout` (workers-rs `Delay`).
+pub trait Sleeper: Send + Sync {
+    /// Completes after `duration`.
+    fn sleep(&self, duration: core::time::Duration) -> impl Future<Output = ()> + Send;
+}
+
 /// A source of random bytes for ciphertext prefixes and nonces. Production implementations use
 /// the OS or Web Crypto CSPRNG.
 pub trait Random: Send + Sync {

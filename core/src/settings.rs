@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::api::DEFAULT_API_BASE;
 use crate::app::{AppConfig, Apps, ConfigError};
+use crate::ids::ApiToken;
 use crate::policy::AccessPolicy;
 use crate::replay::ReplayConfig;
 
@@ -33,6 +34,7 @@ pub const KEYS: &[&str] = &[
     "allowed_users",
     "allow_all_users",
     "deny_message",
+    "api_token",
 ];
 
 /// The prefix of every environment variable.
@@ -89,6 +91,9 @@ pub struct RawSettings {
     /// Sent (at most hourly) to users the policy denies.
     #[serde(default, deserialize_with = "opt_scalar")]
     pub deny_message: Option<String>,
+    /// Bearer token for `POST /api/send`; without it the endpoint is off.
+    #[serde(default, deserialize_with = "opt_scalar")]
+    pub api_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -113,7 +118,8 @@ impl Scalar {
     }
 }
 
-fn opt_scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+/// Deserialises any YAML/JSON scalar as its text.
+pub(crate) fn opt_scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<Scalar>::deserialize(d)?.map(Scalar::into_string))
 }
 
@@ -176,6 +182,8 @@ pub struct Settings {
     pub policy: AccessPolicy,
     /// Notice for denied users.
     pub deny_message: Option<String>,
+    /// Bearer token of `POST /api/send`, if enabled.
+    pub api_token: Option<ApiToken>,
 }
 
 impl RawSettings {
@@ -196,6 +204,7 @@ impl RawSettings {
             "dedup_ttl_secs" => &mut self.dedup_ttl_secs,
             "allow_all_users" => &mut self.allow_all_users,
             "deny_message" => &mut self.deny_message,
+            "api_token" => &mut self.api_token,
             "allowed_users" => {
                 self.allowed_users = Some(split_csv(&value));
                 return Ok(());
@@ -329,6 +338,21 @@ impl RawSettings {
             replay,
             policy,
             deny_message: self.deny_message.clone().filter(|m| !m.trim().is_empty()),
+            api_token: match self
+                .api_token
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+            {
+                None => None,
+                Some(t) if t.len() < 16 => {
+                    return Err(ConfigError::new(
+                        "api_token",
+                        "must be at least 16 characters (it guards /api/send)",
+                    ))
+                }
+                Some(t) => Some(ApiToken::new(t)),
+            },
         })
     }
 }

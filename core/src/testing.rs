@@ -25,6 +25,49 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// A sleeper whose timers either fire at once or never.
+#[derive(Debug, Clone, Copy)]
+pub struct InstantSleeper {
+    fires: bool,
+}
+
+impl InstantSleeper {
+    /// Every timer fires immediately.
+    pub fn immediate() -> Self {
+        Self { fires: true }
+    }
+
+    /// No timer ever fires.
+    pub fn never() -> Self {
+        Self { fires: false }
+    }
+}
+
+impl crate::ports::Sleeper for InstantSleeper {
+    async fn sleep(&self, _duration: core::time::Duration) {
+        if !self.fires {
+            core::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Yields to the executor a few times, so a competing ready future wins a race.
+pub async fn yield_a_few() {
+    for _ in 0..3 {
+        let mut yielded = false;
+        core::future::poll_fn(|cx| {
+            if yielded {
+                core::task::Poll::Ready(())
+            } else {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                core::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
 /// A clock that only moves when told.
 #[derive(Debug, Default)]
 pub struct FixedClock(AtomicU64);
@@ -176,6 +219,7 @@ mod tests {
         let req = HttpRequest {
             method: Method::Get,
             url: "http://x/p?access_token=T".into(),
+            headers: Vec::new(),
             body: Body::Empty,
         };
         block_on(async {

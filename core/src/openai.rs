@@ -1,0 +1,312 @@
+//! OpenAI-compatible Chat Completions as data: one request value, one parsed answer.
+//!
+//! Covers OpenAI, DeepSeek, Qwen (DashScope compatible mode), Moonshot, Ollama, vLLM, LiteLLM and
+//! the Hermes agent's own API server: `POST {base_url}/chat/completions` with a bearer key.
+//! Errors are classified the way these APIs report them: 401/403 (bad key: do not retry), 429
+//! (retry after `Retry-After`), 408/409/5xx and timeouts (retry), other 4xx (do not retry),
+//! malformed JSON (retry: proxies answer HTML error pages).
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Body, HttpRequest, HttpResponse, Method};
+use crate::ports::{Role, Turn};
+
+/// What an agent call failed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentError {
+    /// Whether asking again may work.
+    pub retryable: bool,
+    /// For the log; never contains a secret.
+    pub message: String,
+    /// A delay the backend asked for.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl AgentError {
+    /// A retryable failure.
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self {
+            retryable: true,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// A final failure.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self {
+            retryable: false,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+}
+
+impl core::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Serialize)]
+struct ChatMessage<'a> {
+    role: &'a str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct ChatRequest<'a> {
+    model: &'a str,
+    messages: Vec<ChatMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    stream: bool,
+    /// A stable, non-reversible-enough id so the provider can spot abuse per end user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+}
+
+/// The request for one answer: the system prompt, the stored turns, then the user's text.
+#[allow(clippy::too_many_arguments)]
+pub fn chat_request(
+    base_url: &str,
+    api_key: &str,
+    model: &str,
+    system: &str,
+    history: &[Turn],
+    user_text: &str,
+    temperature: Option<f32>,
+    max_tokens: Option<u32>,
+    end_user: Option<&str>,
+) -> HttpRequest {
+    let mut messages = Vec::with_capacity(history.len() + 2);
+    if !system.is_empty() {
+        messages.push(ChatMessage {
+            role: "system",
+            content: system,
+        });
+    }
+    for turn in history {
+        let role = match turn.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        };
+        messages.push(ChatMessage {
+            role,
+            content: &turn.text,
+        });
+    }
+    messages.push(ChatMessage {
+        role: "user",
+        content: user_text,
+    });
+    let body = ChatRequest {
+        model,
+        messages,
+        temperature,
+        max_tokens,
+        stream: false,
+        user: end_user,
+    };
+    let mut headers = Vec::new();
+    if !api_key.is_empty() {
+        headers.push(("authorization".to_string(), format!("Bearer {api_key}")));
+    }
+    HttpRequest {
+        method: Method::Post,
+        url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+        headers,
+        body: Body::Json(serde_json::to_string(&body).unwrap_or_default()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatResponse {
+    #[serde(default)]
+    choices: Vec<Choice>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Option<AnswerMessage>,
+}
+
+#[derive(Deserialize)]
+struct AnswerMessage {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: Option<ErrorDetail>,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+}
+
+/// The provider's own error message, cut short (it never holds the key).
+fn provider_message(resp: &HttpResponse) -> String {
+    let msg = serde_json::from_slice::<ErrorBody>(&resp.body)
+        .ok()
+        .and_then(|b| b.error)
+        .map(|e| e.message)
+        .unwrap_or_default();
+    msg.chars().take(200).collect()
+}
+
+/// Parses a Chat Completions answer into the reply text.
+pub fn parse_chat(resp: &HttpResponse) -> Result<String, AgentError> {
+    match resp.status {
+        200..=299 => {}
+        401 | 403 => {
+            return Err(AgentError::fatal(format!(
+                "the agent API refused the api_key (http {}): {}",
+                resp.status,
+                provider_message(resp)
+            )))
+        }
+        429 => {
+            let mut e = AgentError::retry(format!(
+                "the agent API is rate limiting (429): {}",
+                provider_message(resp)
+            ));
+            e.retry_after_secs = resp.retry_after_secs;
+            return Err(e);
+        }
+        408 | 409 | 500..=599 => {
+            let mut e = AgentError::retry(format!(
+                "the agent API failed (http {}): {}",
+                resp.status,
+                provider_message(resp)
+            ));
+            e.retry_after_secs = resp.retry_after_secs;
+            return Err(e);
+        }
+        status => {
+            return Err(AgentError::fatal(format!(
+                "the agent API rejected the request (http {status}): {}",
+                provider_message(resp)
+            )))
+        }
+    }
+    let parsed: ChatResponse = serde_json::from_slice(&resp.body)
+        .map_err(|_| AgentError::retry("the agent API answered with malformed JSON"))?;
+    let text = parsed
+        .choices
+        .into_iter()
+        .find_map(|c| c.message.and_then(|m| m.content))
+        .ok_or_else(|| AgentError::retry("the agent API answered without a message"))?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[allow(unused_imports)]
+    use crate::test_support::*;
+    use alloc::vec;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn request_shape() {
+        let history = vec![
+            Turn {
+                role: Role::User,
+                text: "hi".into(),
+            },
+            Turn {
+                role: Role::Assistant,
+                text: "hello".into(),
+            },
+        ];
+        let req = chat_request(
+            "http://127.0.0.1:9/v1/",
+            "sk-123",
+            "gpt-x",
+            "be brief",
+            &history,
+            "again",
+            Some(0.2),
+            None,
+            Some("u1"),
+        );
+        assert_eq!(req.url, "http://127.0.0.1:9/v1/chat/completions");
+        assert_eq!(
+            req.headers,
+            vec![("authorization".to_string(), "Bearer sk-123".to_string())]
+        );
+        assert!(!format!("{req:?}").contains("sk-123"));
+        let Body::Json(json) = &req.body else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["model"], "gpt-x");
+        assert_eq!(v["stream"], false);
+        assert_eq!(v["messages"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            v["messages"][0],
+            serde_json::json!({"role": "system", "content": "be brief"})
+        );
+        assert_eq!(
+            v["messages"][3],
+            serde_json::json!({"role": "user", "content": "again"})
+        );
+        assert!(v.get("max_tokens").is_none());
+    }
+
+    #[test]
+    fn answers_and_errors() {
+        let ok = HttpResponse::json(
+            r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"42"},"finish_reason":"stop"}]}"#,
+        );
+        assert_eq!(parse_chat(&ok).unwrap(), "42");
+        let with = |status: u16, body: &str, retry: Option<u64>| HttpResponse {
+            status,
+            body: body.as_bytes().to_vec(),
+            retry_after_secs: retry,
+            ..HttpResponse::default()
+        };
+        let e = parse_chat(&with(
+            401,
+            r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error"}}"#,
+            None,
+        ))
+        .unwrap_err();
+        assert!(!e.retryable && e.message.contains("Incorrect API key"));
+        let e = parse_chat(&with(
+            429,
+            r#"{"error":{"message":"Rate limit reached"}}"#,
+            Some(2),
+        ))
+        .unwrap_err();
+        assert!(e.retryable);
+        assert_eq!(e.retry_after_secs, Some(2));
+        assert!(
+            parse_chat(&with(503, "<html>", None))
+                .unwrap_err()
+                .retryable
+        );
+        assert!(
+            !parse_chat(&with(400, r#"{"error":{"message":"bad model"}}"#, None))
+                .unwrap_err()
+                .retryable
+        );
+        assert!(
+            parse_chat(&with(200, "not json", None))
+                .unwrap_err()
+                .retryable
+        );
+        assert!(parse_chat(&with(200, r#"{"choices":[]}"#, None)).is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! `POST /api/send`: proactive messages to a scoped user, for cron jobs, notifications and
+//! webhook agents answering later.
+//!
+//! `Authorization: Bearer <api_token>`; body `{"to": "corp_id:user_id", "text": "..."}` or
+//! `{"to": ..., "markdown": "..."}`. The message goes through the app of the user's corp (or
+//! the app named by `"app"`), split at 2048 bytes like any reply. Without a configured
+//! `api_token` the endpoint does not exist (404).
+
+use alloc::format;
+use alloc::string::{String, ToString};
+
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::ids::ScopedUser;
+use crate::settings::Settings;
+
+/// A checked send order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendOrder {
+    /// Index of the app in `settings.apps`.
+    pub app: usize,
+    /// The recipient.
+    pub user: ScopedUser,
+    /// What to send.
+    pub text: String,
+    /// Whether it is markdown.
+    pub markdown: bool,
+}
+
+/// A refusal: status and a JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRefusal {
+    /// HTTP status.
+    pub status: u16,
+    /// `{"ok":false,"error":"..."}`.
+    pub body: String,
+}
+
+fn refuse(status: u16, error: &str) -> SendRefusal {
+    SendRefusal {
+        status,
+        body: serde_json::json!({"ok": false, "error": error}).to_string(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    to: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    markdown: Option<String>,
+    #[serde(default)]
+    app: Option<String>,
+}
+
+/// Authenticates and validates a request.
+pub fn check_send(
+    settings: &Settings,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<SendOrder, SendRefusal> {
+    let Some(expected) = &settings.api_token else {
+        return Err(refuse(404, "not found"));
+    };
+    let given = authorization
+        .and_then(|h| {
+            h.trim()
+                .strip_prefix("Bearer ")
+                .or_else(|| h.trim().strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| refuse(401, "missing bearer token"))?;
+    let ok = given.len() == expected.expose().len()
+        && bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes()));
+    if !ok {
+        return Err(refuse(401, "wrong bearer token"));
+    }
+    let body: Body =
+        serde_json::from_slice(body).map_err(|e| refuse(400, &format!("body: {e}")))?;
+    let user =
+        ScopedUser::parse(&body.to).ok_or_else(|| refuse(400, "to must be corp_id:user_id"))?;
+    let (text, markdown) = match (body.text, body.markdown) {
+        (Some(t), None) => (t, false),
+        (None, Some(m)) => (m, true),
+        _ => return Err(refuse(400, "give exactly one of text and markdown")),
+    };
+    if text.trim().is_empty() {
+        return Err(refuse(400, "empty message"));
+    }
+    let app = match body.app {
+        Some(name) => settings
+            .apps
+            .iter()
+            .position(|a| a.name == name && a.corp_id == user.corp_id)
+            .ok_or_else(|| refuse(404, "no such app for that corp"))?,
+        None => {
+            let app = settings
+                .apps
+                .for_user(&user, None)
+                .ok_or_else(|| refuse(404, "no app for that corp"))?;
+            settings
+                .apps
+                .iter()
+                .position(|a| a.name == app.name)
+                .unwrap_or(0)
+        }
+    };
+    Ok(SendOrder {
+        app,
+        user,
+        text,
+        markdown,
+    })
+}
+
+/// The success body.
+pub fn sent_body(parts: usize, msgids: &[String]) -> String {
+    serde_json::json!({"ok": true, "parts": parts, "msgids": msgids}).to_string()
+}
+
+/// The failure body when WeCom refused part-way.
+pub fn failed_body(sent: usize, total: usize, error: &str) -> String {
+    serde_json::json!({"ok": false, "sent": sent, "parts": total, "error": error}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::RawSettings;
+    #[allow(unused_imports)]
+    use crate::test_support::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn settings(token: Option<&str>) -> Settings {
+        let mut raw = RawSettings::default();
+        for (k, v) in [
+            ("corp_id", "ww1"),
+            ("corp_secret", "s"),
+            ("agent_id", "7"),
+            ("token", "t"),
+            ("encoding_aes_key", &*"A".repeat(43)),
+        ] {
+            raw.set(k, v.into()).unwrap();
+        }
+        if let Some(t) = token {
+            raw.set("api_token", t.into()).unwrap();
+        }
+        raw.resolve().unwrap()
+    }
+
+    #[test]
+    fn authentication_and_validation() {
+        let body = br#"{"to":"ww1:alice","text":"hello"}"#;
+        assert_eq!(
+            check_send(&settings(None), Some("Bearer x"), body)
+                .unwrap_err()
+                .status,
+            404
+        );
+        let s = settings(Some("a-long-enough-token"));
+        assert_eq!(check_send(&s, None, body).unwrap_err().status, 401);
+        assert_eq!(
+            check_send(&s, Some("Bearer wrong-token-of-length"), body)
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(
+            check_send(&s, Some("Basic a-long-enough-token"), body)
+                .unwrap_err()
+                .status,
+            401
+        );
+        let order = check_send(&s, Some("Bearer a-long-enough-token"), body).unwrap();
+        assert_eq!(
+            (
+                order.app,
+                order.user.to_string(),
+                order.text.as_str(),
+                order.markdown
+            ),
+            (0, "ww1:alice".into(), "hello", false)
+        );
+        assert_eq!(
+            check_send(
+                &s,
+                Some("Bearer a-long-enough-token"),
+                br#"{"to":"alice","text":"x"}"#
+            )
+            .unwrap_err()
+            .status,
+            400
+        );
+        assert_eq!(
+            check_send(
+                &s,
+                Some("Bearer a-long-enough-token"),
+                br#"{"to":"ww9:alice","text":"x"}"#
+            )
+            .unwrap_err()
+            .status,
+            404
+        );
+        assert_eq!(
+            check_send(
+                &s,
+                Some("Bearer a-long-enough-token"),
+                br#"{"to":"ww1:a","text":"x","markdown":"y"}"#
+            )
+            .unwrap_err()
+            .status,
+            400
+        );
+        assert!(
+            check_send(
+                &s,
+                Some("Bearer a-long-enough-token"),
+                br#"{"to":"ww1:a","markdown":"**y**"}"#
+            )
+            .unwrap()
+            .markdown
+        );
+        assert_eq!(
+            check_send(&s, Some("Bearer a-long-enough-token"), b"nope")
+                .unwrap_err()
+                .status,
+            400
+        );
+        let mut raw = RawSettings::default();
+        raw.set("api_token", "short".into()).unwrap();
+        for (k, v) in [
+            ("corp_id", "ww1"),
+            ("corp_secret", "s"),
+            ("agent_id", "7"),
+            ("token", "t"),
+            ("encoding_aes_key", &*"A".repeat(43)),
+        ] {
+            raw.set(k, v.into()).unwrap();
+        }
+        assert_eq!(raw.resolve().unwrap_err().key, "api_token");
+    }
+}
