@@ -7,17 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use wecom_relay_core::agent::{AgentSettings, RawAgentSettings};
 use wecom_relay_core::app::ConfigError;
 use wecom_relay_core::settings::{RawSettings, Settings};
-
-/// Which agent answers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AgentConfig {
-    /// Replies with the text received.
-    #[default]
-    Echo,
-}
 
 /// Native-only runtime settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -49,7 +41,7 @@ struct FileConfig {
     #[serde(default)]
     platforms: Platforms,
     #[serde(default)]
-    agent: Option<AgentConfig>,
+    agent: Option<RawAgentSettings>,
     #[serde(default)]
     relay: Option<RuntimeConfig>,
 }
@@ -72,7 +64,7 @@ pub struct Config {
     /// The relay's settings.
     pub settings: Settings,
     /// The agent.
-    pub agent: AgentConfig,
+    pub agent: AgentSettings,
     /// Runtime knobs.
     pub runtime: RuntimeConfig,
     /// The file read, if any.
@@ -115,7 +107,9 @@ fn redacted(msg: &str) -> String {
 }
 
 /// Parses the YAML text of a config file.
-pub fn parse_yaml(text: &str) -> Result<(RawSettings, AgentConfig, RuntimeConfig), ConfigError> {
+pub fn parse_yaml(
+    text: &str,
+) -> Result<(RawSettings, RawAgentSettings, RuntimeConfig), ConfigError> {
     let file: FileConfig = if text.trim().is_empty() {
         FileConfig::default()
     } else {
@@ -142,7 +136,7 @@ pub fn load(
     let source = path
         .map(Path::to_path_buf)
         .or_else(|| default_config_path(env));
-    let (mut raw, agent, mut runtime) = match &source {
+    let (mut raw, mut agent, mut runtime) = match &source {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| {
                 ConfigError::new("--config", format!("cannot read {}: {e}", p.display()))
@@ -151,7 +145,7 @@ pub fn load(
         }
         None => (
             RawSettings::default(),
-            AgentConfig::default(),
+            RawAgentSettings::default(),
             RuntimeConfig::default(),
         ),
     };
@@ -165,6 +159,8 @@ pub fn load(
     if runtime.concurrency == 0 {
         return Err(ConfigError::new("relay.concurrency", "must be at least 1"));
     }
+    agent.apply_env(env);
+    let agent = agent.resolve()?;
     let settings = raw.resolve()?;
     Ok(Config {
         settings,
@@ -207,7 +203,10 @@ agent:
 "#
         );
         let (raw, agent, runtime) = parse_yaml(&yaml).unwrap();
-        assert_eq!(agent, AgentConfig::Echo);
+        assert_eq!(
+            agent.resolve().unwrap().backend,
+            wecom_relay_core::agent::Backend::Echo
+        );
         assert_eq!(runtime, RuntimeConfig::default());
         let s = raw.resolve().unwrap();
         assert_eq!(s.port, 8700);
@@ -241,7 +240,7 @@ agent:
         assert_eq!(e.key, "config.yaml");
         assert!(!e.to_string().contains("TOPSECRET"), "{e}");
         std::fs::write(&path, "agent:\n  kind: gpt9\n").unwrap();
-        assert_eq!(load(Some(&path), &no_env).unwrap_err().key, "config.yaml");
+        assert_eq!(load(Some(&path), &no_env).unwrap_err().key, "agent.kind");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

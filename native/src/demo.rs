@@ -12,11 +12,12 @@ use wecom_relay_core::settings::RawSettings;
 use wecom_relay_core::split::split_for_wecom;
 use wecom_relay_core::xml::callback_envelope_xml;
 
-use crate::config::{AgentConfig, RuntimeConfig};
+use crate::config::RuntimeConfig;
 use crate::platform::{OsRandom, SystemClock};
 use crate::relay::Relay;
 use crate::server;
 use crate::standin::{Standin, StandinApp};
+use wecom_relay_core::agent::AgentSettings;
 
 /// The demo app's settings: public, for the demo only.
 pub const DEMO_CORP_ID: &str = "wwdemo0123456789ab";
@@ -68,7 +69,7 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     }
     let settings = raw.resolve()?;
     let path = settings.path.clone();
-    let relay = Relay::new(settings, &AgentConfig::Echo, RuntimeConfig::default());
+    let relay = Relay::new(settings, AgentSettings::default(), RuntimeConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let router = server::app(relay.clone());

@@ -98,7 +98,8 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
         "wecom-relay listening"
     );
     let drain = Duration::from_secs(cfg.runtime.drain_timeout_secs);
-    let relay = Relay::new(cfg.settings, &cfg.agent, cfg.runtime);
+    info!(agent = ?cfg.agent.backend, "agent");
+    let relay = Relay::new(cfg.settings, cfg.agent, cfg.runtime);
     let result = axum::serve(listener, server::app(relay.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await;

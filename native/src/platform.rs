@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wecom_relay_core::api::{Body, HttpRequest, HttpResponse, Method, TransportError};
 use wecom_relay_core::client::RefreshLock;
-use wecom_relay_core::ports::{Clock, HttpClient, Random};
+use wecom_relay_core::ports::{Clock, HttpClient, Random, Sleeper};
 
 /// HTTP through reqwest (rustls), with a per-request timeout.
 #[derive(Debug, Clone)]
@@ -44,6 +44,10 @@ impl HttpClient for ReqwestHttp {
             Method::Get => self.client.get(&req.url),
             Method::Post => self.client.post(&req.url),
         };
+        let builder = req
+            .headers
+            .iter()
+            .fold(builder, |b, (k, v)| b.header(k.as_str(), v.as_str()));
         let builder = match req.body {
             Body::Empty => builder,
             Body::Json(json) => builder
@@ -76,6 +80,16 @@ impl HttpClient for ReqwestHttp {
             retry_after_secs,
             body,
         })
+    }
+}
+
+/// Timers on tokio.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokioSleeper;
+
+impl Sleeper for TokioSleeper {
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
     }
 }
 

@@ -10,16 +10,21 @@ use backon::Retryable;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
-use wecom_relay_core::agent::{run_job, Agent, AgentError, EchoAgent, JobError, JobState};
+use wecom_relay_core::agent::{
+    Agent, AgentError, AgentSettings, ConfiguredAgent, JobError, JobState, Runner,
+};
 use wecom_relay_core::api::{self, ErrorClass, HttpRequest, HttpResponse, TransportError};
 use wecom_relay_core::client::{WeComClient, MAX_ATTEMPTS};
-use wecom_relay_core::ports::{Clock, HttpClient, MemoryDedup, MemoryTokenCache, Random};
+use wecom_relay_core::ports::{
+    Clock, HttpClient, MemoryConversations, MemoryDedup, MemoryTokenCache, Random, Turn,
+};
 use wecom_relay_core::relay::{handle_callback, verify_url, Job, JobSink, Rejection, SinkError};
+use wecom_relay_core::send_api::{check_send, failed_body, sent_body};
 use wecom_relay_core::settings::Settings;
 
-use crate::config::{AgentConfig, RuntimeConfig};
+use crate::config::RuntimeConfig;
 use crate::metrics::Metrics;
-use crate::platform::{KeyedLock, OsRandom, ReqwestHttp, SystemClock};
+use crate::platform::{KeyedLock, OsRandom, ReqwestHttp, SystemClock, TokioSleeper};
 
 /// A clock shared behind a pointer, so tests can move time.
 #[derive(Clone)]
@@ -49,23 +54,16 @@ impl HttpClient for ObservedHttp {
     }
 }
 
-/// The configured agent.
-pub enum Agents {
-    /// Echo.
-    Echo(EchoAgent),
-}
-
-struct TimedAgent<'a> {
-    agents: &'a Agents,
+/// Any agent, timed into the latency histogram.
+struct TimedAgent<'a, A> {
+    inner: A,
     metrics: &'a Metrics,
 }
 
-impl Agent for TimedAgent<'_> {
-    async fn respond(&self, job: &Job) -> Result<String, AgentError> {
+impl<A: Agent> Agent for TimedAgent<'_, A> {
+    async fn respond(&self, job: &Job, history: &[Turn]) -> Result<Vec<String>, AgentError> {
         let started = Instant::now();
-        let out = match self.agents {
-            Agents::Echo(a) => a.respond(job).await,
-        };
+        let out = self.inner.respond(job, history).await;
         self.metrics.agent_latency(started.elapsed().as_secs_f64());
         out
     }
@@ -124,7 +122,9 @@ pub struct Relay {
     refresh: KeyedLock,
     dedup: MemoryDedup,
     clock: SharedClock,
-    agents: Agents,
+    agent: AgentSettings,
+    agent_http: ReqwestHttp,
+    conversations: MemoryConversations,
     queues: Mutex<Queues>,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -132,21 +132,18 @@ pub struct Relay {
 
 impl Relay {
     /// Builds the relay with the system clock.
-    pub fn new(settings: Settings, agent: &AgentConfig, runtime: RuntimeConfig) -> Arc<Self> {
+    pub fn new(settings: Settings, agent: AgentSettings, runtime: RuntimeConfig) -> Arc<Self> {
         Self::with_clock(settings, agent, runtime, Arc::new(SystemClock))
     }
 
     /// Builds the relay with the given clock.
     pub fn with_clock(
         settings: Settings,
-        agent: &AgentConfig,
+        agent: AgentSettings,
         runtime: RuntimeConfig,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
-        let agents = match agent {
-            AgentConfig::Echo => Agents::Echo(EchoAgent),
-        };
         Arc::new(Self {
             http: ObservedHttp {
                 inner: ReqwestHttp::new(Duration::from_secs(runtime.api_timeout_secs)),
@@ -160,7 +157,9 @@ impl Relay {
             refresh: KeyedLock::default(),
             dedup: MemoryDedup::default(),
             clock: SharedClock(clock),
-            agents,
+            agent_http: ReqwestHttp::new(Duration::from_secs(agent.timeout_secs)),
+            agent,
+            conversations: MemoryConversations::default(),
             queues: Mutex::new(Queues::default()),
             tracker: TaskTracker::new(),
         })
@@ -278,14 +277,26 @@ impl Relay {
             refresh: &self.refresh,
         };
         let agent = TimedAgent {
-            agents: &self.agents,
+            inner: ConfiguredAgent {
+                settings: &self.agent,
+                http: &self.agent_http,
+                clock: &self.clock,
+            },
             metrics: &self.metrics,
+        };
+        let runner = Runner {
+            apps: &self.settings.apps,
+            settings: &self.agent,
+            agent: &agent,
+            client: &client,
+            conversations: &self.conversations,
+            sleeper: &TokioSleeper,
         };
         let state = tokio::sync::Mutex::new(JobState::default());
         let attempt = AtomicU32::new(0);
         let result = (|| async {
             let mut st = state.lock().await;
-            run_job(job, &mut st, &self.settings.apps, &agent, &client).await
+            runner.run(job, &mut st).await
         })
         .retry(std::iter::repeat_n(Duration::ZERO, MAX_ATTEMPTS as usize - 1))
         .sleep(tokio::time::sleep)
@@ -323,6 +334,56 @@ impl Relay {
                         error!(job = %job.id, error = %e, sent = st.parts_sent, total = st.parts_total, attempts = st.attempts, "reply failed")
                     }
                 }
+                if runner.apologize(job, &st).await {
+                    info!(job = %job.id, "apology sent");
+                }
+            }
+        }
+    }
+
+    /// `POST /api/send`: status and JSON body.
+    pub async fn handle_send_api(&self, authorization: Option<&str>, body: &[u8]) -> (u16, String) {
+        let order = match check_send(&self.settings, authorization, body) {
+            Ok(order) => order,
+            Err(refusal) => {
+                warn!(status = refusal.status, "send API request refused");
+                return (refusal.status, refusal.body);
+            }
+        };
+        let app = self
+            .settings
+            .apps
+            .get(order.app)
+            .expect("check_send returns a valid index");
+        let client = WeComClient {
+            api_base: &self.settings.api_base,
+            http: &self.http,
+            tokens: &self.tokens,
+            clock: &self.clock,
+            refresh: &self.refresh,
+        };
+        match client
+            .send_text(
+                app,
+                order.user.user_id.as_str(),
+                &order.text,
+                order.markdown,
+                0,
+            )
+            .await
+        {
+            Ok(receipts) => {
+                let msgids: Vec<String> = receipts.into_iter().map(|r| r.msgid).collect();
+                info!(user = %order.user, parts = msgids.len(), "send API message sent");
+                self.metrics.replies("sent", "0", msgids.len() as u64);
+                (200, sent_body(msgids.len(), &msgids))
+            }
+            Err(partial) => {
+                error!(user = %order.user, error = %partial.error, sent = partial.sent, "send API message failed");
+                (
+                    502,
+                    failed_body(partial.sent, partial.total, &partial.error.to_string()),
+                )
             }
         }
     }

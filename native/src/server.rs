@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use wecom_relay_core::relay::MAX_BODY_BYTES;
 
@@ -19,6 +20,7 @@ pub fn app(relay: Arc<Relay>) -> Router {
         .route(&path, get(verify).post(callback))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/api/send", post(send_api))
         .with_state(relay)
 }
 
@@ -52,6 +54,25 @@ async fn callback(
             .handle_callback(query.as_deref().unwrap_or_default(), &body)
             .await,
     )
+}
+
+async fn send_api(State(relay): State<Arc<Relay>>, headers: HeaderMap, body: Body) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "").into_response();
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (status, json) = relay.handle_send_api(authorization, &body).await;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], json).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -9,10 +9,11 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use serde::Deserialize;
 use tower::ServiceExt;
-use wecom_relay::config::{AgentConfig, RuntimeConfig};
+use wecom_relay::config::RuntimeConfig;
 use wecom_relay::relay::Relay;
 use wecom_relay::server::app;
 use wecom_relay::standin::{Standin, StandinApp};
+use wecom_relay_core::agent::AgentSettings;
 use wecom_relay_core::settings::RawSettings;
 use wecom_relay_core::testing::FixedClock;
 
@@ -93,7 +94,7 @@ async fn fixture(allowed: &str) -> Fixture {
     let clock = Arc::new(FixedClock::at(sets[0].callback.timestamp.parse().unwrap()));
     let relay = Relay::with_clock(
         settings,
-        &AgentConfig::Echo,
+        AgentSettings::default(),
         RuntimeConfig::default(),
         clock.clone(),
     );

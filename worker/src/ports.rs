@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use wecom_relay_core::api::{Body, HttpRequest, HttpResponse, Method as ApiMethod, TransportError};
 use wecom_relay_core::ids::AccessToken;
 use wecom_relay_core::ports::{
-    CachedToken, Claim, Clock, DedupStore, HttpClient, StoreError, TokenCache,
+    trim_history, CachedToken, Claim, Clock, ConversationStore, DedupStore, HistoryLimits,
+    HttpClient, Sleeper, StoreError, TokenCache, Turn,
 };
 use worker::send::{SendFuture, SendWrapper};
 use worker::{Date, Delay, Fetch, Headers, KvStore, Method, Request, RequestInit};
@@ -42,12 +43,25 @@ async fn fetch(req: HttpRequest, timeout: Duration) -> Result<HttpResponse, Tran
         ApiMethod::Post => Method::Post,
     });
     match req.body {
+        Body::Empty | Body::Multipart(_) if !req.headers.is_empty() => {
+            let headers = Headers::new();
+            for (k, v) in &req.headers {
+                headers.set(k, v).map_err(|_| TransportError::Io)?;
+            }
+            init.with_headers(headers);
+        }
+        _ => {}
+    }
+    match req.body {
         Body::Empty => {}
         Body::Json(json) => {
             let headers = Headers::new();
             headers
                 .set("content-type", "application/json")
                 .map_err(|_| TransportError::Io)?;
+            for (k, v) in &req.headers {
+                headers.set(k, v).map_err(|_| TransportError::Io)?;
+            }
             init.with_headers(headers);
             init.with_body(Some(json.into()));
         }
@@ -228,6 +242,66 @@ impl DedupStore for KvDedup {
         key: &str,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         let key = format!("dedup:{key}");
+        SendFuture::new(async move { self.0.delete(&key).await })
+    }
+}
+
+/// Timers through `setTimeout`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DelaySleeper;
+
+impl Sleeper for DelaySleeper {
+    fn sleep(&self, duration: Duration) -> impl std::future::Future<Output = ()> + Send {
+        SendFuture::new(Delay::from(duration))
+    }
+}
+
+/// Conversations in KV (`conv:<corp>:<user>`), forgotten after a week of silence.
+#[derive(Clone)]
+pub struct KvConversations(pub Kv);
+
+/// How long an idle conversation is kept.
+pub const CONVERSATION_TTL_SECS: u64 = 7 * 24 * 3600;
+
+impl ConversationStore for KvConversations {
+    fn load(
+        &self,
+        user: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<Turn>, StoreError>> + Send {
+        let key = format!("conv:{user}");
+        SendFuture::new(async move {
+            Ok(self
+                .0
+                .get_json::<Vec<Turn>>(&key)
+                .await?
+                .unwrap_or_default())
+        })
+    }
+
+    fn append(
+        &self,
+        user: &str,
+        turns: Vec<Turn>,
+        limits: HistoryLimits,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        let key = format!("conv:{user}");
+        SendFuture::new(async move {
+            let mut history = self
+                .0
+                .get_json::<Vec<Turn>>(&key)
+                .await?
+                .unwrap_or_default();
+            history.extend(turns);
+            trim_history(&mut history, limits);
+            self.0.put_json(&key, &history, CONVERSATION_TTL_SECS).await
+        })
+    }
+
+    fn clear(
+        &self,
+        user: &str,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        let key = format!("conv:{user}");
         SendFuture::new(async move { self.0.delete(&key).await })
     }
 }

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use backon::Retryable;
 use serde::{Deserialize, Serialize};
-use wecom_relay_core::agent::{run_job, EchoAgent, JobError, JobState};
+use wecom_relay_core::agent::{
+    AgentSettings, ConfiguredAgent, JobError, JobState, RawAgentSettings, Runner,
+};
 use wecom_relay_core::api::ErrorClass;
 use wecom_relay_core::client::{WeComClient, MAX_ATTEMPTS};
 use wecom_relay_core::ports::Clock;
 use wecom_relay_core::relay::{handle_callback, verify_url, Job, JobSink, SinkError};
+use wecom_relay_core::send_api::{check_send, failed_body, sent_body};
 use wecom_relay_core::settings::{RawSettings, Settings};
 use worker::send::{SendFuture, SendWrapper};
 use worker::{
@@ -18,7 +21,9 @@ use worker::{
     Queue, QueueRetryOptionsBuilder, Request, Response, Result,
 };
 
-use crate::ports::{DateClock, FetchHttp, Kv, KvDedup, KvTokenCache};
+use crate::ports::{
+    DateClock, DelaySleeper, FetchHttp, Kv, KvConversations, KvDedup, KvTokenCache,
+};
 use crate::{KV_BINDING, QUEUE_BINDING};
 
 const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,16 +36,22 @@ struct Queued {
     job: Job,
 }
 
-fn load_settings(env: &Env) -> std::result::Result<Settings, String> {
+fn lookup(env: &Env, name: &str) -> Option<String> {
+    env.var(name)
+        .map(|v| v.to_string())
+        .or_else(|_| env.secret(name).map(|s| s.to_string()))
+        .ok()
+}
+
+/// The relay's and the agent's settings, from vars and secrets. Errors name the setting.
+fn load_settings(env: &Env) -> std::result::Result<(Settings, AgentSettings), String> {
     let mut raw = RawSettings::default();
-    raw.apply_env(|name| {
-        env.var(name)
-            .map(|v| v.to_string())
-            .or_else(|_| env.secret(name).map(|s| s.to_string()))
-            .ok()
-    })
-    .map_err(|e| e.to_string())?;
-    raw.resolve().map_err(|e| e.to_string())
+    raw.apply_env(|name| lookup(env, name))
+        .map_err(|e| e.to_string())?;
+    let mut agent = RawAgentSettings::default();
+    agent.apply_env(|name| lookup(env, name));
+    let agent = agent.resolve().map_err(|e| e.to_string())?;
+    Ok((raw.resolve().map_err(|e| e.to_string())?, agent))
 }
 
 fn kv(env: &Env) -> std::result::Result<Kv, String> {
@@ -63,6 +74,7 @@ enum Sink {
         ctx: SendWrapper<Rc<Context>>,
         env: SendWrapper<Env>,
         settings: Settings,
+        agent: AgentSettings,
     },
 }
 
@@ -77,10 +89,18 @@ impl JobSink for Sink {
                     .send(Queued { job })
                     .await
                     .map_err(|e| SinkError(format!("queue send failed: {e}"))),
-                Sink::WaitUntil { ctx, env, settings } => {
+                Sink::WaitUntil {
+                    ctx,
+                    env,
+                    settings,
+                    agent,
+                } => {
                     let env = (**env).clone();
                     let settings = settings.clone();
-                    ctx.wait_until(async move { run_in_background(env, settings, job).await });
+                    let agent = agent.clone();
+                    ctx.wait_until(
+                        async move { run_in_background(env, settings, agent, job).await },
+                    );
                     Ok(())
                 }
             }
@@ -96,13 +116,24 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
             &serde_json::json!({"status": "ok", "platform": "wecom_callback"}),
         );
     }
-    let settings = match load_settings(&env) {
+    let (settings, agent) = match load_settings(&env) {
         Ok(s) => s,
         Err(e) => {
             console_error!("configuration error: {e}");
             return text(500, "configuration error");
         }
     };
+    if path == "/api/send" && req.method() == worker::Method::Post {
+        let authorization = req.headers().get("authorization").ok().flatten();
+        let body = req.bytes().await?;
+        let (status, json) = send_api(&env, &settings, authorization.as_deref(), &body).await;
+        let resp = Response::ok(json)?.with_status(status);
+        resp.headers().set("content-type", "application/json")?;
+        if status == 401 {
+            resp.headers().set("www-authenticate", "Bearer")?;
+        }
+        return Ok(resp);
+    }
     if path != settings.path {
         return text(404, "not found");
     }
@@ -138,6 +169,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
                     ctx: SendWrapper::new(Rc::new(ctx)),
                     env: SendWrapper::new(env.clone()),
                     settings: settings.clone(),
+                    agent: agent.clone(),
                 },
             };
             let dedup = KvDedup(store);
@@ -154,20 +186,106 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     }
 }
 
-/// One attempt at a job with Workers ports.
-async fn attempt(
+/// The send API: checked by the core, sent through the app of the user's corp.
+async fn send_api(
     env: &Env,
     settings: &Settings,
-    job: &Job,
-    state: &mut JobState,
-) -> std::result::Result<(), JobError> {
-    let store = kv(env).map_err(JobError::UnknownApp)?;
+    authorization: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let order = match check_send(settings, authorization, body) {
+        Ok(order) => order,
+        Err(refusal) => {
+            console_warn!("send API request refused ({})", refusal.status);
+            return (refusal.status, refusal.body);
+        }
+    };
+    let store = match kv(env) {
+        Ok(store) => store,
+        Err(e) => return (500, failed_body(0, 0, &e)),
+    };
     let tokens = KvTokenCache(store);
     let http = FetchHttp {
         timeout: API_TIMEOUT,
     };
     let client = WeComClient::new(&settings.api_base, &http, &tokens, &DateClock);
-    run_job(job, state, &settings.apps, &EchoAgent, &client).await
+    let app = settings
+        .apps
+        .get(order.app)
+        .expect("check_send returns a valid index");
+    match client
+        .send_text(
+            app,
+            order.user.user_id.as_str(),
+            &order.text,
+            order.markdown,
+            0,
+        )
+        .await
+    {
+        Ok(receipts) => {
+            let msgids: Vec<String> = receipts.into_iter().map(|r| r.msgid).collect();
+            console_log!(
+                "send API message sent user={} parts={}",
+                order.user,
+                msgids.len()
+            );
+            (200, sent_body(msgids.len(), &msgids))
+        }
+        Err(partial) => {
+            console_error!(
+                "send API message failed user={} error={}",
+                order.user,
+                partial.error
+            );
+            (
+                502,
+                failed_body(partial.sent, partial.total, &partial.error.to_string()),
+            )
+        }
+    }
+}
+
+/// One attempt at a job with Workers ports; after the last one, an apology if the agent never
+/// answered.
+async fn attempt(
+    env: &Env,
+    settings: &Settings,
+    agent: &AgentSettings,
+    job: &Job,
+    state: &mut JobState,
+    last: bool,
+) -> std::result::Result<(), JobError> {
+    let store = kv(env).map_err(JobError::UnknownApp)?;
+    let tokens = KvTokenCache(store.clone());
+    let conversations = KvConversations(store);
+    let http = FetchHttp {
+        timeout: API_TIMEOUT,
+    };
+    let agent_http = FetchHttp {
+        timeout: Duration::from_secs(agent.timeout_secs),
+    };
+    let client = WeComClient::new(&settings.api_base, &http, &tokens, &DateClock);
+    let configured = ConfiguredAgent {
+        settings: agent,
+        http: &agent_http,
+        clock: &DateClock,
+    };
+    let runner = Runner {
+        apps: &settings.apps,
+        settings: agent,
+        agent: &configured,
+        client: &client,
+        conversations: &conversations,
+        sleeper: &DelaySleeper,
+    };
+    let result = runner.run(job, state).await;
+    if let Err(e) = &result {
+        if (last || !e.is_retryable()) && runner.apologize(job, state).await {
+            console_log!("apology sent job={}", job.id);
+        }
+    }
+    result
 }
 
 fn report(job: &Job, state: &JobState, result: &std::result::Result<(), JobError>) {
@@ -200,12 +318,13 @@ fn report(job: &Job, state: &JobState, result: &std::result::Result<(), JobError
 }
 
 /// Runs a job after the response (no Queue bound): retries with the core's delays.
-async fn run_in_background(env: Env, settings: Settings, job: Job) {
+async fn run_in_background(env: Env, settings: Settings, agent: AgentSettings, job: Job) {
     let state = RefCell::new(JobState::default());
     let tries = RefCell::new(0u32);
     let result = (|| async {
         let mut st = state.take();
-        let r = attempt(&env, &settings, &job, &mut st).await;
+        let last = st.attempts + 1 >= MAX_ATTEMPTS;
+        let r = attempt(&env, &settings, &agent, &job, &mut st, last).await;
         state.replace(st);
         r
     })
@@ -240,7 +359,7 @@ async fn run_in_background(env: Env, settings: Settings, job: Job) {
 /// message to the dead-letter queue.
 #[event(queue)]
 async fn queue(batch: MessageBatch<Queued>, env: Env, _ctx: Context) -> Result<()> {
-    let settings = match load_settings(&env) {
+    let (settings, agent) = match load_settings(&env) {
         Ok(s) => s,
         Err(e) => {
             console_error!("configuration error: {e}");
@@ -258,9 +377,10 @@ async fn queue(batch: MessageBatch<Queued>, env: Env, _ctx: Context) -> Result<(
             .ok()
             .flatten()
             .unwrap_or_default();
-        let result = attempt(&env, &settings, &job, &mut state).await;
+        let last = state.attempts + 1 >= MAX_ATTEMPTS;
+        let result = attempt(&env, &settings, &agent, &job, &mut state, last).await;
         match &result {
-            Err(e) if e.is_retryable() => {
+            Err(e) if e.is_retryable() && !last => {
                 let _ = store.put_json(&key, &state, JOB_STATE_TTL_SECS).await;
                 let jitter = (worker::js_sys::Math::random() * 1000.0) as u16;
                 let delay = e.retry_delay_ms(state.attempts, jitter).div_ceil(1000) as u32;
