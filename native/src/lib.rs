@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod logging;
 pub mod metrics;
+pub mod openai_standin;
 pub mod platform;
 pub mod relay;
 pub mod server;

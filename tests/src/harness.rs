@@ -72,6 +72,12 @@ pub struct Scenario {
     pub deny_message: Option<String>,
     /// Stand-in token lifetime.
     pub token_ttl: Duration,
+    /// `AGENT_*` settings.
+    pub agent: Vec<(String, String)>,
+    /// The `/api/send` bearer token.
+    pub api_token: Option<String>,
+    /// The relay's port (0: any free one).
+    pub port: u16,
 }
 
 impl Scenario {
@@ -83,6 +89,9 @@ impl Scenario {
             max_timestamp_skew_secs: 600,
             deny_message: None,
             token_ttl: Duration::from_secs(7200),
+            agent: Vec::new(),
+            api_token: None,
+            port: 0,
         }
     }
 }
@@ -135,7 +144,8 @@ pub fn relay_binary() -> PathBuf {
     bin
 }
 
-fn free_port() -> u16 {
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -203,14 +213,25 @@ impl Running {
             .iter()
             .map(|a| json!({"name": a.name, "corp_id": a.corp_id, "corp_secret": a.secret, "agent_id": a.agent_id, "token": a.token, "encoding_aes_key": a.key}))
             .collect();
-        json!({
+        let mut vars = json!({
             "WECOM_CALLBACK_APPS_JSON": serde_json::to_string(&apps).unwrap(),
             "WECOM_CALLBACK_API_BASE": api_base,
             "WECOM_CALLBACK_ALLOWED_USERS": scenario.allowed_users.join(","),
             "WECOM_CALLBACK_MAX_TIMESTAMP_SKEW_SECS": scenario.max_timestamp_skew_secs.to_string(),
             "WECOM_CALLBACK_DEDUP_TTL_SECS": scenario.max_timestamp_skew_secs.max(900).to_string(),
             "WECOM_CALLBACK_DENY_MESSAGE": scenario.deny_message.clone().unwrap_or_default(),
-        })
+        });
+        let map = vars.as_object_mut().unwrap();
+        for (k, v) in &scenario.agent {
+            map.insert(k.clone(), Value::String(v.clone()));
+        }
+        if let Some(token) = &scenario.api_token {
+            map.insert(
+                "WECOM_CALLBACK_API_TOKEN".into(),
+                Value::String(token.clone()),
+            );
+        }
+        vars
     }
 
     /// Starts `wrangler dev` on the prebuilt Worker with a generated config.
@@ -248,6 +269,9 @@ impl Running {
             "WECOM_CALLBACK_CORP_SECRET",
             "WECOM_CALLBACK_TOKEN",
             "WECOM_CALLBACK_ENCODING_AES_KEY",
+            "WECOM_CALLBACK_API_TOKEN",
+            "AGENT_API_KEY",
+            "AGENT_SECRET",
         ] {
             if let Some(value) = vars.as_object_mut().and_then(|v| v.remove(name)) {
                 let value = value.as_str().unwrap_or_default().to_owned();
@@ -275,7 +299,11 @@ impl Running {
         }
         let config_path = dir.join("wrangler.json");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-        let port = free_port();
+        let port = if scenario.port == 0 {
+            free_port()
+        } else {
+            scenario.port
+        };
         let inspector = free_port();
         let log = dir.join("relay.log");
         let log_file = std::fs::File::create(&log).unwrap();
@@ -342,10 +370,20 @@ impl Running {
         });
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
-        let port = free_port();
+        let port = if scenario.port == 0 {
+            free_port()
+        } else {
+            scenario.port
+        };
         let log = dir.join("relay.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(relay_binary());
+        for (k, v) in &scenario.agent {
+            cmd.env(k, v);
+        }
+        if let Some(token) = &scenario.api_token {
+            cmd.env("WECOM_CALLBACK_API_TOKEN", token);
+        }
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)

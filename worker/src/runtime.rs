@@ -73,8 +73,8 @@ enum Sink {
     WaitUntil {
         ctx: SendWrapper<Rc<Context>>,
         env: SendWrapper<Env>,
-        settings: Settings,
-        agent: AgentSettings,
+        settings: Box<Settings>,
+        agent: Box<AgentSettings>,
     },
 }
 
@@ -168,8 +168,8 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
                 Err(_) => Sink::WaitUntil {
                     ctx: SendWrapper::new(Rc::new(ctx)),
                     env: SendWrapper::new(env.clone()),
-                    settings: settings.clone(),
-                    agent: agent.clone(),
+                    settings: Box::new(settings.clone()),
+                    agent: Box::new(agent.clone()),
                 },
             };
             let dedup = KvDedup(store);

@@ -1,0 +1,238 @@
+//! A local stand-in for an OpenAI-compatible Chat Completions API, for the tests.
+//!
+//! It follows the real API's shapes: `POST /v1/chat/completions` with `Authorization: Bearer`,
+//! a `chat.completion` object with `choices[0].message.content` and `usage`, and its error
+//! objects (`{"error": {"message", "type", "code"}}`) for a wrong key (401), a malformed request
+//! (400), rate limits (429 with `Retry-After`) and server errors (500). Faults can be queued;
+//! every accepted request body is recorded.
+//!
+//! The answer is `reply to <last user message> (history: <n> earlier messages)`, so tests can
+//! see what the relay sent as memory.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// A queued misbehaviour.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatFault {
+    /// Answer with this status and OpenAI's error object for it (0: answer normally).
+    pub status: u16,
+    /// `Retry-After` seconds, for 429.
+    pub retry_after: Option<u64>,
+    /// Wait before answering.
+    pub delay_ms: u64,
+    /// Answer 200 with a body that is not JSON.
+    pub malformed: bool,
+}
+
+struct Inner {
+    api_key: String,
+    faults: VecDeque<ChatFault>,
+    requests: Vec<Value>,
+    attempts: usize,
+}
+
+/// The stand-in's state.
+#[derive(Clone)]
+pub struct OpenAiStandin {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A running stand-in.
+pub struct RunningOpenAi {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state.
+    pub standin: OpenAiStandin,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningOpenAi {
+    /// The `base_url` to configure: `http://127.0.0.1:port/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+impl Drop for RunningOpenAi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"message": message, "type": kind, "param": null, "code": code}})),
+    )
+        .into_response()
+}
+
+impl OpenAiStandin {
+    /// A stand-in accepting `api_key`.
+    pub fn new(api_key: &str) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                api_key: api_key.into(),
+                faults: VecDeque::new(),
+                requests: Vec::new(),
+                attempts: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a fault for the next request.
+    pub fn inject(&self, fault: ChatFault) {
+        self.lock().faults.push_back(fault);
+    }
+
+    /// Request bodies that were answered normally.
+    pub fn requests(&self) -> Vec<Value> {
+        self.lock().requests.clone()
+    }
+
+    /// Every request that reached the endpoint, failed ones included.
+    pub fn attempts(&self) -> usize {
+        self.lock().attempts
+    }
+
+    /// Serves on `127.0.0.1:0`.
+    pub async fn serve(self) -> std::io::Result<RunningOpenAi> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let router = Router::new()
+            .route("/v1/chat/completions", post(completions))
+            .with_state(self.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(RunningOpenAi {
+            addr,
+            standin: self,
+            task,
+        })
+    }
+}
+
+async fn completions(State(s): State<OpenAiStandin>, headers: HeaderMap, body: Bytes) -> Response {
+    let (fault, key) = {
+        let mut inner = s.lock();
+        inner.attempts += 1;
+        (inner.faults.pop_front(), inner.api_key.clone())
+    };
+    if let Some(f) = &fault {
+        if f.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
+        }
+    }
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|k| k == key);
+    if !authorized {
+        return error(StatusCode::UNAUTHORIZED, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", Some("invalid_api_key"));
+    }
+    if let Some(f) = fault {
+        if f.malformed {
+            return (StatusCode::OK, "<html>upstream error</html>").into_response();
+        }
+        match f.status {
+            429 => {
+                let mut resp = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Rate limit reached for requests",
+                    "requests",
+                    Some("rate_limit_exceeded"),
+                );
+                if let Some(secs) = f.retry_after {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, secs.to_string().parse().unwrap());
+                }
+                return resp;
+            }
+            500..=599 => {
+                return error(
+                    StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    "The server had an error while processing your request. Sorry about that!",
+                    "server_error",
+                    None,
+                )
+            }
+            _ => {}
+        }
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request.",
+            "invalid_request_error",
+            None,
+        );
+    };
+    let Some(model) = req["model"].as_str() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "you must provide a model parameter",
+            "invalid_request_error",
+            None,
+        );
+    };
+    let Some(messages) = req["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "'messages' is a required property",
+            "invalid_request_error",
+            None,
+        );
+    };
+    let valid = messages.iter().all(|m| {
+        matches!(
+            m["role"].as_str(),
+            Some("system" | "user" | "assistant" | "tool")
+        ) && m["content"].is_string()
+    });
+    if !valid {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Invalid 'messages': each needs a role and string content",
+            "invalid_request_error",
+            None,
+        );
+    }
+    let last = messages
+        .last()
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let earlier = messages.iter().filter(|m| m["role"] != "system").count() - 1;
+    let answer = format!("reply to {last} (history: {earlier} earlier messages)");
+    let model = model.to_owned();
+    s.lock().requests.push(req);
+    Json(json!({
+        "id": format!("chatcmpl-standin{}", s.lock().requests.len()),
+        "object": "chat.completion",
+        "created": 1_700_000_000u64,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
+    }))
+    .into_response()
+}
