@@ -96,8 +96,8 @@ impl JobSink for Sink {
                     agent,
                 } => {
                     let env = (**env).clone();
-                    let settings = settings.clone();
-                    let agent = agent.clone();
+                    let settings = (**settings).clone();
+                    let agent = (**agent).clone();
                     ctx.wait_until(
                         async move { run_in_background(env, settings, agent, job).await },
                     );
