@@ -129,6 +129,18 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
+    /// Builds a response from a status, a header lookup (any case) and the body: the one place
+    /// that decides which headers the core reads.
+    pub fn from_parts(status: u16, header: impl Fn(&str) -> Option<String>, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            content_type: header("content-type"),
+            content_disposition: header("content-disposition"),
+            retry_after_secs: header("retry-after").and_then(|v| v.trim().parse().ok()),
+            body,
+        }
+    }
+
     /// A JSON response with status 200.
     pub fn json(body: &str) -> Self {
         Self {

@@ -62,24 +62,19 @@ impl HttpClient for ReqwestHttp {
             }
         };
         let resp = builder.send().await.map_err(|e| transport(&e))?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header("content-type");
-        let content_disposition = header("content-disposition");
-        let retry_after_secs = header("retry-after").and_then(|v| v.trim().parse().ok());
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let body = resp.bytes().await.map_err(|e| transport(&e))?.to_vec();
-        Ok(HttpResponse {
+        Ok(HttpResponse::from_parts(
             status,
-            content_type,
-            content_disposition,
-            retry_after_secs,
+            |name| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            },
             body,
-        })
+        ))
     }
 }
 

@@ -19,7 +19,7 @@ use wecom_relay_core::ports::{
     Clock, HttpClient, MemoryConversations, MemoryDedup, MemoryTokenCache, Random, Turn,
 };
 use wecom_relay_core::relay::{handle_callback, verify_url, Job, JobSink, Rejection, SinkError};
-use wecom_relay_core::send_api::{check_send, failed_body, sent_body};
+use wecom_relay_core::send_api::{check_send, execute};
 use wecom_relay_core::settings::Settings;
 
 use crate::config::RuntimeConfig;
@@ -350,11 +350,6 @@ impl Relay {
                 return (refusal.status, refusal.body);
             }
         };
-        let app = self
-            .settings
-            .apps
-            .get(order.app)
-            .expect("check_send returns a valid index");
         let client = WeComClient {
             api_base: &self.settings.api_base,
             http: &self.http,
@@ -362,30 +357,15 @@ impl Relay {
             clock: &self.clock,
             refresh: &self.refresh,
         };
-        match client
-            .send_text(
-                app,
-                order.user.user_id.as_str(),
-                &order.text,
-                order.markdown,
-                0,
-            )
-            .await
-        {
-            Ok(receipts) => {
-                let msgids: Vec<String> = receipts.into_iter().map(|r| r.msgid).collect();
-                info!(user = %order.user, parts = msgids.len(), "send API message sent");
-                self.metrics.replies("sent", "0", msgids.len() as u64);
-                (200, sent_body(msgids.len(), &msgids))
-            }
-            Err(partial) => {
-                error!(user = %order.user, error = %partial.error, sent = partial.sent, "send API message failed");
-                (
-                    502,
-                    failed_body(partial.sent, partial.total, &partial.error.to_string()),
-                )
+        let result = execute(&self.settings, &order, &client).await;
+        self.metrics.replies("sent", "0", result.sent as u64);
+        match &result.error {
+            None => info!(user = %order.user, parts = result.sent, "send API message sent"),
+            Some(e) => {
+                error!(user = %order.user, error = %e, sent = result.sent, "send API message failed")
             }
         }
+        (result.status, result.body)
     }
 
     /// Stops intake and waits up to `timeout` for queued and running jobs. Returns whether

@@ -87,19 +87,14 @@ async fn fetch(req: HttpRequest, timeout: Duration) -> Result<HttpResponse, Tran
         Either::Left((Err(_), _)) => return Err(TransportError::Connect),
         Either::Right(_) => return Err(TransportError::Timeout),
     };
-    let header = |name: &str| resp.headers().get(name).ok().flatten();
-    let content_type = header("content-type");
-    let content_disposition = header("content-disposition");
-    let retry_after_secs = header("retry-after").and_then(|v| v.trim().parse().ok());
     let status = resp.status_code();
+    let headers = resp.headers().clone();
     let body = resp.bytes().await.map_err(|_| TransportError::Io)?;
-    Ok(HttpResponse {
+    Ok(HttpResponse::from_parts(
         status,
-        content_type,
-        content_disposition,
-        retry_after_secs,
+        |name| headers.get(name).ok().flatten(),
         body,
-    })
+    ))
 }
 
 impl HttpClient for FetchHttp {

@@ -13,7 +13,7 @@ use wecom_relay_core::api::ErrorClass;
 use wecom_relay_core::client::{WeComClient, MAX_ATTEMPTS};
 use wecom_relay_core::ports::Clock;
 use wecom_relay_core::relay::{handle_callback, verify_url, Job, JobSink, SinkError};
-use wecom_relay_core::send_api::{check_send, failed_body, sent_body};
+use wecom_relay_core::send_api::{check_send, execute, failed_body};
 use wecom_relay_core::settings::{RawSettings, Settings};
 use worker::send::{SendFuture, SendWrapper};
 use worker::{
@@ -209,41 +209,20 @@ async fn send_api(
         timeout: API_TIMEOUT,
     };
     let client = WeComClient::new(&settings.api_base, &http, &tokens, &DateClock);
-    let app = settings
-        .apps
-        .get(order.app)
-        .expect("check_send returns a valid index");
-    match client
-        .send_text(
-            app,
-            order.user.user_id.as_str(),
-            &order.text,
-            order.markdown,
-            0,
-        )
-        .await
-    {
-        Ok(receipts) => {
-            let msgids: Vec<String> = receipts.into_iter().map(|r| r.msgid).collect();
-            console_log!(
-                "send API message sent user={} parts={}",
-                order.user,
-                msgids.len()
-            );
-            (200, sent_body(msgids.len(), &msgids))
-        }
-        Err(partial) => {
-            console_error!(
-                "send API message failed user={} error={}",
-                order.user,
-                partial.error
-            );
-            (
-                502,
-                failed_body(partial.sent, partial.total, &partial.error.to_string()),
-            )
-        }
+    let result = execute(settings, &order, &client).await;
+    match &result.error {
+        None => console_log!(
+            "send API message sent user={} parts={}",
+            order.user,
+            result.sent
+        ),
+        Some(e) => console_error!(
+            "send API message failed user={} error={e} sent={}",
+            order.user,
+            result.sent
+        ),
     }
+    (result.status, result.body)
 }
 
 /// One attempt at a job with Workers ports; after the last one, an apology if the agent never
