@@ -268,14 +268,19 @@ impl Relay {
         }
     }
 
-    async fn process(&self, job: &Job) {
-        let client = WeComClient {
+    /// The WeCom client over this relay's ports.
+    fn client(&self) -> WeComClient<'_, ObservedHttp, MemoryTokenCache, SharedClock, KeyedLock> {
+        WeComClient {
             api_base: &self.settings.api_base,
             http: &self.http,
             tokens: &self.tokens,
             clock: &self.clock,
             refresh: &self.refresh,
-        };
+        }
+    }
+
+    async fn process(&self, job: &Job) {
+        let client = self.client();
         let agent = TimedAgent {
             inner: ConfiguredAgent {
                 settings: &self.agent,
@@ -350,13 +355,7 @@ impl Relay {
                 return (refusal.status, refusal.body);
             }
         };
-        let client = WeComClient {
-            api_base: &self.settings.api_base,
-            http: &self.http,
-            tokens: &self.tokens,
-            clock: &self.clock,
-            refresh: &self.refresh,
-        };
+        let client = self.client();
         let result = execute(&self.settings, &order, &client).await;
         self.metrics.replies("sent", "0", result.sent as u64);
         match &result.error {
