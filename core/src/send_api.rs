@@ -196,6 +196,14 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn settings(token: Option<&str>) -> Settings {
+        let mut raw = single_app();
+        if let Some(t) = token {
+            raw.set("api_token", t.into()).unwrap();
+        }
+        raw.resolve().unwrap()
+    }
+
+    fn single_app() -> RawSettings {
         let mut raw = RawSettings::default();
         for (k, v) in [
             ("corp_id", "ww1"),
@@ -206,10 +214,7 @@ mod tests {
         ] {
             raw.set(k, v.into()).unwrap();
         }
-        if let Some(t) = token {
-            raw.set("api_token", t.into()).unwrap();
-        }
-        raw.resolve().unwrap()
+        raw
     }
 
     #[test]
@@ -290,17 +295,8 @@ mod tests {
                 .status,
             400
         );
-        let mut raw = RawSettings::default();
+        let mut raw = single_app();
         raw.set("api_token", "short".into()).unwrap();
-        for (k, v) in [
-            ("corp_id", "ww1"),
-            ("corp_secret", "s"),
-            ("agent_id", "7"),
-            ("token", "t"),
-            ("encoding_aes_key", &*"A".repeat(43)),
-        ] {
-            raw.set(k, v.into()).unwrap();
-        }
         assert_eq!(raw.resolve().unwrap_err().key, "api_token");
     }
 }

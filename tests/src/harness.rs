@@ -334,17 +334,7 @@ impl Running {
             .stderr(log_file)
             .spawn()
             .expect("start wrangler dev");
-        let running = Self {
-            base: format!("http://127.0.0.1:{port}"),
-            path: "/wecom/callback".into(),
-            standin,
-            scenario,
-            child: Some(child),
-            log,
-            dir,
-        };
-        running.wait_healthy().await;
-        running
+        Self::launched(scenario, standin, child, port, log, dir).await
     }
 
     async fn start_native(scenario: Scenario, standin: RunningStandin) -> Self {
@@ -399,6 +389,18 @@ impl Running {
             cmd.env("WECOM_CALLBACK_DENY_MESSAGE", m);
         }
         let child = cmd.spawn().expect("start wecom-relay");
+        Self::launched(scenario, standin, child, port, log, dir).await
+    }
+
+    /// Wraps a started relay process and waits until it answers `/health`.
+    async fn launched(
+        scenario: Scenario,
+        standin: RunningStandin,
+        child: Child,
+        port: u16,
+        log: PathBuf,
+        dir: PathBuf,
+    ) -> Self {
         let running = Self {
             base: format!("http://127.0.0.1:{port}"),
             path: "/wecom/callback".into(),
