@@ -5,7 +5,9 @@ Python's hmac module, refuses bad or stale signatures with 401, and answers by t
   "later: ..."  -> 202, then a second later POSTs the answer to the relay's /api/send
   "many: ..."   -> {"replies": ["first of many", "second of many"]}
   anything else -> {"reply": "webhook got: <text>"}
-Usage: webhook_receiver.py SECRET SEND_URL API_TOKEN. Prints its port, then serves.
+Usage: webhook_receiver.py SECRET API_TOKEN. Prints its port, then serves.
+POST /config {"send_url": "..."} tells it where the relay's /api/send is (the relay starts
+after the receiver, so it can be given the receiver's port).
 GET /stats answers {"verified": n, "rejected": n, "events": [...]}.
 """
 import hashlib
@@ -17,7 +19,8 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-SECRET, SEND_URL, API_TOKEN = sys.argv[1].encode(), sys.argv[2], sys.argv[3]
+SECRET, API_TOKEN = sys.argv[1].encode(), sys.argv[2]
+CONFIG = {"send_url": None}
 STATS = {"verified": 0, "rejected": 0, "events": []}
 LOCK = threading.Lock()
 
@@ -37,7 +40,7 @@ def valid(header, body):
 def answer_later(event):
     time.sleep(1)
     req = urllib.request.Request(
-        SEND_URL,
+        CONFIG["send_url"],
         data=json.dumps({"to": event["user"], "text": "later reply to " + event["text"]}).encode(),
         headers={"Authorization": "Bearer " + API_TOKEN, "Content-Type": "application/json"},
         method="POST",
@@ -63,6 +66,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/config":
+            CONFIG["send_url"] = json.loads(body)["send_url"]
+            return self.reply(204)
         if not valid(self.headers.get("X-WeCom-Relay-Signature", ""), body):
             with LOCK:
                 STATS["rejected"] += 1

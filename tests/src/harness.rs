@@ -144,13 +144,18 @@ pub fn relay_binary() -> PathBuf {
     bin
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback. Nothing holds it afterwards: bind it before anything else
+/// of ours binds a port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free ports (all held at once while chosen, so they differ).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    core::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 /// A running relay with its stand-in.
@@ -299,12 +304,13 @@ impl Running {
         }
         let config_path = dir.join("wrangler.json");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let [free, inspector] = free_ports();
         let port = if scenario.port == 0 {
-            free_port()
+            free
         } else {
             scenario.port
         };
-        let inspector = free_port();
+        let inspector = if inspector == port { free } else { inspector };
         let log = dir.join("relay.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(wrangler)

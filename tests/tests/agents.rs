@@ -261,11 +261,11 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start(secret: &str, send_url: &str, api_token: &str) -> Self {
+    fn start(secret: &str, api_token: &str) -> Self {
         let script = wecom_relay_tests::workspace_root().join("tests/peers/webhook_receiver.py");
         let mut child = Command::new(python())
             .arg(script)
-            .args([secret, send_url, api_token])
+            .args([secret, api_token])
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the webhook receiver");
@@ -277,6 +277,16 @@ impl Receiver {
             port: line.trim().parse().expect("the receiver prints its port"),
             child,
         }
+    }
+
+    async fn set_send_url(&self, url: &str) {
+        let resp = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/config", self.port))
+            .body(serde_json::json!({"send_url": url}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 204);
     }
 
     async fn stats(&self) -> serde_json::Value {
@@ -304,8 +314,12 @@ async fn the_webhook_agent_signs_events_and_takes_sync_and_later_answers() {
     for twin in Twin::selected() {
         let secret = "webhook-secret-0123456789abcdef";
         let token = "send-api-token-0123456789";
+        // The receiver binds first; the relay's port is chosen after, so they cannot collide.
+        let receiver = Receiver::start(secret, token);
         let port = free_port();
-        let receiver = Receiver::start(secret, &format!("http://127.0.0.1:{port}/api/send"), token);
+        receiver
+            .set_send_url(&format!("http://127.0.0.1:{port}/api/send"))
+            .await;
         let mut scenario = Scenario::new(vec![app()]);
         scenario.port = port;
         scenario.api_token = Some(token.into());
