@@ -304,43 +304,43 @@ impl Running {
         }
         let config_path = dir.join("wrangler.json");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-        let [free, inspector] = free_ports();
-        let port = if scenario.port == 0 {
-            free
-        } else {
-            scenario.port
-        };
-        let inspector = if inspector == port { free } else { inspector };
         let log = dir.join("relay.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(wrangler)
-            .args(["dev", "--config"])
-            .arg(&config_path)
-            .args([
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--inspector-port",
-                &inspector.to_string(),
-            ])
-            .arg("--persist-to")
-            .arg(dir.join("state"))
-            .args(["--show-interactive-dev-session=false", "--log-level", "log"])
-            .current_dir(&dir)
-            .env("CI", "true")
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("NO_COLOR", "1")
-            .env("FORCE_COLOR", "0")
-            // No fetch of the Request.cf object from Cloudflare: tests talk to loopback only.
-            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-            .env("WRANGLER_LOG_PATH", dir.join("wrangler-logs"))
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("start wrangler dev");
-        Self::launched(scenario, standin, child, port, log, dir).await
+        let spawn = |port: u16, log_file: std::fs::File| {
+            let inspector = loop {
+                let p = free_port();
+                if p != port {
+                    break p;
+                }
+            };
+            Command::new(&wrangler)
+                .args(["dev", "--config"])
+                .arg(&config_path)
+                .args([
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--inspector-port",
+                    &inspector.to_string(),
+                ])
+                .arg("--persist-to")
+                .arg(dir.join("state"))
+                .args(["--show-interactive-dev-session=false", "--log-level", "log"])
+                .current_dir(&dir)
+                .env("CI", "true")
+                .env("WRANGLER_SEND_METRICS", "false")
+                .env("NO_COLOR", "1")
+                .env("FORCE_COLOR", "0")
+                // No fetch of the Request.cf object from Cloudflare: tests talk to loopback only.
+                .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+                .env("WRANGLER_LOG_PATH", dir.join("wrangler-logs"))
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().unwrap())
+                .stderr(log_file)
+                .spawn()
+                .expect("start wrangler dev")
+        };
+        Self::launch(scenario, standin, log, dir.clone(), spawn).await
     }
 
     async fn start_native(scenario: Scenario, standin: RunningStandin) -> Self {
@@ -366,75 +366,72 @@ impl Running {
         });
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
-        let port = if scenario.port == 0 {
-            free_port()
-        } else {
-            scenario.port
-        };
         let log = dir.join("relay.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(relay_binary());
-        for (k, v) in &scenario.agent {
-            cmd.env(k, v);
-        }
-        if let Some(token) = &scenario.api_token {
-            cmd.env("WECOM_CALLBACK_API_TOKEN", token);
-        }
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env("WECOM_CALLBACK_PORT", port.to_string())
-            .env(
-                "WECOM_CALLBACK_ALLOWED_USERS",
-                scenario.allowed_users.join(","),
-            )
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log_file.try_clone().unwrap());
-        if let Some(m) = &scenario.deny_message {
-            cmd.env("WECOM_CALLBACK_DENY_MESSAGE", m);
-        }
-        let child = cmd.spawn().expect("start wecom-relay");
-        Self::launched(scenario, standin, child, port, log, dir).await
+        let agent = scenario.agent.clone();
+        let api_token = scenario.api_token.clone();
+        let allowed = scenario.allowed_users.join(",");
+        let deny = scenario.deny_message.clone();
+        let spawn = |port: u16, log_file: std::fs::File| {
+            let mut cmd = Command::new(relay_binary());
+            for (k, v) in &agent {
+                cmd.env(k, v);
+            }
+            if let Some(token) = &api_token {
+                cmd.env("WECOM_CALLBACK_API_TOKEN", token);
+            }
+            if let Some(m) = &deny {
+                cmd.env("WECOM_CALLBACK_DENY_MESSAGE", m);
+            }
+            cmd.arg("serve")
+                .arg("--config")
+                .arg(&config_path)
+                .env("WECOM_CALLBACK_PORT", port.to_string())
+                .env("WECOM_CALLBACK_ALLOWED_USERS", &allowed)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .expect("start wecom-relay")
+        };
+        Self::launch(scenario, standin, log, dir.clone(), spawn).await
     }
 
-    /// Wraps a started relay process and waits until it answers `/health`.
-    async fn launched(
+    /// Starts the relay with `spawn(port, log)` and waits until it answers `/health`. A free
+    /// port can be taken by someone else between choosing and binding it (tests run in
+    /// parallel, and workerd binds ports of its own), so a lost race is retried on another.
+    async fn launch(
         scenario: Scenario,
         standin: RunningStandin,
-        child: Child,
-        port: u16,
         log: PathBuf,
         dir: PathBuf,
+        spawn: impl Fn(u16, std::fs::File) -> Child,
     ) -> Self {
-        let running = Self {
-            base: format!("http://127.0.0.1:{port}"),
-            path: "/wecom/callback".into(),
-            standin,
-            scenario,
-            child: Some(child),
-            log,
-            dir,
-        };
-        running.wait_healthy().await;
-        running
-    }
-
-    async fn wait_healthy(&self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(r) = client.get(format!("{}/health", self.base)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+        for attempt in 1..=4 {
+            let port = if scenario.port == 0 {
+                free_port()
+            } else {
+                scenario.port
+            };
+            let mut child = spawn(port, std::fs::File::create(&log).unwrap());
+            let base = format!("http://127.0.0.1:{port}");
+            if wait_healthy(&base, &mut child, &log).await {
+                return Self {
+                    base,
+                    path: "/wecom/callback".into(),
+                    standin,
+                    scenario,
+                    child: Some(child),
+                    log,
+                    dir,
+                };
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop(child);
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if !(lost_port_race(&text) && scenario.port == 0 && attempt < 4) {
+                panic!("the relay did not become healthy; its log:\n{text}");
+            }
         }
-        panic!(
-            "the relay did not become healthy; its log:\n{}",
-            self.logs()
-        );
+        unreachable!()
     }
 
     /// The relay's log so far.
@@ -502,23 +499,53 @@ impl Running {
     }
 }
 
+fn lost_port_race(log: &str) -> bool {
+    log.contains("ddress already in use") || log.contains("AddrInUse")
+}
+
+/// Stops a relay: SIGTERM first (wrangler then stops its workerd; SIGKILL would orphan it).
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits up to 60 s for `/health`; false if the process exits, reports a port already in use,
+/// or time runs out.
+async fn wait_healthy(base: &str, child: &mut Child, log: &Path) -> bool {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if std::fs::read_to_string(log).is_ok_and(|t| lost_port_race(&t)) {
+            return false;
+        }
+        if let Ok(r) = client.get(format!("{base}/health")).send().await {
+            if r.status().is_success() {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGTERM first: wrangler then stops its workerd; SIGKILL would orphan it.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop(child);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
