@@ -7,12 +7,12 @@ use std::hint::black_box;
 
 use criterion::{criterion_main, Criterion};
 use wecom_relay_core::crypto::MsgCrypt;
-use wecom_relay_core::ports::MemoryDedup;
-use wecom_relay_core::relay::{handle_callback, open_callback, Job, JobSink, SinkError};
-use wecom_relay_core::settings::{RawSettings, Settings};
-use wecom_relay_core::split::split_for_wecom;
+use wecom_relay_core::ports::{JobSink, MemoryDedup, SinkError};
+use wecom_relay_core::relay::{handle_callback, open_callback};
 use wecom_relay_core::testing::block_on;
+use wecom_relay_core::wecom::split::split_for_wecom;
 use wecom_relay_core::xml::callback_envelope_xml;
+use wecom_relay_core::{Job, RawSettings, Settings};
 
 const KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
 

@@ -355,7 +355,7 @@ impl SignedQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::*;
+    use crate::testing::*;
     use alloc::vec;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -372,7 +372,7 @@ mod tests {
     }
 
     fn official_apps() -> (Apps, Vec<VectorSet>) {
-        let sets = vector_sets();
+        let sets = vectors();
         let configs: Vec<AppConfig> = sets
             .iter()
             .map(|s| {

@@ -417,14 +417,14 @@ fn hex_val(c: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::*;
+    use crate::testing::*;
     use alloc::vec;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn official_vectors_verify_url() {
-        for set in vector_sets() {
+        for set in vectors() {
             let crypt = MsgCrypt::new(&set.token, &set.encoding_aes_key, &set.corp_id).unwrap();
             let v = &set.verify_url;
             assert_eq!(
@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn official_vectors_callback_and_pad_lengths() {
-        for set in vector_sets() {
+        for set in vectors() {
             let crypt = MsgCrypt::new(&set.token, &set.encoding_aes_key, &set.corp_id).unwrap();
             let c = &set.callback;
             let encrypt = crate::xml::parse_envelope(&c.body).unwrap().encrypt;
@@ -466,7 +466,7 @@ mod tests {
 
     #[test]
     fn official_keys_need_lenient_trailing_bits() {
-        for set in vector_sets() {
+        for set in vectors() {
             assert!(STANDARD
                 .decode(alloc::format!("{}=", set.encoding_aes_key))
                 .is_err());
@@ -476,7 +476,7 @@ mod tests {
 
     #[test]
     fn encrypt_reproduces_official_ciphertext_given_its_random_prefix() {
-        for set in vector_sets() {
+        for set in vectors() {
             let crypt = MsgCrypt::new(&set.token, &set.encoding_aes_key, &set.corp_id).unwrap();
             let c = &set.callback;
             let encrypt = crate::xml::parse_envelope(&c.body).unwrap().encrypt;

@@ -145,7 +145,7 @@ impl fmt::Display for ScopedUser {
 mod tests {
     use super::*;
     #[allow(unused_imports)]
-    use crate::test_support::*;
+    use crate::testing::*;
     use alloc::format;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;

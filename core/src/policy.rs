@@ -86,7 +86,7 @@ impl AccessPolicy {
 mod tests {
     use super::*;
     #[allow(unused_imports)]
-    use crate::test_support::*;
+    use crate::testing::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

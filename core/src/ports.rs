@@ -4,8 +4,10 @@
 //! core does about it. Futures are `Send` so the native twin can spawn them; the Worker wraps its
 //! JS futures with workers-rs's `SendFuture`, sound on its single-threaded runtime.
 //!
-//! In-memory implementations (`Memory*`) live here for the native twin and tests, with null
-//! ones for when a store is not wanted. [`contract_tests`] checks any implementation.
+//! [`Platform`] bundles them: a twin implements it once, with one associated type per port, and
+//! hands it to [`crate::Relay`]. In-memory implementations (`Memory*`) live here for the native
+//! twin and tests, with null ones for when a store is not wanted; the KV-backed ones are in
+//! [`crate::kv`]. The `testing` feature's contract-test macros check any implementation.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -14,8 +16,13 @@ use core::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{HttpRequest, HttpResponse, TransportError};
+use crate::http::{HttpRequest, HttpResponse, TransportError};
 use crate::ids::AccessToken;
+#[cfg(feature = "std")]
+use crate::job::Job;
+use crate::memory::{HistoryLimits, Turn};
+#[cfg(feature = "std")]
+use crate::relay::Event;
 
 /// Performs one HTTP request. The only port that talks to the network.
 ///
@@ -30,10 +37,14 @@ pub trait HttpClient: Send + Sync {
     ) -> impl Future<Output = Result<HttpResponse, TransportError>> + Send;
 }
 
-/// The wall clock, in unix seconds.
+/// The wall clock.
 pub trait Clock: Send + Sync {
-    /// Now.
+    /// Now, in unix seconds.
     fn now_unix(&self) -> u64;
+    /// Now, in unix milliseconds, for durations the relay reports (the agent's latency).
+    fn now_millis(&self) -> u64 {
+        self.now_unix().saturating_mul(1000)
+    }
 }
 
 /// Timers. Native: `tokio::time::sleep`; Worker: `setTimeout` (workers-rs `Delay`).
@@ -81,7 +92,7 @@ impl CachedToken {
         Self {
             token,
             expires_at,
-            refresh_at: expires_at - crate::api::refresh_margin(expires_in),
+            refresh_at: expires_at - crate::wecom::api::refresh_margin(expires_in),
         }
     }
 
@@ -142,58 +153,9 @@ pub trait DedupStore: Send + Sync {
     fn release(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Who said a turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// The WeCom user.
-    User,
-    /// The agent.
-    Assistant,
-}
-
-/// One turn of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Turn {
-    /// Who said it.
-    pub role: Role,
-    /// What was said.
-    pub text: String,
-}
-
-/// Bounds on a stored conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistoryLimits {
-    /// At most this many turns are kept.
-    pub max_turns: usize,
-    /// At most this many bytes of text are kept.
-    pub max_bytes: usize,
-}
-
-impl Default for HistoryLimits {
-    fn default() -> Self {
-        Self {
-            max_turns: 20,
-            max_bytes: 32 * 1024,
-        }
-    }
-}
-
-/// Drops the oldest turns until `turns` fits `limits`. Every store applies this on append.
-pub fn trim_history(turns: &mut Vec<Turn>, limits: HistoryLimits) {
-    let mut bytes: usize = turns.iter().map(|t| t.text.len()).sum();
-    let mut drop = 0;
-    while drop < turns.len() && (turns.len() - drop > limits.max_turns || bytes > limits.max_bytes)
-    {
-        bytes -= turns[drop].text.len();
-        drop += 1;
-    }
-    turns.drain(..drop);
-}
-
 /// Conversation memory per scoped user (`ScopedUser::key`).
 ///
-/// Contract: `append` applies [`trim_history`] with the given limits; `load` returns turns in
+/// Contract: `append` applies [`crate::memory::trim_history`] with the given limits; `load` returns turns in
 /// order, oldest first. Concurrent appends for one user may be lost on eventually consistent
 /// backends; the relay processes one user's messages in order, so this needs no locking there.
 pub trait ConversationStore: Send + Sync {
@@ -208,6 +170,102 @@ pub trait ConversationStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Forgets the user's conversation.
     fn clear(&self, user: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Serialises token refreshes per key, so concurrent callers fetch one token, not many.
+///
+/// Contract: while a guard for a key is held, `lock` for the same key waits. Distinct keys do
+/// not wait on each other. The Worker needs none (a token fetched twice is only a cost).
+pub trait RefreshLock: Send + Sync {
+    /// Held while refreshing.
+    type Guard<'a>: Send
+    where
+        Self: 'a;
+    /// Waits for the key's lock.
+    fn lock<'a>(&'a self, key: &'a str) -> impl Future<Output = Self::Guard<'a>> + Send;
+}
+
+/// No serialisation.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoRefreshLock;
+
+impl RefreshLock for NoRefreshLock {
+    type Guard<'a> = ();
+    async fn lock<'a>(&'a self, _key: &'a str) {}
+}
+
+#[cfg(feature = "std")]
+/// Where accepted jobs go: a per-user task queue on native, a Cloudflare Queue or `waitUntil`
+/// on the Worker, a durable queue later. Whatever runs them calls [`crate::Relay::run_job`] (or
+/// [`crate::Relay::step_job`] once per delivery).
+///
+/// Contract: `Ok` means the job will run (or has been durably stored to run) even if the caller
+/// returns at once; `Err` means it will not, and the callback must not be acknowledged as
+/// processed.
+pub trait JobSink: Send + Sync {
+    /// Hands over one job.
+    fn submit(&self, job: Job) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+#[cfg(feature = "std")]
+/// The sink refused a job (shutting down, queue unavailable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkError(pub String);
+
+#[cfg(feature = "std")]
+/// Everything a relay needs from the machine it runs on, in one bundle: a twin implements this
+/// once and never names the core's internals.
+///
+/// `observe` is where the core's decisions become log lines and metrics: each [`Event`] has a
+/// level and a `Display` that is the line to write, the same on every twin.
+pub trait Platform: Send + Sync {
+    /// HTTP for WeCom's API and the agent.
+    type Http: HttpClient;
+    /// Access tokens.
+    type Tokens: TokenCache;
+    /// Dedup markers.
+    type Dedup: DedupStore;
+    /// Conversation memory.
+    type Conversations: ConversationStore;
+    /// Serialises token refreshes.
+    type Lock: RefreshLock;
+    /// The wall clock.
+    type Clock: Clock;
+    /// Timers.
+    type Sleeper: Sleeper;
+    /// Random bytes (retry jitter).
+    type Random: Random;
+    /// Where accepted jobs go.
+    type Sink: JobSink;
+
+    /// HTTP for WeCom's API, with the API timeout.
+    fn api_http(&self) -> &Self::Http;
+    /// HTTP for the agent, with the agent's timeout.
+    fn agent_http(&self) -> &Self::Http;
+    /// The token cache.
+    fn tokens(&self) -> &Self::Tokens;
+    /// The dedup store.
+    fn dedup(&self) -> &Self::Dedup;
+    /// The conversation store.
+    fn conversations(&self) -> &Self::Conversations;
+    /// The refresh lock.
+    fn refresh_lock(&self) -> &Self::Lock;
+    /// The clock.
+    fn clock(&self) -> &Self::Clock;
+    /// The timers.
+    fn sleeper(&self) -> &Self::Sleeper;
+    /// The random source.
+    fn random(&self) -> &Self::Random;
+    /// The job sink.
+    fn sink(&self) -> &Self::Sink;
+    /// Writes the event's line at its level and counts it. The default drops it.
+    fn observe(&self, event: &Event<'_>) {
+        let _ = event;
+    }
+    /// The metrics exposition served at `GET /metrics`, if this twin keeps metrics.
+    fn metrics(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A token cache that caches nothing: every call fetches.
@@ -241,6 +299,7 @@ pub use memory::{MemoryConversations, MemoryDedup, MemoryTokenCache};
 #[cfg(feature = "std")]
 mod memory {
     use super::*;
+    use crate::memory::trim_history;
     use std::collections::HashMap;
     use std::sync::Mutex;
 
@@ -339,163 +398,12 @@ mod memory {
     }
 }
 
-/// Contract tests every port implementation runs. `$block_on` drives a future to completion;
-/// `$make` builds a fresh store.
-///
-/// ```ignore
-/// wecom_relay_core::dedup_store_contract_tests!(MemoryDedup::default(), wecom_relay_core::testing::block_on);
-/// ```
-pub mod contract_tests {
-    /// Generates dedup-store contract tests in the calling module.
-    #[macro_export]
-    macro_rules! dedup_store_contract_tests {
-        ($make:expr, $block_on:path) => {
-            #[test]
-            fn dedup_claim_is_fresh_once_then_duplicate_until_ttl() {
-                use $crate::ports::{Claim, DedupStore};
-                let store = $make;
-                $block_on(async {
-                    assert_eq!(store.claim("k", 1000, 60).await.unwrap(), Claim::Fresh);
-                    assert_eq!(store.claim("k", 1001, 60).await.unwrap(), Claim::Duplicate);
-                    assert_eq!(store.claim("k", 1059, 60).await.unwrap(), Claim::Duplicate);
-                    assert_eq!(store.claim("other", 1001, 60).await.unwrap(), Claim::Fresh);
-                    assert_eq!(store.claim("k", 1061, 60).await.unwrap(), Claim::Fresh);
-                });
-            }
-
-            #[test]
-            fn dedup_release_lets_the_retry_through() {
-                use $crate::ports::{Claim, DedupStore};
-                let store = $make;
-                $block_on(async {
-                    assert_eq!(store.claim("k", 1, 600).await.unwrap(), Claim::Fresh);
-                    store.release("k").await.unwrap();
-                    assert_eq!(store.claim("k", 2, 600).await.unwrap(), Claim::Fresh);
-                    store.release("never-claimed").await.unwrap();
-                });
-            }
-        };
-    }
-
-    /// Generates token-cache contract tests in the calling module.
-    #[macro_export]
-    macro_rules! token_cache_contract_tests {
-        ($make:expr, $block_on:path) => {
-            #[test]
-            fn token_cache_keeps_tokens_per_app_until_expiry() {
-                use $crate::ids::AccessToken;
-                use $crate::ports::{CachedToken, TokenCache};
-                let cache = $make;
-                $block_on(async {
-                    let a = CachedToken::new(AccessToken::new("A"), 1000, 7200);
-                    let b = CachedToken::new(AccessToken::new("B"), 1800, 7200);
-                    assert!(cache.get("app-a", 1000).await.is_none());
-                    cache.put("app-a", a.clone(), 1000).await;
-                    cache.put("app-b", b.clone(), 1000).await;
-                    assert_eq!(cache.get("app-a", 1000).await, Some(a.clone()));
-                    assert_eq!(cache.get("app-b", 1000).await, Some(b));
-                    assert!(
-                        cache.get("app-a", 8200).await.is_none(),
-                        "expired token returned"
-                    );
-                });
-            }
-
-            #[test]
-            fn token_cache_invalidate_spares_a_newer_token() {
-                use $crate::ids::AccessToken;
-                use $crate::ports::{CachedToken, TokenCache};
-                let cache = $make;
-                $block_on(async {
-                    let old = CachedToken::new(AccessToken::new("OLD"), 1000, 7200);
-                    let new = CachedToken::new(AccessToken::new("NEW"), 1800, 7200);
-                    cache.put("app", old.clone(), 1000).await;
-                    cache.put("app", new.clone(), 1001).await;
-                    cache.invalidate("app", &old.token).await;
-                    assert_eq!(cache.get("app", 1002).await, Some(new.clone()));
-                    cache.invalidate("app", &new.token).await;
-                    assert!(cache.get("app", 1002).await.is_none());
-                });
-            }
-        };
-    }
-
-    /// Generates conversation-store contract tests in the calling module.
-    #[macro_export]
-    macro_rules! conversation_store_contract_tests {
-        ($make:expr, $block_on:path) => {
-            #[test]
-            fn conversations_append_in_order_trim_and_clear() {
-                use $crate::ports::{ConversationStore, HistoryLimits, Role, Turn};
-                let store = $make;
-                let t = |role, text: &str| Turn {
-                    role,
-                    text: text.into(),
-                };
-                let limits = HistoryLimits {
-                    max_turns: 3,
-                    max_bytes: 1000,
-                };
-                $block_on(async {
-                    store
-                        .append(
-                            "c:u",
-                            ::std::vec![t(Role::User, "1"), t(Role::Assistant, "2")],
-                            limits,
-                        )
-                        .await
-                        .unwrap();
-                    store
-                        .append(
-                            "c:u",
-                            ::std::vec![t(Role::User, "3"), t(Role::Assistant, "4")],
-                            limits,
-                        )
-                        .await
-                        .unwrap();
-                    let texts: ::std::vec::Vec<::std::string::String> = store
-                        .load("c:u")
-                        .await
-                        .unwrap()
-                        .into_iter()
-                        .map(|t| t.text)
-                        .collect();
-                    assert_eq!(texts, ["2", "3", "4"]);
-                    assert!(store.load("c:other").await.unwrap().is_empty());
-                    store.clear("c:u").await.unwrap();
-                    assert!(store.load("c:u").await.unwrap().is_empty());
-                    let small = HistoryLimits {
-                        max_turns: 10,
-                        max_bytes: 5,
-                    };
-                    store
-                        .append(
-                            "c:v",
-                            ::std::vec![t(Role::User, "abc"), t(Role::Assistant, "defg")],
-                            small,
-                        )
-                        .await
-                        .unwrap();
-                    let texts: ::std::vec::Vec<::std::string::String> = store
-                        .load("c:v")
-                        .await
-                        .unwrap()
-                        .into_iter()
-                        .map(|t| t.text)
-                        .collect();
-                    assert_eq!(texts, ["defg"]);
-                });
-            }
-        };
-    }
-}
-
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
-    #[allow(unused_imports)]
-    use crate::test_support::*;
     use crate::testing::block_on;
+    #[allow(unused_imports)]
+    use crate::testing::*;
     use alloc::string::ToString;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -517,32 +425,6 @@ mod tests {
         #[cfg(target_arch = "wasm32")]
         use wasm_bindgen_test::wasm_bindgen_test as test;
         crate::conversation_store_contract_tests!(MemoryConversations::default(), block_on);
-    }
-
-    #[test]
-    fn trim_keeps_the_newest() {
-        let mut turns: Vec<Turn> = (0..10)
-            .map(|i| Turn {
-                role: Role::User,
-                text: i.to_string(),
-            })
-            .collect();
-        trim_history(
-            &mut turns,
-            HistoryLimits {
-                max_turns: 4,
-                max_bytes: 100,
-            },
-        );
-        assert_eq!(turns.first().unwrap().text, "6");
-        trim_history(
-            &mut turns,
-            HistoryLimits {
-                max_turns: 4,
-                max_bytes: 0,
-            },
-        );
-        assert!(turns.is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use alloc::format;
 use alloc::string::String;
 
-use crate::app::ConfigError;
+use crate::apps::ConfigError;
 use crate::xml::{Message, MessageBody};
 
 /// The replay settings.
@@ -125,7 +125,7 @@ pub fn dedup_key(msg: &Message) -> String {
 mod tests {
     use super::*;
     #[allow(unused_imports)]
-    use crate::test_support::*;
+    use crate::testing::*;
     use crate::xml::{parse_message, Event};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;

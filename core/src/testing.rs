@@ -1,5 +1,7 @@
-//! A deterministic harness for tests: a fixed clock, seeded randomness, and scripted HTTP that
-//! records every request. Nothing here is for production.
+//! Test support, behind the `testing` feature: a deterministic harness (fixed clock, seeded
+//! randomness, scripted HTTP that records every request, a whole [`TestPlatform`]), the
+//! contract tests every port implementation runs, and Tencent's official vectors. Nothing here
+//! is for production.
 
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -9,8 +11,15 @@ use core::future::Future;
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::api::{HttpRequest, HttpResponse, TransportError};
-use crate::ports::{Clock, HttpClient, Random};
+use serde::Deserialize;
+
+use crate::http::{HttpRequest, HttpResponse, TransportError};
+use crate::job::Job;
+use crate::ports::{
+    Clock, HttpClient, JobSink, MemoryConversations, MemoryDedup, MemoryTokenCache, NoRefreshLock,
+    Platform, Random, SinkError,
+};
+use crate::relay::{Event, Level};
 
 /// Drives a future to completion on this thread. For futures that never wait on real I/O
 /// (the in-memory ports and the scripted HTTP client), which complete on first poll or soon.
@@ -191,12 +200,354 @@ impl HttpClient for ScriptedHttp {
     }
 }
 
+/// Tencent's official vectors (`core/tests/vectors/`), the one loader every test uses.
+pub fn vectors() -> Vec<VectorSet> {
+    const TEXT: &str = include_str!("../tests/vectors/wecom-official.json");
+    let file: VectorFile = serde_json::from_str(TEXT).expect("the vectors file parses");
+    assert!(!file.sets.is_empty(), "the vectors file has sets");
+    file.sets
+}
+
+/// The vectors file.
+#[derive(Debug, Deserialize)]
+struct VectorFile {
+    sets: Vec<VectorSet>,
+}
+
+/// One official sample: an app's settings, a URL verification and a callback.
+#[derive(Debug, Clone, Deserialize)]
+#[allow(missing_docs)]
+pub struct VectorSet {
+    pub name: String,
+    pub token: String,
+    pub encoding_aes_key: String,
+    pub corp_id: String,
+    pub agent_id: String,
+    pub verify_url: VerifyVector,
+    pub callback: CallbackVector,
+}
+
+/// A URL verification `GET` and its expected echo.
+#[derive(Debug, Clone, Deserialize)]
+#[allow(missing_docs)]
+pub struct VerifyVector {
+    pub msg_signature: String,
+    pub timestamp: String,
+    pub nonce: String,
+    pub echostr: String,
+    pub query: String,
+    pub expected_body: String,
+    pub pad_len: usize,
+}
+
+/// A callback `POST` and its expected plaintext.
+#[derive(Debug, Clone, Deserialize)]
+#[allow(missing_docs)]
+pub struct CallbackVector {
+    pub msg_signature: String,
+    pub timestamp: String,
+    pub nonce: String,
+    pub query: String,
+    pub body: String,
+    pub expected_plaintext: String,
+    pub pad_len: usize,
+}
+
+/// A job sink that keeps what it is given, or refuses everything once closed.
+#[derive(Debug, Default)]
+pub struct RecordingSink {
+    jobs: Mutex<Vec<Job>>,
+    closed: core::sync::atomic::AtomicBool,
+}
+
+impl RecordingSink {
+    /// The jobs submitted so far, and forgets them.
+    pub fn take(&self) -> Vec<Job> {
+        core::mem::take(&mut *self.jobs.lock().unwrap())
+    }
+
+    /// Refuse every job from now on.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+impl JobSink for RecordingSink {
+    async fn submit(&self, job: Job) -> Result<(), SinkError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(SinkError("closed".into()));
+        }
+        self.jobs.lock().unwrap().push(job);
+        Ok(())
+    }
+}
+
+/// A whole platform of deterministic parts: scripted HTTP (one script for WeCom and the
+/// agent), in-memory stores, a fixed clock, timers that never fire unless told, seeded
+/// randomness, a recording sink, and every observed event kept as `(level, line)`.
+pub struct TestPlatform {
+    /// HTTP for WeCom and the agent.
+    pub http: ScriptedHttp,
+    /// Tokens.
+    pub tokens: MemoryTokenCache,
+    /// Dedup markers.
+    pub dedup: MemoryDedup,
+    /// Conversations.
+    pub conversations: MemoryConversations,
+    /// The clock.
+    pub clock: FixedClock,
+    /// Timers.
+    pub sleeper: InstantSleeper,
+    /// Randomness.
+    pub random: SeededRandom,
+    /// Accepted jobs.
+    pub sink: RecordingSink,
+    /// Whether `/metrics` has something to serve.
+    pub metrics: Option<String>,
+    events: Mutex<Vec<(Level, String)>>,
+}
+
+impl TestPlatform {
+    /// A platform at unix time `now` whose timers fire at once.
+    pub fn at(now: u64) -> Self {
+        Self {
+            http: ScriptedHttp::new(),
+            tokens: MemoryTokenCache::default(),
+            dedup: MemoryDedup::default(),
+            conversations: MemoryConversations::default(),
+            clock: FixedClock::at(now),
+            sleeper: InstantSleeper::immediate(),
+            random: SeededRandom::new(7),
+            sink: RecordingSink::default(),
+            metrics: None,
+            events: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The lines observed so far, with their levels.
+    pub fn events(&self) -> Vec<(Level, String)> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// The lines observed so far that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|(_, line)| line.contains(needle))
+            .map(|(_, line)| line)
+            .collect()
+    }
+}
+
+impl Platform for TestPlatform {
+    type Http = ScriptedHttp;
+    type Tokens = MemoryTokenCache;
+    type Dedup = MemoryDedup;
+    type Conversations = MemoryConversations;
+    type Lock = NoRefreshLock;
+    type Clock = FixedClock;
+    type Sleeper = InstantSleeper;
+    type Random = SeededRandom;
+    type Sink = RecordingSink;
+
+    fn api_http(&self) -> &ScriptedHttp {
+        &self.http
+    }
+    fn agent_http(&self) -> &ScriptedHttp {
+        &self.http
+    }
+    fn tokens(&self) -> &MemoryTokenCache {
+        &self.tokens
+    }
+    fn dedup(&self) -> &MemoryDedup {
+        &self.dedup
+    }
+    fn conversations(&self) -> &MemoryConversations {
+        &self.conversations
+    }
+    fn refresh_lock(&self) -> &NoRefreshLock {
+        &NoRefreshLock
+    }
+    fn clock(&self) -> &FixedClock {
+        &self.clock
+    }
+    fn sleeper(&self) -> &InstantSleeper {
+        &self.sleeper
+    }
+    fn random(&self) -> &SeededRandom {
+        &self.random
+    }
+    fn sink(&self) -> &RecordingSink {
+        &self.sink
+    }
+    fn observe(&self, event: &Event<'_>) {
+        use alloc::string::ToString;
+        self.events
+            .lock()
+            .unwrap()
+            .push((event.level(), event.to_string()));
+    }
+    fn metrics(&self) -> Option<String> {
+        self.metrics.clone()
+    }
+}
+
+/// Contract tests every port implementation runs. `$block_on` drives a future to completion;
+/// `$make` builds a fresh store.
+///
+/// ```ignore
+/// wecom_relay_core::dedup_store_contract_tests!(MemoryDedup::default(), wecom_relay_core::testing::block_on);
+/// ```
+pub mod contract_tests {
+    /// Generates dedup-store contract tests in the calling module.
+    #[macro_export]
+    macro_rules! dedup_store_contract_tests {
+        ($make:expr, $block_on:path) => {
+            #[test]
+            fn dedup_claim_is_fresh_once_then_duplicate_until_ttl() {
+                use $crate::ports::{Claim, DedupStore};
+                let store = $make;
+                $block_on(async {
+                    assert_eq!(store.claim("k", 1000, 60).await.unwrap(), Claim::Fresh);
+                    assert_eq!(store.claim("k", 1001, 60).await.unwrap(), Claim::Duplicate);
+                    assert_eq!(store.claim("k", 1059, 60).await.unwrap(), Claim::Duplicate);
+                    assert_eq!(store.claim("other", 1001, 60).await.unwrap(), Claim::Fresh);
+                    assert_eq!(store.claim("k", 1061, 60).await.unwrap(), Claim::Fresh);
+                });
+            }
+
+            #[test]
+            fn dedup_release_lets_the_retry_through() {
+                use $crate::ports::{Claim, DedupStore};
+                let store = $make;
+                $block_on(async {
+                    assert_eq!(store.claim("k", 1, 600).await.unwrap(), Claim::Fresh);
+                    store.release("k").await.unwrap();
+                    assert_eq!(store.claim("k", 2, 600).await.unwrap(), Claim::Fresh);
+                    store.release("never-claimed").await.unwrap();
+                });
+            }
+        };
+    }
+
+    /// Generates token-cache contract tests in the calling module.
+    #[macro_export]
+    macro_rules! token_cache_contract_tests {
+        ($make:expr, $block_on:path) => {
+            #[test]
+            fn token_cache_keeps_tokens_per_app_until_expiry() {
+                use $crate::ids::AccessToken;
+                use $crate::ports::{CachedToken, TokenCache};
+                let cache = $make;
+                $block_on(async {
+                    let a = CachedToken::new(AccessToken::new("A"), 1000, 7200);
+                    let b = CachedToken::new(AccessToken::new("B"), 1800, 7200);
+                    assert!(cache.get("app-a", 1000).await.is_none());
+                    cache.put("app-a", a.clone(), 1000).await;
+                    cache.put("app-b", b.clone(), 1000).await;
+                    assert_eq!(cache.get("app-a", 1000).await, Some(a.clone()));
+                    assert_eq!(cache.get("app-b", 1000).await, Some(b));
+                    assert!(
+                        cache.get("app-a", 8200).await.is_none(),
+                        "expired token returned"
+                    );
+                });
+            }
+
+            #[test]
+            fn token_cache_invalidate_spares_a_newer_token() {
+                use $crate::ids::AccessToken;
+                use $crate::ports::{CachedToken, TokenCache};
+                let cache = $make;
+                $block_on(async {
+                    let old = CachedToken::new(AccessToken::new("OLD"), 1000, 7200);
+                    let new = CachedToken::new(AccessToken::new("NEW"), 1800, 7200);
+                    cache.put("app", old.clone(), 1000).await;
+                    cache.put("app", new.clone(), 1001).await;
+                    cache.invalidate("app", &old.token).await;
+                    assert_eq!(cache.get("app", 1002).await, Some(new.clone()));
+                    cache.invalidate("app", &new.token).await;
+                    assert!(cache.get("app", 1002).await.is_none());
+                });
+            }
+        };
+    }
+
+    /// Generates conversation-store contract tests in the calling module.
+    #[macro_export]
+    macro_rules! conversation_store_contract_tests {
+        ($make:expr, $block_on:path) => {
+            #[test]
+            fn conversations_append_in_order_trim_and_clear() {
+                use $crate::memory::{HistoryLimits, Role, Turn};
+                use $crate::ports::ConversationStore;
+                let store = $make;
+                let t = |role, text: &str| Turn {
+                    role,
+                    text: text.into(),
+                };
+                let limits = HistoryLimits {
+                    max_turns: 3,
+                    max_bytes: 1000,
+                };
+                $block_on(async {
+                    store
+                        .append(
+                            "c:u",
+                            ::std::vec![t(Role::User, "1"), t(Role::Assistant, "2")],
+                            limits,
+                        )
+                        .await
+                        .unwrap();
+                    store
+                        .append(
+                            "c:u",
+                            ::std::vec![t(Role::User, "3"), t(Role::Assistant, "4")],
+                            limits,
+                        )
+                        .await
+                        .unwrap();
+                    let texts: ::std::vec::Vec<::std::string::String> = store
+                        .load("c:u")
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|t| t.text)
+                        .collect();
+                    assert_eq!(texts, ["2", "3", "4"]);
+                    assert!(store.load("c:other").await.unwrap().is_empty());
+                    store.clear("c:u").await.unwrap();
+                    assert!(store.load("c:u").await.unwrap().is_empty());
+                    let small = HistoryLimits {
+                        max_turns: 10,
+                        max_bytes: 5,
+                    };
+                    store
+                        .append(
+                            "c:v",
+                            ::std::vec![t(Role::User, "abc"), t(Role::Assistant, "defg")],
+                            small,
+                        )
+                        .await
+                        .unwrap();
+                    let texts: ::std::vec::Vec<::std::string::String> = store
+                        .load("c:v")
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|t| t.text)
+                        .collect();
+                    assert_eq!(texts, ["defg"]);
+                });
+            }
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Body, Method};
-    #[allow(unused_imports)]
-    use crate::test_support::*;
+    use crate::http::{Body, Method};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

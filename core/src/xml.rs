@@ -538,7 +538,7 @@ pub fn callback_envelope_xml(corp_id: &str, encrypt: &str, agent_id: &str) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::*;
+    use crate::testing::*;
     use alloc::format;
     use alloc::vec;
     #[cfg(target_arch = "wasm32")]
@@ -553,7 +553,7 @@ mod tests {
 
     #[test]
     fn official_plaintexts_parse() {
-        for set in vector_sets() {
+        for set in vectors() {
             let env = parse_envelope(&set.callback.body).unwrap();
             assert_eq!(env.to_user_name.as_deref(), Some(set.corp_id.as_str()));
             assert_eq!(env.agent_id.as_deref(), Some(set.agent_id.as_str()));
@@ -561,7 +561,7 @@ mod tests {
             assert_eq!(msg.to_user_name, set.corp_id);
             assert!(matches!(msg.body, MessageBody::Text { .. }));
         }
-        let msg = parse_message(&vector_sets()[0].callback.expected_plaintext).unwrap();
+        let msg = parse_message(&vectors()[0].callback.expected_plaintext).unwrap();
         assert_eq!(msg.from_user_name, "ChenJiaShun");
         assert_eq!(msg.create_time, 1476422779);
         assert_eq!(msg.msg_id.as_deref(), Some("1456453720"));

@@ -7,9 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use wecom_relay_core::agent::{AgentSettings, RawAgentSettings};
-use wecom_relay_core::app::ConfigError;
-use wecom_relay_core::settings::{RawSettings, Settings};
+use wecom_relay_core::{AgentSettings, ConfigError, RawAgentSettings, RawSettings, Settings};
 
 /// Native-only runtime settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -205,7 +203,7 @@ agent:
         let (raw, agent, runtime) = parse_yaml(&yaml).unwrap();
         assert_eq!(
             agent.resolve().unwrap().backend,
-            wecom_relay_core::agent::Backend::Echo
+            wecom_relay_core::config::Backend::Echo
         );
         assert_eq!(runtime, RuntimeConfig::default());
         let s = raw.resolve().unwrap();

@@ -6,18 +6,18 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use wecom_relay_core::crypto::MsgCrypt;
 use wecom_relay_core::ports::{Clock, Random};
-use wecom_relay_core::settings::RawSettings;
-use wecom_relay_core::split::split_for_wecom;
+use wecom_relay_core::wecom::split::split_for_wecom;
 use wecom_relay_core::xml::callback_envelope_xml;
+use wecom_relay_core::{AgentSettings, RawSettings};
+use wecom_relay_standin::wecom::{Standin, StandinApp};
 
 use crate::config::RuntimeConfig;
-use crate::platform::{OsRandom, SystemClock};
-use crate::relay::Relay;
-use crate::server;
-use crate::standin::{Standin, StandinApp};
-use wecom_relay_core::agent::AgentSettings;
+use crate::http;
+use crate::ports::{OsRandom, SystemClock};
 
 /// The demo app's settings: public, for the demo only.
 pub const DEMO_CORP_ID: &str = "wwdemo0123456789ab";
@@ -69,10 +69,15 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     }
     let settings = raw.resolve()?;
     let path = settings.path.clone();
-    let relay = Relay::new(settings, AgentSettings::default(), RuntimeConfig::default());
+    let relay = crate::start(
+        settings,
+        AgentSettings::default(),
+        &RuntimeConfig::default(),
+        Arc::new(SystemClock),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let router = server::app(relay.clone());
+    let router = http::app(relay.clone());
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
@@ -172,7 +177,7 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     // alice's echo, bob's in parts, mallory's deny notice; the retry adds nothing.
     let expected = 1 + split_for_wecom(&long).len() + 1;
     for _ in 0..50 {
-        if standin.standin.messages().len() >= expected && relay.queue_depth() == 0 {
+        if standin.standin.messages().len() >= expected && relay.platform().jobs().depth() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -228,7 +233,11 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     println!();
     println!("Next: put your app's settings in config.yaml (or WECOM_CALLBACK_* variables) and run `wecom-relay serve`.");
 
-    relay.shutdown(Duration::from_secs(5)).await;
+    relay
+        .platform()
+        .jobs()
+        .shutdown(Duration::from_secs(5))
+        .await;
     server.abort();
     Ok(ok)
 }

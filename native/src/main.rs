@@ -1,12 +1,16 @@
 //! `wecom-relay`: serve WeCom callbacks, or run the self-contained demo.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing::{error, info};
-use wecom_relay::{config, demo, logging, relay::Relay, server};
+use tracing_subscriber::EnvFilter;
+use wecom_relay::ports::SystemClock;
+use wecom_relay::{config, http};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +32,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Run a self-contained demo: a local WeCom stand-in, the relay and the echo agent.
+    #[cfg(feature = "demo")]
     Demo,
 }
 
@@ -45,12 +50,13 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(config)),
+        #[cfg(feature = "demo")]
         Command::Demo => {
             if std::env::var_os("RUST_LOG").is_none() {
                 std::env::set_var("RUST_LOG", "wecom_relay=info,warn");
             }
-            logging::init_to("text", true);
-            match runtime.block_on(demo::run()) {
+            init_logging("text", true);
+            match runtime.block_on(wecom_relay::demo::run()) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => {
                     eprintln!("the demo did not behave as expected");
@@ -74,7 +80,7 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(&cfg.runtime.log_format);
+    init_logging(&cfg.runtime.log_format, false);
     let addr = format!("{}:{}", cfg.settings.host, cfg.settings.port);
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
@@ -99,12 +105,12 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
     );
     let drain = Duration::from_secs(cfg.runtime.drain_timeout_secs);
     info!(agent = ?cfg.agent.backend, "agent");
-    let relay = Relay::new(cfg.settings, cfg.agent, cfg.runtime);
-    let result = axum::serve(listener, server::app(relay.clone()))
+    let relay = wecom_relay::start(cfg.settings, cfg.agent, &cfg.runtime, Arc::new(SystemClock));
+    let result = axum::serve(listener, http::app(relay.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     info!("intake stopped, draining in-flight work");
-    relay.shutdown(drain).await;
+    relay.platform().jobs().shutdown(drain).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -133,4 +139,31 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// Structured logs through `tracing`, to stderr (stdout for the demo, whose steps interleave
+/// with them): human-readable text by default, JSON on request; `RUST_LOG` filters (default
+/// `info`). The lines are the core's events, which never carry a secret or message text.
+fn init_logging(format: &str, stdout: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = if stdout {
+        std::io::stdout().is_terminal()
+    } else {
+        std::io::stderr().is_terminal()
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            if stdout {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(std::io::stderr())
+            }
+        });
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -1,4 +1,4 @@
-//! Prometheus metrics, served as text on `GET /metrics`.
+//! Prometheus metrics, served as text on `GET /metrics`: the core's events, counted.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use wecom_relay_core::Event;
 
 /// Label: what became of a callback.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -140,6 +141,29 @@ impl Metrics {
     /// Records how long the agent took.
     pub fn agent_latency(&self, secs: f64) {
         self.agent_latency.observe(secs);
+    }
+
+    /// Counts what an event says.
+    pub fn record(&self, event: &Event<'_>) {
+        match event {
+            Event::Verified { .. } => self.callback("verified"),
+            Event::VerifyRefused(rejection) => self.callback(rejection.outcome()),
+            Event::Callback(outcome) => self.callback(outcome.label()),
+            Event::Job(report) => {
+                self.replies("sent", "0", report.parts_sent as u64);
+                if let Some(label) = report.failure_label() {
+                    self.replies("failed", &label, 1);
+                }
+            }
+            Event::SendDone { parts, .. } => self.replies("sent", "0", *parts as u64),
+            Event::SendFailed { sent, .. } => self.replies("sent", "0", *sent as u64),
+            Event::TokenFetched { ok } => self.token_refresh(*ok),
+            Event::AgentAnswered { millis } => self.agent_latency(*millis as f64 / 1000.0),
+            Event::Retrying { .. }
+            | Event::SendRefused { .. }
+            | Event::Unrouted { .. }
+            | Event::Misconfigured(_) => {}
+        }
     }
 
     /// The Prometheus text exposition.

@@ -7,58 +7,20 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use serde::Deserialize;
 use tower::ServiceExt;
 use wecom_relay::config::RuntimeConfig;
-use wecom_relay::relay::Relay;
-use wecom_relay::server::app;
-use wecom_relay::standin::{Standin, StandinApp};
-use wecom_relay_core::agent::AgentSettings;
-use wecom_relay_core::settings::RawSettings;
-use wecom_relay_core::testing::FixedClock;
-
-#[derive(Deserialize)]
-struct Vectors {
-    sets: Vec<Set>,
-}
-
-#[derive(Deserialize)]
-struct Set {
-    token: String,
-    encoding_aes_key: String,
-    corp_id: String,
-    agent_id: String,
-    verify_url: Verify,
-    callback: Callback,
-}
-
-#[derive(Deserialize)]
-struct Verify {
-    query: String,
-    expected_body: String,
-}
-
-#[derive(Deserialize)]
-struct Callback {
-    query: String,
-    timestamp: String,
-    body: String,
-}
-
-fn vectors() -> Vec<Set> {
-    let text = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/wecom-official.json"
-    ));
-    serde_json::from_str::<Vectors>(text).unwrap().sets
-}
+use wecom_relay::http::app;
+use wecom_relay::NativeRelay;
+use wecom_relay_core::testing::{vectors, FixedClock, VectorSet};
+use wecom_relay_core::{AgentSettings, RawSettings};
+use wecom_relay_standin::wecom::{RunningStandin, Standin, StandinApp};
 
 struct Fixture {
     router: Router,
-    relay: Arc<Relay>,
+    relay: Arc<NativeRelay>,
     clock: Arc<FixedClock>,
-    sets: Vec<Set>,
-    _standin: wecom_relay::standin::RunningStandin,
+    sets: Vec<VectorSet>,
+    _standin: RunningStandin,
 }
 
 async fn fixture(allowed: &str) -> Fixture {
@@ -92,10 +54,10 @@ async fn fixture(allowed: &str) -> Fixture {
     raw.set("allowed_users", allowed.into()).unwrap();
     let settings = raw.resolve().unwrap();
     let clock = Arc::new(FixedClock::at(sets[0].callback.timestamp.parse().unwrap()));
-    let relay = Relay::with_clock(
+    let relay = wecom_relay::start(
         settings,
         AgentSettings::default(),
-        RuntimeConfig::default(),
+        &RuntimeConfig::default(),
         clock.clone(),
     );
     Fixture {
@@ -226,7 +188,13 @@ async fn callbacks_are_acknowledged_or_refused_with_the_right_status() {
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }
-    assert!(f.relay.shutdown(Duration::from_secs(5)).await);
+    assert!(
+        f.relay
+            .platform()
+            .jobs()
+            .shutdown(Duration::from_secs(5))
+            .await
+    );
 }
 
 #[tokio::test]
@@ -257,7 +225,7 @@ async fn denied_users_get_nothing_processed() {
         send(&f.router, post(&uri, set.callback.body.clone())).await,
         (StatusCode::OK, "success".into())
     );
-    assert_eq!(f.relay.queue_depth(), 0);
+    assert_eq!(f.relay.platform().jobs().depth(), 0);
     let (_, metrics) = send(&f.router, get("/metrics")).await;
     assert!(
         metrics.contains("wecom_relay_callbacks_total{outcome=\"denied\"} 1"),
@@ -268,7 +236,13 @@ async fn denied_users_get_nothing_processed() {
 #[tokio::test]
 async fn after_shutdown_a_callback_is_left_for_wecom_to_retry() {
     let f = fixture("ChenJiaShun").await;
-    assert!(f.relay.shutdown(Duration::from_secs(1)).await);
+    assert!(
+        f.relay
+            .platform()
+            .jobs()
+            .shutdown(Duration::from_secs(1))
+            .await
+    );
     let set = &f.sets[0];
     let uri = format!("/wecom/callback?{}", set.callback.query);
     assert_eq!(
@@ -281,4 +255,41 @@ async fn after_shutdown_a_callback_is_left_for_wecom_to_retry() {
     let (_, metrics) = send(&f.router, get("/metrics")).await;
     assert!(metrics.contains("outcome=\"not_queued\""));
     assert!(metrics.contains("outcome=\"accepted\"} 0"), "{metrics}");
+}
+
+#[tokio::test]
+async fn the_core_routes_every_request_and_caps_every_body() {
+    let f = fixture("").await;
+    let put = Request::put("/health").body(Body::empty()).unwrap();
+    let resp = f.router.clone().oneshot(put).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()["allow"], "GET");
+    assert_eq!(
+        send(&f.router, get("/no/such/route")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let delete = Request::delete("/wecom/callback")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        send(&f.router, delete).await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    // Announced larger than the cap: refused before a byte of the body is read (this body
+    // would never end).
+    let endless = Body::from_stream(futures_util::stream::pending::<
+        Result<Vec<u8>, std::io::Error>,
+    >());
+    let announced = Request::post(format!("/wecom/callback?{}", f.sets[0].callback.query))
+        .header("content-length", (10 * 1024 * 1024).to_string())
+        .body(endless)
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), f.router.clone().oneshot(announced))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // The send API has the same cap.
+    let big = post("/api/send", "x".repeat(64 * 1024 + 1));
+    assert_eq!(send(&f.router, big).await.0, StatusCode::PAYLOAD_TOO_LARGE);
 }

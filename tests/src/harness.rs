@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wecom_relay::standin::{Delivered, RunningStandin, Standin, StandinApp};
+use wecom_relay_standin::wecom::{Delivered, RunningStandin, Standin, StandinApp};
 
 use crate::peer::PeerApp;
 

@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wecom_relay::openai_standin::{ChatFault, OpenAiStandin, RunningOpenAi};
-use wecom_relay_core::agent::{APOLOGY_TEXT, HELP_TEXT, RESET_TEXT, THINKING_TEXT};
+use wecom_relay_core::relay::{APOLOGY_TEXT, HELP_TEXT, RESET_TEXT, THINKING_TEXT};
+use wecom_relay_standin::openai::{ChatFault, OpenAiStandin, RunningOpenAi};
 use wecom_relay_tests::harness::{free_port, now, text_xml, AppSpec, Running, Scenario, Twin};
 use wecom_relay_tests::peer::{python, WechatpyPeer};
 

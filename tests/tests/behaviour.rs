@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use wecom_relay_core::split::split_for_wecom;
+use wecom_relay_core::testing::vectors;
+use wecom_relay_core::wecom::split::split_for_wecom;
 use wecom_relay_core::xml::parse_message;
 use wecom_relay_tests::harness::{now, text_xml, AppSpec, Running, Scenario, Twin};
 use wecom_relay_tests::peer::{EncryptedCallback, WechatpyPeer};
@@ -37,41 +37,9 @@ fn callback(
     peer.encrypt_callback(&app.peer(), &xml, &ts.to_string(), &format!("n{msg_id}"))
 }
 
-#[derive(Deserialize)]
-struct Vectors {
-    sets: Vec<Set>,
-}
-
-#[derive(Deserialize)]
-struct Set {
-    token: String,
-    encoding_aes_key: String,
-    corp_id: String,
-    agent_id: String,
-    verify_url: Verify,
-    callback: Callback,
-}
-
-#[derive(Deserialize)]
-struct Verify {
-    query: String,
-    expected_body: String,
-}
-
-#[derive(Deserialize)]
-struct Callback {
-    query: String,
-    body: String,
-    expected_plaintext: String,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_vectors_over_a_real_socket() {
-    let text = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/wecom-official.json"
-    ));
-    let sets = serde_json::from_str::<Vectors>(text).unwrap().sets;
+    let sets = vectors();
     for twin in Twin::selected() {
         let apps = sets
             .iter()
@@ -398,7 +366,7 @@ async fn sigterm_stops_intake_and_drains_accepted_work() {
     let mut r = Running::start(Twin::Native, Scenario::new(vec![a.clone()])).await;
     let mut peer = WechatpyPeer::start();
     // Hold the reply back: WeCom is busy for the first attempts, so the job is in flight.
-    r.standin.standin.inject(wecom_relay::standin::Fault {
+    r.standin.standin.inject(wecom_relay_standin::wecom::Fault {
         path: "/cgi-bin/message/send".into(),
         errcode: -1,
         errmsg: "system busy".into(),
@@ -434,7 +402,7 @@ async fn one_users_messages_are_answered_in_arrival_order() {
         let r = Running::start(twin, Scenario::new(vec![a.clone()])).await;
         let mut peer = WechatpyPeer::start();
         // WeCom is slow to take alice's first reply; her later ones must wait for it.
-        r.standin.standin.inject(wecom_relay::standin::Fault {
+        r.standin.standin.inject(wecom_relay_standin::wecom::Fault {
             path: "/cgi-bin/message/send".into(),
             errcode: 0,
             errmsg: String::new(),
@@ -485,7 +453,7 @@ async fn concurrent_first_messages_fetch_one_token() {
         let a = AppSpec::new("a", "wwcorpA", 1000002, 'a', &refs);
         let r = Running::start(twin, Scenario::new(vec![a.clone()])).await;
         // Slow token endpoint: every job finds the cache empty at once.
-        r.standin.standin.inject(wecom_relay::standin::Fault {
+        r.standin.standin.inject(wecom_relay_standin::wecom::Fault {
             path: "/cgi-bin/gettoken".into(),
             errcode: 0,
             errmsg: String::new(),
@@ -602,7 +570,7 @@ async fn a_failure_mid_reply_resumes_without_resending_parts() {
         let a = AppSpec::new("a", "wwcorpA", 1000002, 'a', &["alice"]);
         let r = Running::start(twin, Scenario::new(vec![a.clone()])).await;
         // The second part meets "system busy" once.
-        r.standin.standin.inject(wecom_relay::standin::Fault {
+        r.standin.standin.inject(wecom_relay_standin::wecom::Fault {
             path: "/cgi-bin/message/send".into(),
             errcode: -1,
             errmsg: "system busy".into(),

@@ -1,7 +1,7 @@
 //! Interop with a real peer: wechatpy (PyPI, 1.8.18) encrypts what the core must decrypt, and
 //! decrypts what the core encrypts. Random payloads cover every pad length and non-ASCII text.
 
-use wecom_relay_core::app::{AppConfig, Apps, SignedQuery};
+use wecom_relay_core::apps::{AppConfig, Apps, SignedQuery};
 use wecom_relay_core::crypto::MsgCrypt;
 use wecom_relay_core::ports::Random;
 use wecom_relay_core::testing::SeededRandom;

@@ -1,7 +1,7 @@
 //! Worker-only behaviour: settings errors answer 500 with a log line naming the setting.
 //! Runs when `WECOM_RELAY_TWINS` includes `worker`.
 
-use wecom_relay::standin::Standin;
+use wecom_relay_standin::wecom::Standin;
 use wecom_relay_tests::harness::{AppSpec, Running, Scenario, Twin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,7 @@
-//! The core's ports on Workers: `Fetch` for HTTP, KV for tokens and dedup, `Date` for time.
+//! The core's ports on Workers: `Fetch` for HTTP, KV (through the core's KV-backed stores) for
+//! tokens, dedup markers, conversations and queued jobs' progress, `Date` for time,
+//! `setTimeout` for timers and Web Crypto for random bytes, bundled as [`WorkerPlatform`], which
+//! writes the core's events to the console.
 //!
 //! JS values are not `Send`; Workers run one thread per isolate, so wrapping them with
 //! workers-rs's own `SendWrapper`/`SendFuture` is sound, as its documentation states.
@@ -6,15 +9,21 @@
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use serde::{Deserialize, Serialize};
-use wecom_relay_core::api::{Body, HttpRequest, HttpResponse, Method as ApiMethod, TransportError};
-use wecom_relay_core::ids::AccessToken;
-use wecom_relay_core::ports::{
-    trim_history, CachedToken, Claim, Clock, ConversationStore, DedupStore, HistoryLimits,
-    HttpClient, Sleeper, StoreError, TokenCache, Turn,
+use wecom_relay_core::http::{
+    Body, HttpRequest, HttpResponse, Method as ApiMethod, TransportError,
 };
+use wecom_relay_core::kv::{KeyValue, KvConversations, KvDedup, KvTokenCache};
+use wecom_relay_core::ports::{Clock, HttpClient, NoRefreshLock, Random, Sleeper, StoreError};
+use wecom_relay_core::{Event, Level, Platform};
 use worker::send::{SendFuture, SendWrapper};
-use worker::{Date, Delay, Fetch, Headers, KvStore, Method, Request, RequestInit};
+use worker::wasm_bindgen::JsCast;
+use worker::{
+    console_debug, console_error, console_log, console_warn, Date, Delay, Env, Fetch, Headers,
+    KvStore, Method, Request, RequestInit,
+};
+
+use crate::jobs::Sink;
+use crate::KV_BINDING;
 
 /// KV refuses TTLs under 60 seconds.
 pub const KV_MIN_TTL_SECS: u64 = 60;
@@ -26,6 +35,9 @@ pub struct DateClock;
 impl Clock for DateClock {
     fn now_unix(&self) -> u64 {
         Date::now().as_millis() / 1000
+    }
+    fn now_millis(&self) -> u64 {
+        Date::now().as_millis()
     }
 }
 
@@ -106,138 +118,64 @@ impl HttpClient for FetchHttp {
     }
 }
 
-/// A KV namespace shared by the KV-backed ports, under distinct key prefixes.
+/// The KV namespace bound as [`KV_BINDING`], as the core's [`KeyValue`].
 #[derive(Clone)]
-pub struct Kv(pub SendWrapper<KvStore>);
+pub struct WorkersKv(SendWrapper<KvStore>);
 
-impl Kv {
-    /// Wraps the binding.
-    pub fn new(store: KvStore) -> Self {
-        Self(SendWrapper::new(store))
-    }
-
-    /// Reads JSON.
-    pub async fn get_json<T: for<'de> Deserialize<'de>>(
-        &self,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        SendFuture::new(self.0.get(key).json::<T>())
-            .await
-            .map_err(|e| StoreError(format!("kv get: {e}")))
-    }
-
-    /// Writes JSON that expires after `ttl` seconds (at least KV's 60).
-    pub async fn put_json<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        ttl: u64,
-    ) -> Result<(), StoreError> {
-        let text =
-            serde_json::to_string(value).map_err(|e| StoreError(format!("serialise: {e}")))?;
-        let builder = self
-            .0
-            .put(key, text)
-            .map_err(|e| StoreError(format!("kv put: {e}")))?;
-        SendFuture::new(builder.expiration_ttl(ttl.max(KV_MIN_TTL_SECS)).execute())
-            .await
-            .map_err(|e| StoreError(format!("kv put: {e}")))
-    }
-
-    /// Deletes a key.
-    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        SendFuture::new(self.0.delete(key))
-            .await
-            .map_err(|e| StoreError(format!("kv delete: {e}")))
+impl WorkersKv {
+    /// The binding, or why it is missing.
+    pub fn from_env(env: &Env) -> Result<Self, String> {
+        env.kv(KV_BINDING)
+            .map(|kv| Self(SendWrapper::new(kv)))
+            .map_err(|_| {
+                format!("the KV namespace binding {KV_BINDING} is missing from wrangler.toml")
+            })
     }
 }
 
-/// Access tokens in KV (`token:<corp>:<agent>`), expiring with the token.
-#[derive(Clone)]
-pub struct KvTokenCache(pub Kv);
-
-impl TokenCache for KvTokenCache {
+impl KeyValue for WorkersKv {
     fn get(
         &self,
-        app: &str,
-        now: u64,
-    ) -> impl std::future::Future<Output = Option<CachedToken>> + Send {
-        let key = format!("token:{app}");
+        key: &str,
+    ) -> impl std::future::Future<Output = Result<Option<String>, StoreError>> + Send {
         SendFuture::new(async move {
-            let token: CachedToken = self.0.get_json(&key).await.ok().flatten()?;
-            (token.expires_at > now).then_some(token)
+            self.0
+                .get(key)
+                .text()
+                .await
+                .map_err(|e| StoreError(format!("kv get: {e}")))
         })
     }
 
     fn put(
         &self,
-        app: &str,
-        token: CachedToken,
-        now: u64,
-    ) -> impl std::future::Future<Output = ()> + Send {
-        let key = format!("token:{app}");
-        SendFuture::new(async move {
-            // Two isolates may both refresh. Keep the token that lives longer: WeCom hands out
-            // the same token while it is valid, and a newer one only after the old one died.
-            if let Ok(Some(current)) = self.0.get_json::<CachedToken>(&key).await {
-                if current.expires_at > token.expires_at && current.token != token.token {
-                    return;
-                }
-            }
-            let ttl = token.expires_at.saturating_sub(now);
-            if let Err(e) = self.0.put_json(&key, &token, ttl).await {
-                worker::console_warn!("token cache write failed: {e}");
-            }
-        })
-    }
-
-    fn invalidate(
-        &self,
-        app: &str,
-        token: &AccessToken,
-    ) -> impl std::future::Future<Output = ()> + Send {
-        let key = format!("token:{app}");
-        let token = token.clone();
-        SendFuture::new(async move {
-            if let Ok(Some(current)) = self.0.get_json::<CachedToken>(&key).await {
-                if current.token == token {
-                    let _ = self.0.delete(&key).await;
-                }
-            }
-        })
-    }
-}
-
-/// Dedup markers in KV (`dedup:<key>` holding the unix time it lapses). Not atomic across
-/// locations: see the crate documentation.
-#[derive(Clone)]
-pub struct KvDedup(pub Kv);
-
-impl DedupStore for KvDedup {
-    fn claim(
-        &self,
         key: &str,
-        now: u64,
-        ttl: u64,
-    ) -> impl std::future::Future<Output = Result<Claim, StoreError>> + Send {
-        let key = format!("dedup:{key}");
+        value: String,
+        ttl_secs: u64,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         SendFuture::new(async move {
-            if let Some(until) = self.0.get_json::<u64>(&key).await? {
-                if until > now {
-                    return Ok(Claim::Duplicate);
-                }
-            }
-            self.0.put_json(&key, &now.saturating_add(ttl), ttl).await?;
-            Ok(Claim::Fresh)
+            let builder = self
+                .0
+                .put(key, value)
+                .map_err(|e| StoreError(format!("kv put: {e}")))?;
+            builder
+                .expiration_ttl(ttl_secs.max(KV_MIN_TTL_SECS))
+                .execute()
+                .await
+                .map_err(|e| StoreError(format!("kv put: {e}")))
         })
     }
 
-    fn release(
+    fn delete(
         &self,
         key: &str,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
-        let key = format!("dedup:{key}");
-        SendFuture::new(async move { self.0.delete(&key).await })
+        SendFuture::new(async move {
+            self.0
+                .delete(key)
+                .await
+                .map_err(|e| StoreError(format!("kv delete: {e}")))
+        })
     }
 }
 
@@ -251,52 +189,125 @@ impl Sleeper for DelaySleeper {
     }
 }
 
-/// Conversations in KV (`conv:<corp>:<user>`), forgotten after a week of silence.
-#[derive(Clone)]
-pub struct KvConversations(pub Kv);
+/// Random bytes from Web Crypto's `crypto.getRandomValues`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WebCryptoRandom;
 
-/// How long an idle conversation is kept.
-pub const CONVERSATION_TTL_SECS: u64 = 7 * 24 * 3600;
+fn web_crypto_fill(buf: &mut [u8]) -> Option<()> {
+    use worker::js_sys::{global, Function, Reflect, Uint8Array};
+    let crypto = Reflect::get(&global(), &"crypto".into()).ok()?;
+    let get = Reflect::get(&crypto, &"getRandomValues".into())
+        .ok()?
+        .dyn_into::<Function>()
+        .ok()?;
+    let bytes = Uint8Array::new_with_length(u32::try_from(buf.len()).ok()?);
+    get.call1(&crypto, &bytes).ok()?;
+    bytes.copy_to(buf);
+    Some(())
+}
 
-impl ConversationStore for KvConversations {
-    fn load(
-        &self,
-        user: &str,
-    ) -> impl std::future::Future<Output = Result<Vec<Turn>, StoreError>> + Send {
-        let key = format!("conv:{user}");
-        SendFuture::new(async move {
-            Ok(self
-                .0
-                .get_json::<Vec<Turn>>(&key)
-                .await?
-                .unwrap_or_default())
+impl Random for WebCryptoRandom {
+    fn fill(&self, buf: &mut [u8]) {
+        if web_crypto_fill(buf).is_none() {
+            // workerd always has Web Crypto; this only keeps a missing one from panicking.
+            for b in buf.iter_mut() {
+                *b = (worker::js_sys::Math::random() * 256.0) as u8;
+            }
+        }
+    }
+}
+
+/// The Worker's platform for one invocation.
+pub struct WorkerPlatform {
+    api_http: FetchHttp,
+    agent_http: FetchHttp,
+    tokens: KvTokenCache<WorkersKv>,
+    dedup: KvDedup<WorkersKv>,
+    conversations: KvConversations<WorkersKv>,
+    sink: Sink,
+    kv: WorkersKv,
+}
+
+impl WorkerPlatform {
+    /// The ports over `env`'s KV binding, with `sink` for accepted jobs.
+    pub fn new(env: &Env, agent_timeout: Duration, sink: Sink) -> Result<Self, String> {
+        let kv = WorkersKv::from_env(env)?;
+        Ok(Self {
+            api_http: FetchHttp {
+                timeout: API_TIMEOUT,
+            },
+            agent_http: FetchHttp {
+                timeout: agent_timeout,
+            },
+            tokens: KvTokenCache(kv.clone()),
+            dedup: KvDedup(kv.clone()),
+            conversations: KvConversations(kv.clone()),
+            sink,
+            kv,
         })
     }
 
-    fn append(
-        &self,
-        user: &str,
-        turns: Vec<Turn>,
-        limits: HistoryLimits,
-    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
-        let key = format!("conv:{user}");
-        SendFuture::new(async move {
-            let mut history = self
-                .0
-                .get_json::<Vec<Turn>>(&key)
-                .await?
-                .unwrap_or_default();
-            history.extend(turns);
-            trim_history(&mut history, limits);
-            self.0.put_json(&key, &history, CONVERSATION_TTL_SECS).await
-        })
+    /// The KV namespace (queued jobs keep their progress there).
+    pub fn kv(&self) -> &WorkersKv {
+        &self.kv
     }
+}
 
-    fn clear(
-        &self,
-        user: &str,
-    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
-        let key = format!("conv:{user}");
-        SendFuture::new(async move { self.0.delete(&key).await })
+/// Timeout of one WeCom API request.
+pub const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes an event's line to the console at its level.
+pub fn log(event: &Event<'_>) {
+    match event.level() {
+        Level::Debug => console_debug!("{event}"),
+        Level::Info => console_log!("{event}"),
+        Level::Warn => console_warn!("{event}"),
+        Level::Error => console_error!("{event}"),
+    }
+}
+
+impl Platform for WorkerPlatform {
+    type Http = FetchHttp;
+    type Tokens = KvTokenCache<WorkersKv>;
+    type Dedup = KvDedup<WorkersKv>;
+    type Conversations = KvConversations<WorkersKv>;
+    type Lock = NoRefreshLock;
+    type Clock = DateClock;
+    type Sleeper = DelaySleeper;
+    type Random = WebCryptoRandom;
+    type Sink = Sink;
+
+    fn api_http(&self) -> &FetchHttp {
+        &self.api_http
+    }
+    fn agent_http(&self) -> &FetchHttp {
+        &self.agent_http
+    }
+    fn tokens(&self) -> &KvTokenCache<WorkersKv> {
+        &self.tokens
+    }
+    fn dedup(&self) -> &KvDedup<WorkersKv> {
+        &self.dedup
+    }
+    fn conversations(&self) -> &KvConversations<WorkersKv> {
+        &self.conversations
+    }
+    fn refresh_lock(&self) -> &NoRefreshLock {
+        &NoRefreshLock
+    }
+    fn clock(&self) -> &DateClock {
+        &DateClock
+    }
+    fn sleeper(&self) -> &DelaySleeper {
+        &DelaySleeper
+    }
+    fn random(&self) -> &WebCryptoRandom {
+        &WebCryptoRandom
+    }
+    fn sink(&self) -> &Sink {
+        &self.sink
+    }
+    fn observe(&self, event: &Event<'_>) {
+        log(event);
     }
 }

@@ -12,45 +12,9 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Body, HttpRequest, HttpResponse, Method};
-use crate::ports::{Role, Turn};
-
-/// What an agent call failed with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentError {
-    /// Whether asking again may work.
-    pub retryable: bool,
-    /// For the log; never contains a secret.
-    pub message: String,
-    /// A delay the backend asked for.
-    pub retry_after_secs: Option<u64>,
-}
-
-impl AgentError {
-    /// A retryable failure.
-    pub fn retry(message: impl Into<String>) -> Self {
-        Self {
-            retryable: true,
-            message: message.into(),
-            retry_after_secs: None,
-        }
-    }
-
-    /// A final failure.
-    pub fn fatal(message: impl Into<String>) -> Self {
-        Self {
-            retryable: false,
-            message: message.into(),
-            retry_after_secs: None,
-        }
-    }
-}
-
-impl core::fmt::Display for AgentError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
+use crate::agent::AgentError;
+use crate::http::{Body, HttpRequest, HttpResponse, Method};
+use crate::memory::{Role, Turn};
 
 #[derive(Serialize)]
 struct ChatMessage<'a> {
@@ -213,7 +177,7 @@ pub fn parse_chat(resp: &HttpResponse) -> Result<String, AgentError> {
 mod tests {
     use super::*;
     #[allow(unused_imports)]
-    use crate::test_support::*;
+    use crate::testing::*;
     use alloc::vec;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;

@@ -16,10 +16,10 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::api::{Body, HttpRequest, HttpResponse, Method};
+use crate::agent::AgentError;
 use crate::crypto::to_hex;
-use crate::openai::AgentError;
-use crate::relay::{AgentInput, Job, JobKind};
+use crate::http::{Body, HttpRequest, HttpResponse, Method};
+use crate::job::{AgentInput, Job, JobKind};
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-wecom-relay-signature";
@@ -160,7 +160,7 @@ mod tests {
     use super::*;
     use crate::ids::{AgentId, ScopedUser};
     #[allow(unused_imports)]
-    use crate::test_support::*;
+    use crate::testing::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

@@ -2,7 +2,8 @@
 //!
 //! Both twins fill a [`RawSettings`] (native: `config.yaml`, then `WECOM_CALLBACK_*` variables;
 //! Worker: vars and secrets) and call [`RawSettings::resolve`], so validation and defaults are
-//! the same everywhere. Errors name the key and never echo a secret's value.
+//! the same everywhere. Errors name the key and never echo a secret's value. The agent's own
+//! section is [`RawAgentSettings`].
 
 use alloc::borrow::ToOwned;
 use alloc::format;
@@ -11,11 +12,14 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::api::DEFAULT_API_BASE;
-use crate::app::{AppConfig, Apps, ConfigError};
+use crate::apps::{AppConfig, Apps, ConfigError};
 use crate::ids::ApiToken;
 use crate::policy::AccessPolicy;
 use crate::replay::ReplayConfig;
+use crate::wecom::api::DEFAULT_API_BASE;
+
+mod agent;
+pub use agent::{AgentSettings, Backend, RawAgentSettings, AGENT_KEYS};
 
 /// The settings keys, lower-case; the environment variable is `WECOM_CALLBACK_` + upper-case.
 pub const KEYS: &[&str] = &[
@@ -377,7 +381,7 @@ fn redact_serde(msg: &str) -> String {
 mod tests {
     use super::*;
     #[allow(unused_imports)]
-    use crate::test_support::*;
+    use crate::testing::*;
     use alloc::collections::BTreeMap;
     use alloc::string::ToString;
     #[cfg(target_arch = "wasm32")]

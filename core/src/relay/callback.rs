@@ -1,8 +1,7 @@
 //! The callback pipeline: from an HTTP request to a response plus follow-up work, as data.
 //!
-//! The twins call [`verify_url`] for `GET` and [`open_callback`] then [`decide`] for `POST`.
-//! What is left to them is I/O: claiming the dedup key, enqueueing the [`Job`], and answering
-//! with [`Rejection::status`] or `200 success`.
+//! [`verify_url`] answers `GET`; [`handle_callback`] takes a `POST` through [`open_callback`],
+//! [`decide`], the dedup claim and the job sink, and says what became of it as an [`Outcome`].
 //!
 //! Order of checks on `POST`: size, query, envelope, signature and decryption (routing),
 //! timestamp window, message XML. Unauthenticated input never reaches the window or the parser.
@@ -12,14 +11,13 @@ use alloc::format;
 use alloc::string::String;
 use core::fmt;
 
-use serde::{Deserialize, Serialize};
-
-use crate::app::{RouteError, SignedQuery};
-use crate::ids::{AgentId, ScopedUser};
+use crate::apps::{RouteError, SignedQuery};
+use crate::config::Settings;
+use crate::ids::ScopedUser;
+use crate::job::{AgentInput, Job, JobKind};
 use crate::policy::Access;
-use crate::ports::{Claim, DedupStore, StoreError};
+use crate::ports::{Claim, DedupStore, JobSink, SinkError, StoreError};
 use crate::replay::{dedup_key, ReplayError};
-use crate::settings::Settings;
 use crate::xml::{parse_envelope, parse_message, Event, Message, MessageBody, XmlError};
 
 /// The largest callback body accepted. WeCom's are a few KiB.
@@ -160,109 +158,6 @@ pub fn open_callback(
     })
 }
 
-/// What the user sent, as the agent sees it. Media are references (media ids valid 3 days).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum AgentInput {
-    /// Text.
-    Text {
-        /// The text.
-        text: String,
-    },
-    /// A picture.
-    Image {
-        /// Media id.
-        media_id: String,
-        /// Picture URL.
-        pic_url: String,
-    },
-    /// A voice message.
-    Voice {
-        /// Media id.
-        media_id: String,
-        /// `amr` or `speex`.
-        format: String,
-    },
-    /// A video.
-    Video {
-        /// Media id.
-        media_id: String,
-        /// Thumbnail media id.
-        thumb_media_id: String,
-    },
-    /// A location.
-    Location {
-        /// Latitude.
-        latitude: f64,
-        /// Longitude.
-        longitude: f64,
-        /// Description.
-        label: String,
-    },
-    /// A link.
-    Link {
-        /// Title.
-        title: String,
-        /// Description.
-        description: String,
-        /// URL.
-        url: String,
-    },
-}
-
-impl AgentInput {
-    /// The input as text, for agents that only read text (and for the echo agent).
-    pub fn to_text(&self) -> String {
-        match self {
-            Self::Text { text } => text.clone(),
-            Self::Image { media_id, .. } => format!("[image media_id={media_id}]"),
-            Self::Voice { media_id, format } => {
-                format!("[voice media_id={media_id} format={format}]")
-            }
-            Self::Video { media_id, .. } => format!("[video media_id={media_id}]"),
-            Self::Location {
-                latitude,
-                longitude,
-                label,
-            } => format!("[location {latitude},{longitude} {label}]"),
-            Self::Link { title, url, .. } => format!("[link {title} {url}]"),
-        }
-    }
-}
-
-/// What a job does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum JobKind {
-    /// Ask the agent and send its answer.
-    Answer {
-        /// The user's input.
-        input: AgentInput,
-    },
-    /// Send a fixed notice (the deny message).
-    Notice {
-        /// The text.
-        text: String,
-    },
-}
-
-/// Follow-up work of an accepted callback. Serialisable, so a durable queue can hold it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Job {
-    /// Unique per message: the dedup key.
-    pub id: String,
-    /// The app's name.
-    pub app: String,
-    /// The app's agent id (replies go through the same app).
-    pub agent_id: AgentId,
-    /// The user.
-    pub user: ScopedUser,
-    /// When WeCom created the message.
-    pub create_time: u64,
-    /// What to do.
-    pub kind: JobKind,
-}
-
 /// What to do with an opened callback.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -353,21 +248,6 @@ pub fn decide(settings: &Settings, inbound: &Inbound) -> Decision {
     }
     Decision::Process(job(inbound.dedup_key.clone(), JobKind::Answer { input }))
 }
-
-/// Where accepted jobs go: a task queue on native, a Cloudflare Queue or `wait_until` on the
-/// Worker, a durable queue later.
-///
-/// Contract: `Ok` means the job will run (or has been durably stored to run) even if the caller
-/// returns at once; `Err` means it will not, and the callback must not be acknowledged as
-/// processed.
-pub trait JobSink: Send + Sync {
-    /// Hands over one job.
-    fn submit(&self, job: Job) -> impl core::future::Future<Output = Result<(), SinkError>> + Send;
-}
-
-/// The sink refused a job (shutting down, queue unavailable).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SinkError(pub String);
 
 /// What became of a callback `POST`: the HTTP answer plus what to log and count.
 #[derive(Debug, Clone, PartialEq)]
@@ -539,14 +419,14 @@ pub async fn handle_callback<D: DedupStore, S: JobSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::RawSettings;
-    use crate::test_support::*;
+    use crate::config::RawSettings;
+    use crate::testing::*;
     use alloc::string::ToString;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn official() -> (Settings, VectorSet) {
-        let set = vector_sets().remove(0);
+        let set = vectors().remove(0);
         let mut raw = RawSettings::default();
         for (k, v) in [
             ("corp_id", set.corp_id.as_str()),

@@ -12,11 +12,11 @@ use alloc::string::{String, ToString};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::api::ApiError;
-use crate::client::{RefreshLock, WeComClient};
+use crate::config::Settings;
 use crate::ids::ScopedUser;
-use crate::ports::{Clock, HttpClient, TokenCache};
-use crate::settings::Settings;
+use crate::ports::{Clock, HttpClient, RefreshLock, TokenCache};
+use crate::wecom::api::ApiError;
+use crate::wecom::client::WeComClient;
 
 /// A checked send order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,11 +40,18 @@ pub struct SendRefusal {
     pub body: String,
 }
 
-fn refuse(status: u16, error: &str) -> SendRefusal {
-    SendRefusal {
-        status,
-        body: serde_json::json!({"ok": false, "error": error}).to_string(),
+impl SendRefusal {
+    /// A refusal with `{"ok":false,"error":...}`.
+    pub fn new(status: u16, error: &str) -> Self {
+        Self {
+            status,
+            body: serde_json::json!({"ok": false, "error": error}).to_string(),
+        }
     }
+}
+
+fn refuse(status: u16, error: &str) -> SendRefusal {
+    SendRefusal::new(status, error)
 }
 
 #[derive(Deserialize)]
@@ -189,9 +196,9 @@ pub fn failed_body(sent: usize, total: usize, error: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::RawSettings;
+    use crate::config::RawSettings;
     #[allow(unused_imports)]
-    use crate::test_support::*;
+    use crate::testing::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

@@ -12,6 +12,7 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::http::{Body, FilePart, HttpRequest, HttpResponse, Method, TransportError};
 use crate::ids::{AccessToken, AgentId, CorpId, CorpSecret};
 
 /// The public API base. Users behind trusted-IP rules point `api_base` at a fixed-IP proxy.
@@ -20,148 +21,6 @@ pub const DEFAULT_API_BASE: &str = "https://qyapi.weixin.qq.com";
 pub const MAX_TEXT_BYTES: usize = 2048;
 /// Refresh a cached token this long before it expires.
 pub const TOKEN_REFRESH_MARGIN_SECS: u64 = 300;
-
-/// HTTP method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Method {
-    /// GET.
-    Get,
-    /// POST.
-    Post,
-}
-
-/// A file part of a multipart upload. The twin encodes it with its HTTP stack's multipart
-/// support (`reqwest::multipart`, JS `FormData`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct FilePart {
-    /// The form field: `media` for WeCom.
-    pub field: String,
-    /// The file name WeCom records.
-    pub filename: String,
-    /// The MIME type.
-    pub content_type: String,
-    /// The bytes.
-    pub bytes: Vec<u8>,
-}
-
-impl fmt::Debug for FilePart {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FilePart")
-            .field("field", &self.field)
-            .field("filename", &self.filename)
-            .field("content_type", &self.content_type)
-            .field("len", &self.bytes.len())
-            .finish()
-    }
-}
-
-/// A request body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Body {
-    /// No body.
-    Empty,
-    /// `application/json`.
-    Json(String),
-    /// `multipart/form-data` with one file.
-    Multipart(FilePart),
-}
-
-/// An outbound HTTP request.
-#[derive(Clone, PartialEq, Eq)]
-pub struct HttpRequest {
-    /// Method.
-    pub method: Method,
-    /// The full URL, query included (it may hold a token: never log it).
-    pub url: String,
-    /// Extra headers (e.g. `authorization`; never log their values). `content-type` follows
-    /// from the body.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Body,
-}
-
-impl HttpRequest {
-    /// The URL without its query: safe to log.
-    pub fn path(&self) -> &str {
-        self.url.split('?').next().unwrap_or_default()
-    }
-
-    /// The value of a query parameter, decoded.
-    pub fn query_param(&self, name: &str) -> Option<String> {
-        let query = self.url.split_once('?')?.1;
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    }
-}
-
-impl fmt::Debug for HttpRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpRequest")
-            .field("method", &self.method)
-            .field("path", &self.path())
-            .field(
-                "headers",
-                &self
-                    .headers
-                    .iter()
-                    .map(|(k, _)| k.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .field("body", &self.body)
-            .finish()
-    }
-}
-
-/// An HTTP response as the port returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HttpResponse {
-    /// Status code.
-    pub status: u16,
-    /// `Content-Type`, when sent.
-    pub content_type: Option<String>,
-    /// `Content-Disposition`, when sent (media downloads carry the file name there).
-    pub content_disposition: Option<String>,
-    /// `Retry-After` in seconds, when sent.
-    pub retry_after_secs: Option<u64>,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    /// Builds a response from a status, a header lookup (any case) and the body: the one place
-    /// that decides which headers the core reads.
-    pub fn from_parts(status: u16, header: impl Fn(&str) -> Option<String>, body: Vec<u8>) -> Self {
-        Self {
-            status,
-            content_type: header("content-type"),
-            content_disposition: header("content-disposition"),
-            retry_after_secs: header("retry-after").and_then(|v| v.trim().parse().ok()),
-            body,
-        }
-    }
-
-    /// A JSON response with status 200.
-    pub fn json(body: &str) -> Self {
-        Self {
-            status: 200,
-            content_type: Some("application/json".into()),
-            body: body.as_bytes().to_vec(),
-            ..Self::default()
-        }
-    }
-}
-
-/// How the transport failed before any HTTP status arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportError {
-    /// Connecting failed (DNS, refused, TLS).
-    Connect,
-    /// No answer in time.
-    Timeout,
-    /// The connection broke mid-way.
-    Io,
-}
 
 /// What the relay should do about a failed call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -709,7 +568,7 @@ pub struct Uploaded {
     /// The media id, valid three days.
     pub media_id: String,
     /// Upload time as WeCom reports it (a string of digits).
-    #[serde(default, deserialize_with = "crate::app::string_or_number")]
+    #[serde(default, deserialize_with = "crate::apps::string_or_number")]
     pub created_at: String,
 }
 
@@ -770,7 +629,7 @@ pub fn parse_media(resp: &HttpResponse) -> Result<Media, ApiError> {
 mod tests {
     use super::*;
     #[allow(unused_imports)]
-    use crate::test_support::*;
+    use crate::testing::*;
     use alloc::vec;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;

@@ -1,7 +1,7 @@
 //! The WeCom API client: token lifecycle and sending, over the ports.
 //!
 //! Decisions made here, the same for both twins:
-//! - A cached token is used until [`crate::api::TOKEN_REFRESH_MARGIN_SECS`] before expiry (half its
+//! - A cached token is used until [`crate::wecom::api::TOKEN_REFRESH_MARGIN_SECS`] before expiry (half its
 //!   life for short-lived ones); then it is
 //!   refreshed. If the refresh fails while the old token is still valid, the old one is used.
 //! - A call rejected with 40014/42001 invalidates that token (only that one), fetches a new one
@@ -9,19 +9,19 @@
 //! - Replies are split at 2048 bytes and sent in order; a failure stops the sequence and says
 //!   how many parts went out, so nothing is sent twice by a retry of the rest.
 //!
-//! Backoff between retryable failures is the twin's (it owns timers); [`retry_delay_ms`]
-//! says how long.
+//! [`retry_delay_ms`] says how long to wait before another attempt; [`crate::Relay`] decides
+//! when to make it.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::future::Future;
 
-use crate::api::{self, ApiError, Content, ErrorClass, HttpRequest, HttpResponse, SendReceipt};
-use crate::app::App;
+use crate::apps::App;
+use crate::http::{HttpRequest, HttpResponse};
 use crate::ids::AccessToken;
-use crate::ports::{CachedToken, Clock, HttpClient, TokenCache};
-use crate::split::split_for_wecom;
+use crate::ports::{CachedToken, Clock, HttpClient, NoRefreshLock, RefreshLock, TokenCache};
+use crate::wecom::api::{self, ApiError, Content, ErrorClass, SendReceipt};
+use crate::wecom::split::split_for_wecom;
 
 /// The cache key of an app's token: corp and agent, stable across renames.
 pub fn token_key(app: &App) -> String {
@@ -42,28 +42,6 @@ pub fn retry_delay_ms(attempt: u32, error: &ApiError, jitter: u16) -> u64 {
     let jittered = exp + exp * u64::from(jitter.min(1000)) / 4000;
     let floor = error.retry_after_secs.unwrap_or(0).saturating_mul(1000);
     jittered.max(floor)
-}
-
-/// Serialises token refreshes per key, so concurrent callers fetch one token, not many.
-///
-/// Contract: while a guard for a key is held, `lock` for the same key waits. Distinct keys do
-/// not wait on each other. The Worker needs none (a token fetched twice is only a cost).
-pub trait RefreshLock: Send + Sync {
-    /// Held while refreshing.
-    type Guard<'a>: Send
-    where
-        Self: 'a;
-    /// Waits for the key's lock.
-    fn lock<'a>(&'a self, key: &'a str) -> impl Future<Output = Self::Guard<'a>> + Send;
-}
-
-/// No serialisation.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoRefreshLock;
-
-impl RefreshLock for NoRefreshLock {
-    type Guard<'a> = ();
-    async fn lock<'a>(&'a self, _key: &'a str) {}
 }
 
 /// How many attempts a retryable failure gets in total.

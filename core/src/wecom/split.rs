@@ -13,7 +13,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::api::MAX_TEXT_BYTES;
+use crate::wecom::api::MAX_TEXT_BYTES;
 
 /// The smallest limit that leaves room for fences and at least one character.
 pub const MIN_PART_BYTES: usize = 32;
@@ -205,7 +205,7 @@ fn best_break(text: &str, start: usize, window_end: usize, in_fence: bool) -> us
 mod tests {
     use super::*;
     #[allow(unused_imports)]
-    use crate::test_support::*;
+    use crate::testing::*;
     use alloc::format;
     use alloc::vec;
     #[cfg(target_arch = "wasm32")]

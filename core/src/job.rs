@@ -1,0 +1,276 @@
+//! A job: the follow-up work of an accepted callback, its progress across attempts, and the
+//! report of how it ended.
+//!
+//! A [`Job`] is plain data (serialisable, so a queue can carry it). [`JobState`] is what a
+//! retry must know to continue without repeating a side effect. [`Step`] is what one attempt
+//! decided, and [`JobReport`] is its last word: its `Display` is the log line every twin writes.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::AgentError;
+use crate::ids::{AgentId, ScopedUser};
+use crate::wecom::api::{ApiError, ErrorClass};
+use crate::wecom::client::retry_delay_ms;
+
+/// What the user sent, as the agent sees it. Media are references (media ids valid 3 days).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentInput {
+    /// Text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// A picture.
+    Image {
+        /// Media id.
+        media_id: String,
+        /// Picture URL.
+        pic_url: String,
+    },
+    /// A voice message.
+    Voice {
+        /// Media id.
+        media_id: String,
+        /// `amr` or `speex`.
+        format: String,
+    },
+    /// A video.
+    Video {
+        /// Media id.
+        media_id: String,
+        /// Thumbnail media id.
+        thumb_media_id: String,
+    },
+    /// A location.
+    Location {
+        /// Latitude.
+        latitude: f64,
+        /// Longitude.
+        longitude: f64,
+        /// Description.
+        label: String,
+    },
+    /// A link.
+    Link {
+        /// Title.
+        title: String,
+        /// Description.
+        description: String,
+        /// URL.
+        url: String,
+    },
+}
+
+impl AgentInput {
+    /// The input as text, for agents that only read text (and for the echo agent).
+    pub fn to_text(&self) -> String {
+        match self {
+            Self::Text { text } => text.clone(),
+            Self::Image { media_id, .. } => format!("[image media_id={media_id}]"),
+            Self::Voice { media_id, format } => {
+                format!("[voice media_id={media_id} format={format}]")
+            }
+            Self::Video { media_id, .. } => format!("[video media_id={media_id}]"),
+            Self::Location {
+                latitude,
+                longitude,
+                label,
+            } => format!("[location {latitude},{longitude} {label}]"),
+            Self::Link { title, url, .. } => format!("[link {title} {url}]"),
+        }
+    }
+}
+
+/// What a job does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobKind {
+    /// Ask the agent and send its answer.
+    Answer {
+        /// The user's input.
+        input: AgentInput,
+    },
+    /// Send a fixed notice (the deny message).
+    Notice {
+        /// The text.
+        text: String,
+    },
+}
+
+/// Follow-up work of an accepted callback. Serialisable, so a durable queue can hold it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Unique per message: the dedup key.
+    pub id: String,
+    /// The app's name.
+    pub app: String,
+    /// The app's agent id (replies go through the same app).
+    pub agent_id: AgentId,
+    /// The user.
+    pub user: ScopedUser,
+    /// When WeCom created the message.
+    pub create_time: u64,
+    /// What to do.
+    pub kind: JobKind,
+}
+
+/// Progress of one job, kept across retries (in memory, or in KV beside a queued job).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobState {
+    /// The texts to send, once known (the agent's answer, a command's answer, a notice).
+    pub replies: Option<Vec<String>>,
+    /// Parts WeCom accepted.
+    pub parts_sent: usize,
+    /// Parts in total, once known.
+    pub parts_total: usize,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Whether the "thinking" notice went out.
+    pub notice_sent: bool,
+    /// Whether the job was a command the relay answered itself.
+    pub command: bool,
+}
+
+/// Why a job step failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobError {
+    /// The job names an app that is not configured (any more).
+    UnknownApp(String),
+    /// The agent failed.
+    Agent(AgentError),
+    /// WeCom refused or could not be reached.
+    Api(ApiError),
+}
+
+impl JobError {
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::UnknownApp(_) => false,
+            Self::Agent(e) => e.retryable,
+            Self::Api(e) => e.class.is_retryable(),
+        }
+    }
+
+    /// The delay before attempt `attempt + 1`, given this error.
+    pub fn retry_delay_ms(&self, attempt: u32, jitter: u16) -> u64 {
+        match self {
+            Self::Api(e) => retry_delay_ms(attempt, e, jitter),
+            Self::Agent(e) => {
+                let as_api = ApiError {
+                    class: ErrorClass::RetryLater,
+                    errcode: None,
+                    errmsg: String::new(),
+                    http_status: None,
+                    retry_after_secs: e.retry_after_secs,
+                };
+                retry_delay_ms(attempt, &as_api, jitter)
+            }
+            Self::UnknownApp(_) => 0,
+        }
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownApp(name) => write!(f, "app {name:?} is not configured"),
+            Self::Agent(e) => write!(f, "agent: {e}"),
+            Self::Api(e) => write!(f, "wecom api: {e}"),
+        }
+    }
+}
+
+/// What one attempt at a job decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Every reply went out.
+    Done(JobReport),
+    /// It failed in a way another attempt may fix: run [`crate::Relay::step_job`] again after
+    /// this delay, with the same [`JobState`].
+    RetryIn(Duration),
+    /// It failed for good (or ran out of attempts); the user got an apology if the agent
+    /// never answered.
+    GaveUp(JobReport),
+}
+
+/// How a job ended. Its `Display` is the log line; it never holds message text or a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobReport {
+    /// The job id.
+    pub job: String,
+    /// The app's name.
+    pub app: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Parts WeCom accepted.
+    pub parts_sent: usize,
+    /// Parts in total, once known.
+    pub parts_total: usize,
+    /// Why it failed, if it did.
+    pub error: Option<JobError>,
+    /// Whether the user was told to try again.
+    pub apologized: bool,
+}
+
+impl JobReport {
+    /// Whether every reply went out.
+    pub fn is_success(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// A metrics label for a failure: WeCom's errcode, `transport`, `agent` or `config`.
+    pub fn failure_label(&self) -> Option<String> {
+        Some(match self.error.as_ref()? {
+            JobError::Api(api) => api
+                .errcode
+                .map_or_else(|| "transport".into(), |c| format!("{c}")),
+            JobError::Agent(_) => "agent".into(),
+            JobError::UnknownApp(_) => "config".into(),
+        })
+    }
+}
+
+impl fmt::Display for JobReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.error {
+            None => write!(
+                f,
+                "reply sent job={} parts={} attempts={}",
+                self.job, self.parts_sent, self.attempts
+            ),
+            // What the operator must change, in plain words, once.
+            Some(JobError::Api(api))
+                if matches!(api.class, ErrorClass::IpNotTrusted | ErrorClass::Config) =>
+            {
+                write!(
+                    f,
+                    "{} (job={} app={}",
+                    api.explanation(),
+                    self.job,
+                    self.app
+                )?;
+                if let Some(code) = api.errcode {
+                    write!(f, " errcode={code}")?;
+                }
+                f.write_str(")")
+            }
+            Some(e) => write!(
+                f,
+                "reply failed job={} error={e} sent={} total={} attempts={}",
+                self.job, self.parts_sent, self.parts_total, self.attempts
+            ),
+        }?;
+        if self.apologized {
+            f.write_str(" apology=sent")?;
+        }
+        Ok(())
+    }
+}

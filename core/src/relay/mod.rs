@@ -1,0 +1,399 @@
+//! [`Relay`]: the front door. It owns the HTTP face (routes, statuses, literals, the body cap)
+//! and a job's whole life (agent, commands, splitting, sending, retries, the thinking notice,
+//! the apology and the report), over one [`Platform`].
+//!
+//! A twin turns its request into an [`Incoming`], calls [`Relay::handle`], and writes the
+//! [`Answer`] back. Accepted jobs reach the platform's [`crate::ports::JobSink`]; whatever
+//! runs them calls [`Relay::run_job`] (retries with the platform's timers) or, from a queue
+//! that retries by itself, [`Relay::step_job`] once per delivery. What happened reaches
+//! [`Platform::observe`] as an [`Event`]: the same log line and the same metric on every twin.
+
+use alloc::string::{String, ToString};
+use core::fmt;
+use core::time::Duration;
+
+use crate::agent::ConfiguredAgent;
+use crate::config::{AgentSettings, Settings};
+use crate::http::{Answer, BodyTooLarge, HttpRequest, HttpResponse, Incoming, TransportError};
+use crate::ids::ScopedUser;
+use crate::job::{Job, JobError, JobReport, JobState, Step};
+use crate::ports::{Clock, HttpClient, Platform, Sleeper};
+use crate::wecom::api::{self, ApiError};
+use crate::wecom::client::WeComClient;
+
+mod callback;
+mod commands;
+mod runner;
+mod send_api;
+
+pub use callback::{
+    decide, deny_notice_key, handle_callback, open_callback, verify_url, Decision, Inbound,
+    Outcome, Rejection, DENY_NOTICE_INTERVAL_SECS, MAX_BODY_BYTES,
+};
+pub use commands::{parse_command, Command, APOLOGY_TEXT, HELP_TEXT, RESET_TEXT, THINKING_TEXT};
+pub use send_api::{check_send, SendOrder, SendRefusal};
+
+/// The health route, answered the same whatever the settings.
+pub const HEALTH_PATH: &str = "/health";
+/// The metrics route, where the platform keeps metrics.
+pub const METRICS_PATH: &str = "/metrics";
+/// The send API's route.
+pub const SEND_API_PATH: &str = "/api/send";
+
+/// The WeCom client over a platform's ports, with token fetches observed.
+pub(crate) type ClientOf<'a, P> = WeComClient<
+    'a,
+    ObservedHttp<'a, P>,
+    <P as Platform>::Tokens,
+    <P as Platform>::Clock,
+    <P as Platform>::Lock,
+>;
+
+/// The platform's API HTTP, reporting each token fetch as an [`Event::TokenFetched`].
+pub(crate) struct ObservedHttp<'a, P>(&'a P);
+
+impl<P: Platform> HttpClient for ObservedHttp<'_, P> {
+    async fn send(&self, req: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let is_token = req.path().ends_with("/cgi-bin/gettoken");
+        let resp = self.0.api_http().send(req).await;
+        if is_token {
+            let ok = resp.as_ref().is_ok_and(|r| api::parse_token(r).is_ok());
+            self.0.observe(&Event::TokenFetched { ok });
+        }
+        resp
+    }
+}
+
+/// How loud an [`Event`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Only for tracing a problem.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Refused input or a transient failure.
+    Warn,
+    /// Something a person must look at.
+    Error,
+}
+
+/// Something the relay decided or saw. `Display` is the log line (never message text or a
+/// secret); the variants carry what a metric needs.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A URL verification passed.
+    Verified {
+        /// The app's name.
+        app: &'a str,
+    },
+    /// A URL verification was refused.
+    VerifyRefused(&'a Rejection),
+    /// What became of a callback `POST`.
+    Callback(&'a Outcome),
+    /// A job attempt failed and will be tried again.
+    Retrying {
+        /// The job id.
+        job: &'a str,
+        /// Why.
+        error: &'a JobError,
+        /// When.
+        delay: Duration,
+    },
+    /// How a job ended.
+    Job(&'a JobReport),
+    /// A send-API request was refused.
+    SendRefused {
+        /// The status answered.
+        status: u16,
+    },
+    /// A send-API message went out.
+    SendDone {
+        /// The recipient.
+        user: &'a ScopedUser,
+        /// Parts sent.
+        parts: usize,
+    },
+    /// A send-API message failed part-way.
+    SendFailed {
+        /// The recipient.
+        user: &'a ScopedUser,
+        /// WeCom's refusal.
+        error: &'a ApiError,
+        /// Parts sent before it.
+        sent: usize,
+    },
+    /// An access token was fetched (or the fetch failed).
+    TokenFetched {
+        /// Whether WeCom granted one.
+        ok: bool,
+    },
+    /// The agent answered (or failed) after this long.
+    AgentAnswered {
+        /// Milliseconds.
+        millis: u64,
+    },
+    /// A request matched no route, or not with its method.
+    Unrouted {
+        /// The method.
+        method: &'a str,
+        /// The path (shortened).
+        path: &'a str,
+        /// 404 or 405.
+        status: u16,
+    },
+    /// The settings are unusable; every route but `/health` answers 500.
+    Misconfigured(&'a str),
+}
+
+impl Event<'_> {
+    /// The level to log at.
+    pub fn level(&self) -> Level {
+        match self {
+            Self::Verified { .. } | Self::SendDone { .. } | Self::Unrouted { .. } => Level::Info,
+            Self::Callback(o) if o.is_warning() => Level::Warn,
+            Self::Callback(_) => Level::Info,
+            Self::VerifyRefused(_) | Self::Retrying { .. } | Self::SendRefused { .. } => {
+                Level::Warn
+            }
+            Self::Job(r) if r.is_success() => Level::Info,
+            Self::Job(_) | Self::SendFailed { .. } | Self::Misconfigured(_) => Level::Error,
+            Self::TokenFetched { .. } | Self::AgentAnswered { .. } => Level::Debug,
+        }
+    }
+}
+
+impl fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Verified { app } => write!(f, "callback URL verified app={app}"),
+            Self::VerifyRefused(r) => write!(f, "URL verification refused ({}): {r}", r.status()),
+            Self::Callback(outcome) => write!(f, "{outcome}"),
+            Self::Retrying { job, error, delay } => write!(
+                f,
+                "retrying job={job} error={error} in {}ms",
+                delay.as_millis()
+            ),
+            Self::Job(report) => write!(f, "{report}"),
+            Self::SendRefused { status } => write!(f, "send API request refused ({status})"),
+            Self::SendDone { user, parts } => {
+                write!(f, "send API message sent user={user} parts={parts}")
+            }
+            Self::SendFailed { user, error, sent } => write!(
+                f,
+                "send API message failed user={user} error={error} sent={sent}"
+            ),
+            Self::TokenFetched { ok: true } => f.write_str("access token fetched"),
+            Self::TokenFetched { ok: false } => f.write_str("access token fetch failed"),
+            Self::AgentAnswered { millis } => write!(f, "agent answered in {millis}ms"),
+            Self::Unrouted {
+                method,
+                path,
+                status,
+            } => write!(f, "{method} {path:?} answered {status}: no such route"),
+            Self::Misconfigured(e) => write!(f, "configuration error: {e}"),
+        }
+    }
+}
+
+/// The relay: settings plus a platform.
+pub struct Relay<P> {
+    settings: Settings,
+    agent: AgentSettings,
+    platform: P,
+}
+
+impl<P: Platform> Relay<P> {
+    /// A relay with validated settings over a platform.
+    pub fn new(settings: Settings, agent: AgentSettings, platform: P) -> Self {
+        Self {
+            settings,
+            agent,
+            platform,
+        }
+    }
+
+    /// The relay's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The agent's settings.
+    pub fn agent_settings(&self) -> &AgentSettings {
+        &self.agent
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// Answers one HTTP request: URL verification and callbacks on the configured path,
+    /// `/health`, `/metrics` and `/api/send`. Accepted callbacks leave a job with the sink.
+    pub async fn handle(&self, req: &Incoming<'_>) -> Answer {
+        let method = req.method;
+        let answer = if req.path == HEALTH_PATH {
+            route(method, &["GET", "HEAD"], health)
+        } else if req.path == METRICS_PATH {
+            match (method, self.platform.metrics()) {
+                ("GET", Some(text)) => Answer::metrics(text),
+                (_, None) => Answer::not_found(),
+                _ => Answer::method_not_allowed("GET"),
+            }
+        } else if req.path == SEND_API_PATH {
+            if method == "POST" {
+                return self.send_api(req).await;
+            }
+            Answer::method_not_allowed("POST")
+        } else if req.path == self.settings.path {
+            match method {
+                "GET" => return self.verify(req.query),
+                "POST" => return self.callback(req).await,
+                _ => Answer::method_not_allowed("GET, POST"),
+            }
+        } else {
+            Answer::not_found()
+        };
+        if answer.status == 404 || answer.status == 405 {
+            let path: String = req.path.chars().take(120).collect();
+            self.platform.observe(&Event::Unrouted {
+                method,
+                path: &path,
+                status: answer.status,
+            });
+        }
+        answer
+    }
+
+    fn verify(&self, query: &str) -> Answer {
+        match verify_url(&self.settings, query) {
+            Ok((app, echo)) => {
+                let app = self.settings.apps.get(app).map_or("", |a| a.name.as_str());
+                self.platform.observe(&Event::Verified { app });
+                Answer::text(200, echo)
+            }
+            Err(rejection) => {
+                self.platform.observe(&Event::VerifyRefused(&rejection));
+                Answer::text(rejection.status(), "")
+            }
+        }
+    }
+
+    async fn callback(&self, req: &Incoming<'_>) -> Answer {
+        let outcome = match req.body {
+            Ok(body) => {
+                let now = self.platform.clock().now_unix();
+                let (dedup, sink) = (self.platform.dedup(), self.platform.sink());
+                handle_callback(&self.settings, dedup, sink, req.query, body, now).await
+            }
+            Err(BodyTooLarge) => Outcome::Rejected(Rejection::TooLarge),
+        };
+        self.platform.observe(&Event::Callback(&outcome));
+        Answer::text(outcome.status(), outcome.body())
+    }
+
+    async fn send_api(&self, req: &Incoming<'_>) -> Answer {
+        let checked = match req.body {
+            Ok(body) => check_send(&self.settings, req.authorization, body),
+            Err(BodyTooLarge) => Err(SendRefusal::new(413, "body too large")),
+        };
+        let order = match checked {
+            Ok(order) => order,
+            Err(refusal) => {
+                self.platform.observe(&Event::SendRefused {
+                    status: refusal.status,
+                });
+                let mut answer = Answer::json(refusal.status, refusal.body);
+                if refusal.status == 401 {
+                    answer.headers.push(("www-authenticate", "Bearer"));
+                }
+                return answer;
+            }
+        };
+        let http = ObservedHttp(&self.platform);
+        let result = send_api::execute(&self.settings, &order, &self.client(&http)).await;
+        match &result.error {
+            None => self.platform.observe(&Event::SendDone {
+                user: &order.user,
+                parts: result.sent,
+            }),
+            Some(error) => self.platform.observe(&Event::SendFailed {
+                user: &order.user,
+                error,
+                sent: result.sent,
+            }),
+        }
+        Answer::json(result.status, result.body)
+    }
+
+    fn client<'a>(&'a self, http: &'a ObservedHttp<'a, P>) -> ClientOf<'a, P> {
+        WeComClient {
+            api_base: &self.settings.api_base,
+            http,
+            tokens: self.platform.tokens(),
+            clock: self.platform.clock(),
+            refresh: self.platform.refresh_lock(),
+        }
+    }
+
+    /// Runs a job to its end: attempts, with the core's delays on the platform's timers
+    /// between them, until it is done or given up. Each step is observed; the report is
+    /// returned too.
+    pub async fn run_job(&self, job: &Job) -> JobReport {
+        let mut state = JobState::default();
+        loop {
+            match self.step_job(job, &mut state).await {
+                Step::RetryIn(delay) => self.platform.sleeper().sleep(delay).await,
+                Step::Done(report) | Step::GaveUp(report) => return report,
+            }
+        }
+    }
+
+    /// One attempt at a job, continuing from `state` (keep it between deliveries): for a queue
+    /// that retries by itself. [`Step::RetryIn`] says when to deliver it again.
+    pub async fn step_job(&self, job: &Job, state: &mut JobState) -> Step {
+        let http = ObservedHttp(&self.platform);
+        let client = self.client(&http);
+        let agent = ConfiguredAgent {
+            settings: &self.agent,
+            http: self.platform.agent_http(),
+            clock: self.platform.clock(),
+        };
+        runner::Runner {
+            apps: &self.settings.apps,
+            settings: &self.agent,
+            agent: &agent,
+            client: &client,
+            platform: &self.platform,
+        }
+        .step(job, state)
+        .await
+    }
+}
+
+fn health() -> Answer {
+    Answer::json(
+        200,
+        serde_json::json!({"status": "ok", "platform": "wecom_callback"}).to_string(),
+    )
+}
+
+fn route(method: &str, allowed: &[&'static str], answer: fn() -> Answer) -> Answer {
+    if allowed.contains(&method) {
+        answer()
+    } else {
+        Answer::method_not_allowed(allowed[0])
+    }
+}
+
+/// The answer when the settings cannot be loaded: `/health` still answers (the process is up),
+/// everything else is a 500 that says no more. The twin observes
+/// [`Event::Misconfigured`] with the reason.
+pub fn answer_misconfigured(req: &Incoming<'_>) -> Answer {
+    if req.path == HEALTH_PATH {
+        return route(req.method, &["GET", "HEAD"], health);
+    }
+    Answer::text(500, "configuration error")
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests;

@@ -1,0 +1,227 @@
+//! Running a job: ask (or answer a command), send in parts, resume after a failure without
+//! repeating a side effect, and decide whether to retry, give up or apologise.
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::pin::pin;
+use core::time::Duration;
+
+use futures_util::future::{select, Either};
+
+use super::commands::{parse_command, Command, APOLOGY_TEXT, HELP_TEXT, RESET_TEXT, THINKING_TEXT};
+use super::{ClientOf, Event};
+use crate::agent::{Agent, AgentError};
+use crate::apps::{App, Apps};
+use crate::config::AgentSettings;
+use crate::job::{AgentInput, Job, JobError, JobKind, JobReport, JobState, Step};
+use crate::memory::{Role, Turn};
+use crate::ports::{Clock, ConversationStore, Platform, Random, Sleeper};
+use crate::wecom::api::Content;
+use crate::wecom::client::MAX_ATTEMPTS;
+use crate::wecom::split::split_for_wecom;
+
+/// Everything one job needs, borrowed from the relay.
+pub(crate) struct Runner<'a, P: Platform, A> {
+    pub(crate) apps: &'a Apps,
+    pub(crate) settings: &'a AgentSettings,
+    pub(crate) agent: &'a A,
+    pub(crate) client: &'a ClientOf<'a, P>,
+    pub(crate) platform: &'a P,
+}
+
+impl<P: Platform, A: Agent> Runner<'_, P, A> {
+    /// One attempt, and what it means: done, retry after a delay, or give up (apologising
+    /// when the agent never answered). Every outcome is observed once, here.
+    pub(crate) async fn step(&self, job: &Job, state: &mut JobState) -> Step {
+        let error = match self.run(job, state).await {
+            Ok(()) => {
+                let report = self.report(job, state, None, false);
+                self.platform.observe(&Event::Job(&report));
+                return Step::Done(report);
+            }
+            Err(e) => e,
+        };
+        if error.is_retryable() && state.attempts < MAX_ATTEMPTS {
+            let mut jitter = [0u8; 2];
+            self.platform.random().fill(&mut jitter);
+            let jitter = u16::from_le_bytes(jitter) % 1001;
+            let delay = Duration::from_millis(error.retry_delay_ms(state.attempts, jitter));
+            self.platform.observe(&Event::Retrying {
+                job: &job.id,
+                error: &error,
+                delay,
+            });
+            return Step::RetryIn(delay);
+        }
+        let apologized = self.apologize(job, state).await;
+        let report = self.report(job, state, Some(error), apologized);
+        self.platform.observe(&Event::Job(&report));
+        Step::GaveUp(report)
+    }
+
+    fn report(
+        &self,
+        job: &Job,
+        state: &JobState,
+        error: Option<JobError>,
+        apologized: bool,
+    ) -> JobReport {
+        JobReport {
+            job: job.id.clone(),
+            app: job.app.clone(),
+            attempts: state.attempts,
+            parts_sent: state.parts_sent,
+            parts_total: state.parts_total,
+            error,
+            apologized,
+        }
+    }
+
+    /// The agent's answer, timed for the latency metric.
+    async fn timed_answer(&self, job: &Job, history: &[Turn]) -> Result<Vec<String>, AgentError> {
+        let started = self.platform.clock().now_millis();
+        let answer = self.agent.respond(job, history).await;
+        let millis = self.platform.clock().now_millis().saturating_sub(started);
+        self.platform.observe(&Event::AgentAnswered { millis });
+        answer
+    }
+
+    fn app(&self, job: &Job) -> Result<&App, JobError> {
+        self.apps
+            .by_name(&job.app)
+            .or_else(|| self.apps.for_user(&job.user, Some(job.agent_id)))
+            .ok_or_else(|| JobError::UnknownApp(job.app.clone()))
+    }
+
+    /// Runs (or resumes) a job: finds the replies if none are kept yet (command, notice or
+    /// agent), then sends the parts not yet sent.
+    pub async fn run(&self, job: &Job, state: &mut JobState) -> Result<(), JobError> {
+        state.attempts += 1;
+        let app = self.app(job)?;
+        let user = job.user.user_id.as_str();
+        if state.replies.is_none() {
+            state.replies = Some(self.replies(job, state, app).await?);
+        }
+        let replies = state.replies.clone().unwrap_or_default();
+        let parts: Vec<String> = replies.iter().flat_map(|r| split_for_wecom(r)).collect();
+        let markdown = self.settings.markdown && !state.command;
+        match self
+            .client
+            .send_parts(app, user, &parts, markdown, state.parts_sent)
+            .await
+        {
+            Ok(receipts) => {
+                state.parts_sent += receipts.len();
+                state.parts_total = parts.len();
+                Ok(())
+            }
+            Err(partial) => {
+                state.parts_sent = partial.sent;
+                state.parts_total = partial.total;
+                Err(JobError::Api(partial.error))
+            }
+        }
+    }
+
+    async fn replies(
+        &self,
+        job: &Job,
+        state: &mut JobState,
+        app: &App,
+    ) -> Result<Vec<String>, JobError> {
+        let key = job.user.key();
+        let input = match &job.kind {
+            JobKind::Notice { text } => return Ok(alloc::vec![text.clone()]),
+            JobKind::Answer { input } => input,
+        };
+        if let AgentInput::Text { text } = input {
+            match parse_command(text) {
+                Some(Command::Reset) => {
+                    state.command = true;
+                    // Failing to forget must not pretend it forgot.
+                    self.platform
+                        .conversations()
+                        .clear(&key)
+                        .await
+                        .map_err(|e| {
+                            JobError::Agent(AgentError::retry(format!("conversation store: {e}")))
+                        })?;
+                    return Ok(alloc::vec![RESET_TEXT.to_owned()]);
+                }
+                Some(Command::Help) => {
+                    state.command = true;
+                    return Ok(alloc::vec![HELP_TEXT.to_owned()]);
+                }
+                None => {}
+            }
+        }
+        // Memory is best-effort: an unreadable history means answering without it.
+        let history = self
+            .platform
+            .conversations()
+            .load(&key)
+            .await
+            .unwrap_or_default();
+        let answer = {
+            let respond = pin!(self.timed_answer(job, &history));
+            if self.settings.thinking_notice_secs > 0 && !state.notice_sent {
+                let timer = pin!(self
+                    .platform
+                    .sleeper()
+                    .sleep(Duration::from_secs(self.settings.thinking_notice_secs)));
+                match select(respond, timer).await {
+                    Either::Left((answer, _)) => answer,
+                    Either::Right(((), respond)) => {
+                        state.notice_sent = true;
+                        let notice = Content::Text {
+                            content: THINKING_TEXT.to_owned(),
+                        };
+                        // A lost notice is not worth failing the answer for.
+                        let _ = self
+                            .client
+                            .send(app, job.user.user_id.as_str(), &notice)
+                            .await;
+                        respond.await
+                    }
+                }
+            } else {
+                respond.await
+            }
+        }
+        .map_err(JobError::Agent)?;
+        let mut turns = alloc::vec![Turn {
+            role: Role::User,
+            text: input.to_text()
+        }];
+        if !answer.is_empty() {
+            turns.push(Turn {
+                role: Role::Assistant,
+                text: answer.join("\n\n"),
+            });
+        }
+        let _ = self
+            .platform
+            .conversations()
+            .append(&key, turns, self.settings.history)
+            .await;
+        Ok(answer)
+    }
+
+    /// After the last attempt failed: if the agent never answered, tell the user to try
+    /// again. Returns whether an apology went out.
+    pub async fn apologize(&self, job: &Job, state: &JobState) -> bool {
+        if state.replies.is_some() || !matches!(job.kind, JobKind::Answer { .. }) {
+            return false;
+        }
+        let Ok(app) = self.app(job) else { return false };
+        let apology = Content::Text {
+            content: APOLOGY_TEXT.to_owned(),
+        };
+        self.client
+            .send(app, job.user.user_id.as_str(), &apology)
+            .await
+            .is_ok()
+    }
+}

@@ -1,0 +1,452 @@
+//! The relay's own tests: the job runner with scripted agents, whole jobs over a
+//! [`TestPlatform`], and the HTTP face with Tencent's vectors.
+
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use super::runner::Runner;
+use super::*;
+use crate::agent::{Agent, AgentError, EchoAgent};
+use crate::apps::{AppConfig, Apps};
+use crate::config::RawSettings;
+use crate::http::{Body, HttpResponse};
+use crate::ids::{AgentId, ScopedUser};
+use crate::job::{AgentInput, JobKind};
+use crate::memory::{Role, Turn};
+use crate::ports::{ConversationStore, NoRefreshLock};
+use crate::testing::{block_on, vectors, InstantSleeper, TestPlatform};
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+const TOKEN: &str = r#"{"errcode":0,"access_token":"T","expires_in":7200}"#;
+const SENT: &str = r#"{"errcode":0,"errmsg":"ok","msgid":"m"}"#;
+
+fn apps() -> Apps {
+    let cfg = AppConfig {
+        name: Some("a".into()),
+        corp_id: "ww1".into(),
+        corp_secret: "s".into(),
+        agent_id: "7".into(),
+        token: "t".into(),
+        encoding_aes_key: "A".repeat(43),
+    };
+    Apps::from_configs(&[cfg], true).unwrap()
+}
+
+fn job(text: &str) -> Job {
+    Job {
+        id: "ww1:7:m:1".into(),
+        app: "a".into(),
+        agent_id: AgentId(7),
+        user: ScopedUser::new("ww1", "alice"),
+        create_time: 1,
+        kind: JobKind::Answer {
+            input: AgentInput::Text { text: text.into() },
+        },
+    }
+}
+
+/// WeCom answers every call: a token, or a sent message.
+fn answering(p: &TestPlatform) {
+    p.http.respond_with(|req| {
+        Some(Ok(HttpResponse::json(
+            if req.path().ends_with("gettoken") {
+                TOKEN
+            } else {
+                SENT
+            },
+        )))
+    });
+}
+
+/// The texts of every message sent, in order.
+fn sent_texts(p: &TestPlatform) -> Vec<String> {
+    p.http
+        .requests()
+        .iter()
+        .filter_map(|r| match &r.body {
+            Body::Json(j) => {
+                let v: serde_json::Value = serde_json::from_str(j).unwrap();
+                v["text"]["content"].as_str().map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs `f` with a runner over `p` whose agent is `agent`.
+fn with_runner<A: Agent, T>(
+    p: &TestPlatform,
+    agent: &A,
+    f: impl FnOnce(&Runner<'_, TestPlatform, A>) -> T,
+) -> T {
+    let apps = apps();
+    let settings = AgentSettings::default();
+    let http = ObservedHttp(p);
+    let client = WeComClient {
+        api_base: "http://x",
+        http: &http,
+        tokens: &p.tokens,
+        clock: &p.clock,
+        refresh: &NoRefreshLock,
+    };
+    let runner = Runner {
+        apps: &apps,
+        settings: &settings,
+        agent,
+        client: &client,
+        platform: p,
+    };
+    f(&runner)
+}
+
+struct CountingAgent(AtomicUsize);
+impl Agent for CountingAgent {
+    async fn respond(&self, _job: &Job, _history: &[Turn]) -> Result<Vec<String>, AgentError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(alloc::vec!["答".repeat(1500)]) // 4500 bytes: 3 parts
+    }
+}
+
+struct Broken;
+impl Agent for Broken {
+    async fn respond(&self, _job: &Job, _h: &[Turn]) -> Result<Vec<String>, AgentError> {
+        Err(AgentError::fatal("401"))
+    }
+}
+
+#[test]
+fn a_retry_resumes_without_asking_the_agent_or_sending_twice() {
+    let p = TestPlatform::at(1);
+    let agent = CountingAgent(AtomicUsize::new(0));
+    p.http
+        .push_json(TOKEN)
+        .push_json(SENT)
+        .push_json(r#"{"errcode":-1,"errmsg":"system busy"}"#);
+    let mut state = JobState::default();
+    let step = with_runner(&p, &agent, |r| block_on(r.step(&job("q"), &mut state)));
+    assert!(
+        matches!(step, Step::RetryIn(d) if d.as_millis() >= 500),
+        "{step:?}"
+    );
+    assert_eq!((state.parts_sent, state.parts_total), (1, 3));
+    assert_eq!(p.lines_with("retrying job=ww1:7:m:1").len(), 1);
+    p.http.push_json(SENT).push_json(SENT);
+    let step = with_runner(&p, &agent, |r| block_on(r.step(&job("q"), &mut state)));
+    let Step::Done(report) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(agent.0.load(Ordering::SeqCst), 1);
+    assert_eq!((state.parts_sent, state.attempts), (3, 2));
+    assert_eq!(
+        report.to_string(),
+        "reply sent job=ww1:7:m:1 parts=3 attempts=2"
+    );
+    let sends = p.http.paths();
+    assert_eq!(
+        sends.iter().filter(|p| p.ends_with("message/send")).count(),
+        4
+    );
+}
+
+#[test]
+fn memory_commands_and_notices() {
+    let p = TestPlatform::at(1);
+    answering(&p);
+    with_runner(&p, &EchoAgent, |r| {
+        block_on(r.run(&job("first"), &mut JobState::default())).unwrap();
+        block_on(r.run(&job("second"), &mut JobState::default())).unwrap();
+        let stored = block_on(p.conversations.load("ww1:alice")).unwrap();
+        assert_eq!(stored.len(), 4);
+        assert_eq!(
+            (stored[0].role, stored[3].text.as_str()),
+            (Role::User, "second")
+        );
+        let mut st = JobState::default();
+        block_on(r.run(&job(" /NEW "), &mut st)).unwrap();
+        assert!(st.command);
+        assert_eq!(st.replies.as_deref(), Some(&[RESET_TEXT.to_owned()][..]));
+        assert!(block_on(p.conversations.load("ww1:alice"))
+            .unwrap()
+            .is_empty());
+        let mut st = JobState::default();
+        block_on(r.run(&job("/help"), &mut st)).unwrap();
+        assert!(st.replies.unwrap()[0].contains("/reset"));
+        assert!(
+            block_on(p.conversations.load("ww1:alice"))
+                .unwrap()
+                .is_empty(),
+            "commands never reach the agent or the memory"
+        );
+    });
+}
+
+#[test]
+fn the_thinking_notice_goes_out_once_when_the_timer_wins() {
+    struct SlowAgent;
+    impl Agent for SlowAgent {
+        async fn respond(&self, _job: &Job, _h: &[Turn]) -> Result<Vec<String>, AgentError> {
+            crate::testing::yield_a_few().await;
+            Ok(alloc::vec!["done".into()])
+        }
+    }
+    let p = TestPlatform::at(1);
+    answering(&p);
+    let mut st = JobState::default();
+    with_runner(&p, &SlowAgent, |r| block_on(r.run(&job("q"), &mut st))).unwrap();
+    assert!(st.notice_sent);
+    assert_eq!(sent_texts(&p), [THINKING_TEXT, "done"]);
+
+    // A timer that never fires: no notice.
+    let mut p = TestPlatform::at(1);
+    p.sleeper = InstantSleeper::never();
+    answering(&p);
+    with_runner(&p, &SlowAgent, |r| {
+        block_on(r.run(&job("q"), &mut JobState::default()))
+    })
+    .unwrap();
+    assert_eq!(sent_texts(&p), ["done"]);
+}
+
+#[test]
+fn a_final_failure_apologises_once_the_agent_never_answered() {
+    let p = TestPlatform::at(1);
+    answering(&p);
+    let mut st = JobState::default();
+    let step = with_runner(&p, &Broken, |r| block_on(r.step(&job("q"), &mut st)));
+    let Step::GaveUp(report) = step else {
+        panic!("{step:?}")
+    };
+    assert!(report.apologized);
+    assert_eq!(sent_texts(&p), [APOLOGY_TEXT]);
+    assert_eq!(report.failure_label().as_deref(), Some("agent"));
+    let line = &p.lines_with("reply failed")[0];
+    assert!(line.ends_with("apology=sent"), "{line}");
+    assert!(p.events().iter().any(|(l, _)| *l == Level::Error));
+
+    let mut answered = st.clone();
+    answered.replies = Some(alloc::vec!["x".into()]);
+    assert!(
+        !with_runner(&p, &Broken, |r| block_on(r.apologize(&job("q"), &answered))),
+        "an answer that failed to send is retried, not apologised for"
+    );
+}
+
+fn relay_at(now: u64) -> Relay<TestPlatform> {
+    let mut raw = RawSettings::default();
+    raw.set(
+        "apps_json",
+        r#"[{"name":"a","corp_id":"ww1","corp_secret":"s","agent_id":"7","token":"t","encoding_aes_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]"#.into(),
+    )
+    .unwrap();
+    raw.set("api_base", "http://x".into()).unwrap();
+    raw.set("allowed_users", "*".into()).unwrap();
+    Relay::new(
+        raw.resolve().unwrap(),
+        AgentSettings::default(),
+        TestPlatform::at(now),
+    )
+}
+
+#[test]
+fn run_job_retries_on_the_platform_timers_until_done() {
+    let relay = relay_at(1);
+    relay
+        .platform()
+        .http
+        .push_json(TOKEN)
+        .push_json(r#"{"errcode":-1,"errmsg":"system busy"}"#)
+        .push_json(r#"{"errcode":-1,"errmsg":"system busy"}"#)
+        .push_json(SENT);
+    let report = block_on(relay.run_job(&job("hello")));
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.attempts, 3);
+    assert_eq!(relay.platform().lines_with("retrying").len(), 2);
+    assert_eq!(sent_texts(relay.platform()), ["hello", "hello", "hello"]);
+    assert_eq!(relay.platform().lines_with("reply sent").len(), 1);
+}
+
+#[test]
+fn run_job_gives_up_after_the_last_attempt_and_explains_60020_once() {
+    let relay = relay_at(1);
+    relay.platform().http.respond_with(|req| {
+        Some(Ok(HttpResponse::json(if req.path().ends_with("gettoken") {
+            TOKEN
+        } else {
+            r#"{"errcode":60020,"errmsg":"not allow to access from your ip, hint: [1], from ip: 127.0.0.1"}"#
+        })))
+    });
+    let report = block_on(relay.run_job(&job("hello")));
+    assert_eq!(report.attempts, 1, "a trusted-IP refusal is not retried");
+    let lines = relay.platform().lines_with("60020");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("trusted IPs") && lines[0].contains("127.0.0.1"));
+
+    let relay = relay_at(1);
+    relay.platform().http.respond_with(|req| {
+        Some(Ok(HttpResponse::json(
+            if req.path().ends_with("gettoken") {
+                TOKEN
+            } else {
+                r#"{"errcode":-1,"errmsg":"system busy"}"#
+            },
+        )))
+    });
+    let report = block_on(relay.run_job(&job("hello")));
+    assert_eq!(report.attempts, crate::wecom::client::MAX_ATTEMPTS);
+    assert!(!report.is_success());
+    assert_eq!(report.failure_label().as_deref(), Some("-1"));
+    assert!(!report.apologized, "the agent answered: no apology");
+}
+
+fn get<'a>(path: &'a str, query: &'a str) -> Incoming<'a> {
+    Incoming {
+        method: "GET",
+        path,
+        query,
+        authorization: None,
+        body: Ok(b""),
+    }
+}
+
+#[test]
+fn routes_statuses_and_literals() {
+    let relay = relay_at(1);
+    let health = block_on(relay.handle(&get("/health", "")));
+    assert_eq!(
+        (health.status, health.content_type, health.body.as_str()),
+        (
+            200,
+            "application/json",
+            r#"{"platform":"wecom_callback","status":"ok"}"#
+        )
+    );
+    let put = Incoming {
+        method: "PUT",
+        ..get("/health", "")
+    };
+    let answer = block_on(relay.handle(&put));
+    assert_eq!(
+        (answer.status, &answer.headers[..]),
+        (405, &[("allow", "GET")][..])
+    );
+    assert_eq!(block_on(relay.handle(&get("/metrics", ""))).status, 404);
+    assert_eq!(block_on(relay.handle(&get("/nope", ""))).status, 404);
+    assert_eq!(
+        relay.platform().lines_with("\"/nope\" answered 404").len(),
+        1
+    );
+    let delete = Incoming {
+        method: "DELETE",
+        ..get("/wecom/callback", "")
+    };
+    assert_eq!(block_on(relay.handle(&delete)).status, 405);
+    assert_eq!(block_on(relay.handle(&get("/api/send", ""))).status, 405);
+    let send = Incoming {
+        method: "POST",
+        ..get("/api/send", "")
+    };
+    let answer = block_on(relay.handle(&send));
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (404, r#"{"error":"not found","ok":false}"#),
+        "no api_token: the send API does not exist"
+    );
+
+    let mut relay = relay_at(1);
+    relay.platform.metrics = Some("# EOF\n".into());
+    let metrics = block_on(relay.handle(&get("/metrics", "")));
+    assert_eq!((metrics.status, metrics.body.as_str()), (200, "# EOF\n"));
+    assert!(metrics
+        .content_type
+        .starts_with("application/openmetrics-text"));
+}
+
+#[test]
+fn the_official_vectors_through_the_front_door() {
+    let set = vectors().remove(0);
+    let mut raw = RawSettings::default();
+    for (k, v) in [
+        ("corp_id", set.corp_id.as_str()),
+        ("corp_secret", "s"),
+        ("agent_id", set.agent_id.as_str()),
+        ("token", set.token.as_str()),
+        ("encoding_aes_key", set.encoding_aes_key.as_str()),
+        ("allowed_users", "*"),
+    ] {
+        raw.set(k, v.into()).unwrap();
+    }
+    let now = set.callback.timestamp.parse().unwrap();
+    let relay = Relay::new(
+        raw.resolve().unwrap(),
+        AgentSettings::default(),
+        TestPlatform::at(now),
+    );
+    let echo = block_on(relay.handle(&get("/wecom/callback", &set.verify_url.query)));
+    assert_eq!(
+        (echo.status, echo.body.as_str()),
+        (200, set.verify_url.expected_body.as_str())
+    );
+    let post = Incoming {
+        method: "POST",
+        body: Ok(set.callback.body.as_bytes()),
+        ..get("/wecom/callback", &set.callback.query)
+    };
+    let answer = block_on(relay.handle(&post));
+    assert_eq!((answer.status, answer.body.as_str()), (200, "success"));
+    assert_eq!(relay.platform().sink.take().len(), 1);
+    let again = block_on(relay.handle(&post));
+    assert_eq!((again.status, again.body.as_str()), (200, "success"));
+    assert!(
+        relay.platform().sink.take().is_empty(),
+        "a retry is not a new job"
+    );
+    assert_eq!(relay.platform().lines_with("duplicate callback").len(), 1);
+
+    let huge = Incoming {
+        body: Err(BodyTooLarge),
+        ..post
+    };
+    assert_eq!(block_on(relay.handle(&huge)).status, 413);
+    let tampered = Incoming {
+        body: Ok(b"<xml><Encrypt>AAAA</Encrypt></xml>"),
+        ..post
+    };
+    assert_eq!(block_on(relay.handle(&tampered)).status, 403);
+
+    // A sink that refuses: 503, and the claim is released so WeCom's retry gets in.
+    let relay = Relay::new(
+        relay.settings().clone(),
+        AgentSettings::default(),
+        TestPlatform::at(now),
+    );
+    relay.platform().sink.close();
+    assert_eq!(block_on(relay.handle(&post)).status, 503);
+    let lines = relay.platform().lines_with("job not queued");
+    assert_eq!(lines.len(), 1);
+    assert!(relay
+        .platform()
+        .events()
+        .iter()
+        .any(|(level, line)| *level == Level::Warn && line.contains("job not queued")));
+}
+
+#[test]
+fn misconfigured_answers_500_except_health() {
+    let health = answer_misconfigured(&get("/health", ""));
+    assert_eq!(health.status, 200);
+    let other = answer_misconfigured(&get("/wecom/callback", ""));
+    assert_eq!(
+        (other.status, other.body.as_str()),
+        (500, "configuration error")
+    );
+    let e = crate::apps::ConfigError::new("apps[0].encoding_aes_key", "bad");
+    let reason = e.to_string();
+    let line = Event::Misconfigured(&reason).to_string();
+    assert!(
+        line.starts_with("configuration error: apps[0].encoding_aes_key"),
+        "{line}"
+    );
+}

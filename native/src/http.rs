@@ -1,0 +1,70 @@
+//! The HTTP face on axum: every request becomes the core's `Incoming`, with the body read up to
+//! the core's cap, and the core's `Answer` is written back as it is.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use wecom_relay_core::{Answer, BodyTooLarge, Incoming, MAX_BODY_BYTES};
+
+use crate::NativeRelay;
+
+/// The relay's router: one handler, the core routes.
+pub fn app(relay: Arc<NativeRelay>) -> Router {
+    Router::new().fallback(handle).with_state(relay)
+}
+
+async fn handle(
+    State(relay): State<Arc<NativeRelay>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = read_capped(&headers, body).await;
+    let incoming = Incoming {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or_default(),
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        body: body.as_deref().map_err(|e| *e),
+    };
+    respond(relay.handle(&incoming).await)
+}
+
+/// Reads at most the core's cap: refused before reading when the announced length is larger,
+/// and cut off as soon as more arrives.
+async fn read_capped(headers: &HeaderMap, body: Body) -> Result<Bytes, BodyTooLarge> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(BodyTooLarge);
+    }
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| BodyTooLarge)
+}
+
+fn respond(answer: Answer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, answer.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(answer.content_type),
+    );
+    for (name, value) in answer.headers {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    response
+}

@@ -1,0 +1,164 @@
+//! Running accepted jobs: a queue per user, so one user's messages are answered in order, under
+//! a bound on how many run at once; each job is [`wecom_relay_core::Relay::run_job`], which
+//! owns retries and apologies. On shutdown, intake stops and running work gets time to finish.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use wecom_relay_core::ports::{JobSink, SinkError};
+use wecom_relay_core::Job;
+
+use crate::metrics::Metrics;
+use crate::NativeRelay;
+
+#[derive(Default)]
+struct Queues {
+    by_user: HashMap<String, VecDeque<Job>>,
+    depth: usize,
+    closed: bool,
+}
+
+/// What the runner is woken for.
+enum Wake {
+    /// A user's queue went from empty to non-empty.
+    User(String),
+    /// Intake is closed; nothing more will arrive.
+    Stop,
+}
+
+/// The per-user job queues: the relay's job sink.
+pub struct JobQueue {
+    queues: Mutex<Queues>,
+    wake: mpsc::UnboundedSender<Wake>,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    metrics: Arc<Metrics>,
+}
+
+/// The other end of a [`JobQueue`]: hand it to [`spawn_runner`].
+pub struct Wakeups(mpsc::UnboundedReceiver<Wake>);
+
+impl JobQueue {
+    /// A queue that runs at most `concurrency` jobs at once.
+    pub fn new(concurrency: usize, metrics: Arc<Metrics>) -> (Self, Wakeups) {
+        let (wake, wakeups) = mpsc::unbounded_channel();
+        let queue = Self {
+            queues: Mutex::default(),
+            wake,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            tracker: TaskTracker::new(),
+            metrics,
+        };
+        (queue, Wakeups(wakeups))
+    }
+
+    fn queues(&self) -> MutexGuard<'_, Queues> {
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Jobs waiting or running.
+    pub fn depth(&self) -> usize {
+        self.queues().depth
+    }
+
+    fn front(&self, user: &str) -> Option<Job> {
+        self.queues()
+            .by_user
+            .get(user)
+            .and_then(|q| q.front().cloned())
+    }
+
+    /// Drops the user's finished job; whether another one waits.
+    fn pop(&self, user: &str) -> bool {
+        let mut queues = self.queues();
+        queues.depth -= 1;
+        self.metrics.set_queue_depth(queues.depth);
+        let pending = queues
+            .by_user
+            .get_mut(user)
+            .expect("a user's queue lives while drained");
+        pending.pop_front();
+        if pending.is_empty() {
+            queues.by_user.remove(user);
+            return false;
+        }
+        true
+    }
+
+    /// Stops intake and waits up to `timeout` for queued and running jobs. Returns whether
+    /// everything finished.
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        {
+            let mut queues = self.queues();
+            queues.closed = true;
+            // Sent under the lock: every job accepted before this is already announced.
+            let _ = self.wake.send(Wake::Stop);
+        }
+        self.tracker.close();
+        let drained = tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_ok();
+        if drained {
+            info!("all in-flight work finished");
+        } else {
+            warn!(
+                left = self.depth(),
+                "drain timeout: unfinished jobs dropped"
+            );
+        }
+        drained
+    }
+}
+
+impl JobSink for JobQueue {
+    async fn submit(&self, job: Job) -> Result<(), SinkError> {
+        let key = job.user.key();
+        let mut queues = self.queues();
+        if queues.closed {
+            return Err(SinkError("shutting down".into()));
+        }
+        queues.depth += 1;
+        self.metrics.set_queue_depth(queues.depth);
+        if let Some(pending) = queues.by_user.get_mut(&key) {
+            pending.push_back(job);
+            return Ok(());
+        }
+        queues.by_user.insert(key.clone(), VecDeque::from([job]));
+        self.wake
+            .send(Wake::User(key))
+            .map_err(|_| SinkError("the job runner stopped".into()))
+    }
+}
+
+/// Starts the task that drains each user's queue as jobs arrive, until shutdown.
+pub fn spawn_runner(relay: Arc<NativeRelay>, mut wakeups: Wakeups) {
+    let tracker = relay.platform().jobs().tracker.clone();
+    tracker.clone().spawn(async move {
+        while let Some(Wake::User(user)) = wakeups.0.recv().await {
+            tracker.spawn(drain_user(relay.clone(), user));
+        }
+    });
+}
+
+async fn drain_user(relay: Arc<NativeRelay>, user: String) {
+    let queue = relay.platform().jobs();
+    while let Some(job) = queue.front(&user) {
+        {
+            let _permit = queue
+                .permits
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            relay.run_job(&job).await;
+        }
+        if !queue.pop(&user) {
+            return;
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The core's ports on native: reqwest for HTTP, the system clock, the OS random source, a
+//! per-key async lock for token refreshes, the in-memory stores, and [`NativePlatform`], which
+//! bundles them with the job queue and writes the core's events to `tracing` and Prometheus.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, error, info, warn};
+use wecom_relay_core::http::{Body, HttpRequest, HttpResponse, Method, TransportError};
+use wecom_relay_core::ports::{
+    Clock, HttpClient, MemoryConversations, MemoryDedup, MemoryTokenCache, Random, RefreshLock,
+    Sleeper,
+};
+use wecom_relay_core::{Event, Level, Platform};
+
+use crate::config::RuntimeConfig;
+use crate::jobs::JobQueue;
+use crate::metrics::Metrics;
+
+/// HTTP through reqwest (rustls), with a per-request timeout.
+#[derive(Debug, Clone)]
+pub struct ReqwestHttp {
+    client: reqwest::Client,
+}
+
+impl ReqwestHttp {
+    /// A client whose requests give up after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("wecom-relay/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("reqwest client with rustls builds");
+        Self { client }
+    }
+}
+
+fn transport(e: &reqwest::Error) -> TransportError {
+    if e.is_timeout() {
+        TransportError::Timeout
+    } else if e.is_connect() {
+        TransportError::Connect
+    } else {
+        TransportError::Io
+    }
+}
+
+impl HttpClient for ReqwestHttp {
+    async fn send(&self, req: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let builder = match req.method {
+            Method::Get => self.client.get(&req.url),
+            Method::Post => self.client.post(&req.url),
+        };
+        let builder = req
+            .headers
+            .iter()
+            .fold(builder, |b, (k, v)| b.header(k.as_str(), v.as_str()));
+        let builder = match req.body {
+            Body::Empty => builder,
+            Body::Json(json) => builder
+                .header("content-type", "application/json")
+                .body(json),
+            Body::Multipart(part) => {
+                let file = reqwest::multipart::Part::bytes(part.bytes)
+                    .file_name(part.filename)
+                    .mime_str(&part.content_type)
+                    .map_err(|_| TransportError::Io)?;
+                builder.multipart(reqwest::multipart::Form::new().part(part.field, file))
+            }
+        };
+        let resp = builder.send().await.map_err(|e| transport(&e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(|e| transport(&e))?.to_vec();
+        Ok(HttpResponse::from_parts(
+            status,
+            |name| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            },
+            body,
+        ))
+    }
+}
+
+/// Timers on tokio.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokioSleeper;
+
+impl Sleeper for TokioSleeper {
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+    fn now_millis(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// The operating system's CSPRNG.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsRandom;
+
+impl Random for OsRandom {
+    fn fill(&self, buf: &mut [u8]) {
+        getrandom::fill(buf).expect("the OS random source is available");
+    }
+}
+
+/// One async mutex per key, created on demand.
+#[derive(Debug, Default)]
+pub struct KeyedLock {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl RefreshLock for KeyedLock {
+    type Guard<'a> = tokio::sync::OwnedMutexGuard<()>;
+
+    async fn lock<'a>(&'a self, key: &'a str) -> Self::Guard<'a> {
+        let lock = {
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(key.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// A clock shared behind a pointer, so tests can move time.
+#[derive(Clone)]
+pub struct SharedClock(pub Arc<dyn Clock>);
+
+impl Clock for SharedClock {
+    fn now_unix(&self) -> u64 {
+        self.0.now_unix()
+    }
+    fn now_millis(&self) -> u64 {
+        self.0.now_millis()
+    }
+}
+
+/// The native platform: every port, the job queue and the metrics of one relay process.
+pub struct NativePlatform {
+    api_http: ReqwestHttp,
+    agent_http: ReqwestHttp,
+    tokens: MemoryTokenCache,
+    dedup: MemoryDedup,
+    conversations: MemoryConversations,
+    refresh: KeyedLock,
+    clock: SharedClock,
+    jobs: JobQueue,
+    metrics: Arc<Metrics>,
+}
+
+impl NativePlatform {
+    /// Ports with the runtime's timeouts, in-memory stores, and `jobs` as the sink.
+    pub fn new(
+        runtime: &RuntimeConfig,
+        agent_timeout: Duration,
+        clock: Arc<dyn Clock>,
+        jobs: JobQueue,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            api_http: ReqwestHttp::new(Duration::from_secs(runtime.api_timeout_secs)),
+            agent_http: ReqwestHttp::new(agent_timeout),
+            tokens: MemoryTokenCache::default(),
+            dedup: MemoryDedup::default(),
+            conversations: MemoryConversations::default(),
+            refresh: KeyedLock::default(),
+            clock: SharedClock(clock),
+            jobs,
+            metrics,
+        }
+    }
+
+    /// The job queue.
+    pub fn jobs(&self) -> &JobQueue {
+        &self.jobs
+    }
+}
+
+impl Platform for NativePlatform {
+    type Http = ReqwestHttp;
+    type Tokens = MemoryTokenCache;
+    type Dedup = MemoryDedup;
+    type Conversations = MemoryConversations;
+    type Lock = KeyedLock;
+    type Clock = SharedClock;
+    type Sleeper = TokioSleeper;
+    type Random = OsRandom;
+    type Sink = JobQueue;
+
+    fn api_http(&self) -> &ReqwestHttp {
+        &self.api_http
+    }
+    fn agent_http(&self) -> &ReqwestHttp {
+        &self.agent_http
+    }
+    fn tokens(&self) -> &MemoryTokenCache {
+        &self.tokens
+    }
+    fn dedup(&self) -> &MemoryDedup {
+        &self.dedup
+    }
+    fn conversations(&self) -> &MemoryConversations {
+        &self.conversations
+    }
+    fn refresh_lock(&self) -> &KeyedLock {
+        &self.refresh
+    }
+    fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+    fn sleeper(&self) -> &TokioSleeper {
+        &TokioSleeper
+    }
+    fn random(&self) -> &OsRandom {
+        &OsRandom
+    }
+    fn sink(&self) -> &JobQueue {
+        &self.jobs
+    }
+    fn observe(&self, event: &Event<'_>) {
+        match event.level() {
+            Level::Debug => debug!("{event}"),
+            Level::Info => info!("{event}"),
+            Level::Warn => warn!("{event}"),
+            Level::Error => error!("{event}"),
+        }
+        self.metrics.record(event);
+    }
+    fn metrics(&self) -> Option<String> {
+        Some(self.metrics.render())
+    }
+}
