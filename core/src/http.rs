@@ -154,11 +154,43 @@ pub enum TransportError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyTooLarge;
 
+/// A request body read under the relay's cap ([`crate::relay::MAX_BODY_BYTES`]), chunk by
+/// chunk as the twin's stack delivers them: refused before reading when the announced length
+/// is larger, and as soon as the chunks add up to more.
+#[derive(Debug, Default)]
+pub struct CappedBody {
+    bytes: Vec<u8>,
+}
+
+impl CappedBody {
+    /// Starts reading a body whose `Content-Length` header (if any) says `announced`.
+    pub fn new(announced: Option<&str>) -> Result<Self, BodyTooLarge> {
+        let limit = crate::relay::MAX_BODY_BYTES;
+        match announced.and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(n) if n > limit as u64 => Err(BodyTooLarge),
+            _ => Ok(Self::default()),
+        }
+    }
+
+    /// Adds a chunk; fails once the body is over the cap.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), BodyTooLarge> {
+        if self.bytes.len() + chunk.len() > crate::relay::MAX_BODY_BYTES {
+            return Err(BodyTooLarge);
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The whole body.
+    pub fn finish(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
 /// An inbound HTTP request, as a twin hands it to [`crate::Relay::handle`].
 ///
-/// The twin reads at most [`crate::relay::MAX_BODY_BYTES`] of the body (stopping as soon as
-/// more arrives, and before reading when the announced length is larger), so no request makes
-/// it buffer more than that.
+/// The twin reads the body through a [`CappedBody`], so no request makes it buffer more than
+/// the cap.
 #[derive(Debug, Clone, Copy)]
 pub struct Incoming<'a> {
     /// `GET`, `POST`, ... (upper case).
@@ -227,5 +259,31 @@ impl Answer {
         let mut answer = Self::text(405, "");
         answer.headers.push(("allow", allow));
         answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::MAX_BODY_BYTES;
+    use alloc::string::ToString;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn a_capped_body_stops_at_the_limit_and_before_a_larger_announcement() {
+        assert_eq!(
+            CappedBody::new(Some(&(MAX_BODY_BYTES + 1).to_string())).unwrap_err(),
+            BodyTooLarge
+        );
+        let mut body = CappedBody::new(Some("not a number")).unwrap();
+        body.push(&[b'a'; 1000]).unwrap();
+        body.push(&alloc::vec![b'b'; MAX_BODY_BYTES - 1000])
+            .unwrap();
+        assert_eq!(body.push(b"c"), Err(BodyTooLarge));
+        assert_eq!(body.finish().len(), MAX_BODY_BYTES);
+        let mut small = CappedBody::new(Some(" 5 ")).unwrap();
+        small.push(b"hello").unwrap();
+        assert_eq!(small.finish(), b"hello");
     }
 }

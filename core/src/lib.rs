@@ -77,7 +77,7 @@ pub mod wecom;
 #[cfg(feature = "std")]
 pub mod xml;
 
-pub use http::{Answer, BodyTooLarge, Incoming};
+pub use http::{Answer, BodyTooLarge, CappedBody, Incoming};
 #[cfg(feature = "std")]
 pub use {
     apps::ConfigError,

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use wecom_relay_core::{Answer, BodyTooLarge, Incoming, MAX_BODY_BYTES};
+use futures_util::StreamExt;
+use wecom_relay_core::{Answer, BodyTooLarge, CappedBody, Incoming};
 
 use crate::NativeRelay;
 
@@ -37,19 +38,17 @@ async fn handle(
     respond(relay.handle(&incoming).await)
 }
 
-/// Reads at most the core's cap: refused before reading when the announced length is larger,
-/// and cut off as soon as more arrives.
-async fn read_capped(headers: &HeaderMap, body: Body) -> Result<Bytes, BodyTooLarge> {
+/// Reads the body through the core's cap, chunk by chunk.
+async fn read_capped(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, BodyTooLarge> {
     let announced = headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if announced.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(BodyTooLarge);
+        .and_then(|v| v.to_str().ok());
+    let mut capped = CappedBody::new(announced)?;
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        capped.push(&chunk.map_err(|_| BodyTooLarge)?)?;
     }
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| BodyTooLarge)
+    Ok(capped.finish())
 }
 
 fn respond(answer: Answer) -> Response {

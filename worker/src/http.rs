@@ -5,8 +5,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use wecom_relay_core::MAX_BODY_BYTES;
-use wecom_relay_core::{answer_misconfigured, Answer, BodyTooLarge, Event, Incoming, Relay};
+use wecom_relay_core::{
+    answer_misconfigured, Answer, BodyTooLarge, CappedBody, Event, Incoming, Relay,
+};
 use worker::{Context, Env, Request, Response, Result};
 
 use crate::entry::load_settings;
@@ -42,31 +43,18 @@ pub async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response>
     respond(answer)
 }
 
-/// Reads at most the core's cap: refused before reading when the announced length is larger,
-/// and cut off as soon as more arrives.
+/// Reads the body through the core's cap, chunk by chunk.
 async fn read_capped(req: &mut Request) -> std::result::Result<Vec<u8>, BodyTooLarge> {
-    let announced = req
-        .headers()
-        .get("content-length")
-        .ok()
-        .flatten()
-        .and_then(|v| v.parse::<usize>().ok());
-    if announced.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(BodyTooLarge);
-    }
-    let Ok(mut stream) = req.stream() else {
+    let announced = req.headers().get("content-length").ok().flatten();
+    let mut capped = CappedBody::new(announced.as_deref())?;
+    let Ok(mut chunks) = req.stream() else {
         // No body at all.
-        return Ok(Vec::new());
+        return Ok(capped.finish());
     };
-    let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| BodyTooLarge)?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(BodyTooLarge);
-        }
-        body.extend_from_slice(&chunk);
+    while let Some(chunk) = chunks.next().await {
+        capped.push(&chunk.map_err(|_| BodyTooLarge)?)?;
     }
-    Ok(body)
+    Ok(capped.finish())
 }
 
 fn respond(answer: Answer) -> Result<Response> {
