@@ -154,7 +154,10 @@ pub enum TransportError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyTooLarge;
 
-/// A request body read under the relay's cap ([`crate::relay::MAX_BODY_BYTES`]), chunk by
+/// The largest request body the relay reads. WeCom's callbacks are a few KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A request body read under the relay's cap ([`MAX_BODY_BYTES`]), chunk by
 /// chunk as the twin's stack delivers them: refused before reading when the announced length
 /// is larger, and as soon as the chunks add up to more.
 #[derive(Debug, Default)]
@@ -165,16 +168,15 @@ pub struct CappedBody {
 impl CappedBody {
     /// Starts reading a body whose `Content-Length` header (if any) says `announced`.
     pub fn new(announced: Option<&str>) -> Result<Self, BodyTooLarge> {
-        let limit = crate::relay::MAX_BODY_BYTES;
         match announced.and_then(|v| v.trim().parse::<u64>().ok()) {
-            Some(n) if n > limit as u64 => Err(BodyTooLarge),
+            Some(n) if n > MAX_BODY_BYTES as u64 => Err(BodyTooLarge),
             _ => Ok(Self::default()),
         }
     }
 
     /// Adds a chunk; fails once the body is over the cap.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), BodyTooLarge> {
-        if self.bytes.len() + chunk.len() > crate::relay::MAX_BODY_BYTES {
+        if self.bytes.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(BodyTooLarge);
         }
         self.bytes.extend_from_slice(chunk);
@@ -265,7 +267,6 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::MAX_BODY_BYTES;
     use alloc::string::ToString;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;

@@ -20,8 +20,7 @@ use crate::ports::{Claim, DedupStore, JobSink, SinkError, StoreError};
 use crate::replay::{dedup_key, ReplayError};
 use crate::xml::{parse_envelope, parse_message, Event, Message, MessageBody, XmlError};
 
-/// The largest callback body accepted. WeCom's are a few KiB.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub use crate::http::MAX_BODY_BYTES;
 
 /// How long a denied user waits between two deny notices.
 pub const DENY_NOTICE_INTERVAL_SECS: u64 = 3600;
