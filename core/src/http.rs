@@ -215,7 +215,7 @@ pub struct Answer {
     /// The `Content-Type`.
     pub content_type: &'static str,
     /// Other headers.
-    pub headers: Vec<(&'static str, &'static str)>,
+    pub headers: Vec<(&'static str, String)>,
     /// The body.
     pub body: String,
 }
@@ -259,7 +259,7 @@ impl Answer {
     /// 405, naming what the route allows.
     pub fn method_not_allowed(allow: &'static str) -> Self {
         let mut answer = Self::text(405, "");
-        answer.headers.push(("allow", allow));
+        answer.headers.push(("allow", allow.into()));
         answer
     }
 }

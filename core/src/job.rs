@@ -147,6 +147,9 @@ pub enum JobError {
     Agent(AgentError),
     /// WeCom refused or could not be reached.
     Api(ApiError),
+    /// The member's send budget is spent until this much later: not a failure, and not an
+    /// attempt; the job goes on after the wait.
+    Paced(Duration),
 }
 
 impl JobError {
@@ -156,6 +159,7 @@ impl JobError {
             Self::UnknownApp(_) => false,
             Self::Agent(e) => e.retryable,
             Self::Api(e) => e.class.is_retryable(),
+            Self::Paced(_) => true,
         }
     }
 
@@ -174,6 +178,7 @@ impl JobError {
                 retry_delay_ms(attempt, &as_api, jitter)
             }
             Self::UnknownApp(_) => 0,
+            Self::Paced(wait) => u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         }
     }
 }
@@ -184,6 +189,11 @@ impl fmt::Display for JobError {
             Self::UnknownApp(name) => write!(f, "app {name:?} is not configured"),
             Self::Agent(e) => write!(f, "agent: {e}"),
             Self::Api(e) => write!(f, "wecom api: {e}"),
+            Self::Paced(wait) => write!(
+                f,
+                "the member's send budget (30 a minute, 1000 an hour) is spent for {}s",
+                wait.as_secs().max(1)
+            ),
         }
     }
 }
@@ -234,6 +244,7 @@ impl JobReport {
                 .map_or_else(|| "transport".into(), |c| format!("{c}")),
             JobError::Agent(_) => "agent".into(),
             JobError::UnknownApp(_) => "config".into(),
+            JobError::Paced(_) => "paced".into(),
         })
     }
 }

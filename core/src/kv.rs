@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::ids::AccessToken;
 use crate::job::JobState;
 use crate::memory::{trim_history, HistoryLimits, Turn};
-use crate::ports::{CachedToken, Claim, ConversationStore, DedupStore, StoreError, TokenCache};
+use crate::pacing::SendWindow;
+use crate::ports::{
+    CachedToken, Claim, ConversationStore, DedupStore, SendBudget, StoreError, TokenCache,
+};
 
 /// How long an idle conversation is kept.
 pub const CONVERSATION_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -158,6 +161,25 @@ impl<K: KeyValue> ConversationStore for KvConversations<K> {
     }
 }
 
+/// Send budgets under `budget:<corp>:<agent>:<user>`. Read-modify-write: on an eventually
+/// consistent backend two locations may both take the last slot, and a failing backend lets
+/// the send go (see [`SendBudget`]).
+#[derive(Debug, Clone)]
+pub struct KvSendBudget<K>(pub K);
+
+impl<K: KeyValue> SendBudget for KvSendBudget<K> {
+    async fn take(&self, key: &str, now_ms: u64) -> Result<(), core::time::Duration> {
+        let key = format!("budget:{key}");
+        let Ok(window) = get_json::<K, SendWindow>(&self.0, &key).await else {
+            return Ok(());
+        };
+        let mut window = window.unwrap_or_default();
+        window.take(now_ms)?;
+        let _ = put_json(&self.0, &key, &window, 3600 + 60).await;
+        Ok(())
+    }
+}
+
 /// The progress of queued jobs under `job:<id>`, kept between deliveries so that a retry
 /// neither asks the agent again nor resends a part.
 #[derive(Debug, Clone)]
@@ -241,6 +263,12 @@ mod tests {
         #[cfg(target_arch = "wasm32")]
         use wasm_bindgen_test::wasm_bindgen_test as test;
         crate::token_cache_contract_tests!(KvTokenCache(MemoryKv::default()), block_on);
+    }
+    mod kv_budget {
+        use super::*;
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
+        crate::send_budget_contract_tests!(KvSendBudget(MemoryKv::default()), block_on);
     }
     mod kv_conversations {
         use super::*;

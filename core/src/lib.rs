@@ -65,6 +65,7 @@ pub mod job;
 #[cfg(feature = "std")]
 pub mod kv;
 pub mod memory;
+pub mod pacing;
 pub mod policy;
 pub mod ports;
 #[cfg(feature = "std")]

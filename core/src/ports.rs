@@ -47,6 +47,16 @@ pub trait Clock: Send + Sync {
     }
 }
 
+#[cfg(feature = "std")]
+impl<C: Clock + ?Sized> Clock for alloc::sync::Arc<C> {
+    fn now_unix(&self) -> u64 {
+        (**self).now_unix()
+    }
+    fn now_millis(&self) -> u64 {
+        (**self).now_millis()
+    }
+}
+
 /// Timers. Native: `tokio::time::sleep`; Worker: `setTimeout` (workers-rs `Delay`).
 pub trait Sleeper: Send + Sync {
     /// Completes after `duration`.
@@ -119,6 +129,22 @@ pub trait TokenCache: Send + Sync {
     fn put(&self, app: &str, token: CachedToken, now: u64) -> impl Future<Output = ()> + Send;
     /// Drops `token` if it is still the cached one.
     fn invalidate(&self, app: &str, token: &AccessToken) -> impl Future<Output = ()> + Send;
+}
+
+/// Keeps each member's [`crate::pacing::SendWindow`], so that no member gets more than WeCom
+/// delivers (30 messages a minute, 1,000 an hour, per app).
+///
+/// Contract: `take` counts a send and returns `Ok`, or returns how long until one is free and
+/// counts nothing. Concurrent takes for one key must not both succeed past the limit where the
+/// backend allows atomicity (memory, Redis); an eventually consistent backend may let a few
+/// through, and a failing backend lets the send go (a store outage must not stall replies).
+pub trait SendBudget: Send + Sync {
+    /// Takes one send from `key`'s budget at `now_ms`.
+    fn take(
+        &self,
+        key: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), core::time::Duration>> + Send;
 }
 
 /// Whether a dedup claim made the caller the first to see a key.
@@ -235,6 +261,8 @@ pub trait Platform: Send + Sync {
     type Sleeper: Sleeper;
     /// Random bytes (retry jitter).
     type Random: Random;
+    /// The members' send budgets.
+    type Budget: SendBudget;
     /// Where accepted jobs go.
     type Sink: JobSink;
 
@@ -256,6 +284,8 @@ pub trait Platform: Send + Sync {
     fn sleeper(&self) -> &Self::Sleeper;
     /// The random source.
     fn random(&self) -> &Self::Random;
+    /// The send budgets.
+    fn budget(&self) -> &Self::Budget;
     /// The job sink.
     fn sink(&self) -> &Self::Sink;
     /// Writes the event's line at its level and counts it. The default drops it.
@@ -294,7 +324,7 @@ impl DedupStore for NullDedup {
 }
 
 #[cfg(feature = "std")]
-pub use memory::{MemoryConversations, MemoryDedup, MemoryTokenCache};
+pub use memory::{MemoryConversations, MemoryDedup, MemorySendBudget, MemoryTokenCache};
 
 #[cfg(feature = "std")]
 mod memory {
@@ -369,6 +399,22 @@ mod memory {
         }
     }
 
+    /// Send budgets in process memory; idle windows are swept as new ones arrive.
+    #[derive(Debug, Default)]
+    pub struct MemorySendBudget {
+        windows: Mutex<HashMap<String, crate::pacing::SendWindow>>,
+    }
+
+    impl SendBudget for MemorySendBudget {
+        async fn take(&self, key: &str, now_ms: u64) -> Result<(), core::time::Duration> {
+            let mut windows = lock(&self.windows);
+            if windows.len() >= 1024 && windows.len().is_power_of_two() {
+                windows.retain(|_, w| !w.is_idle(now_ms));
+            }
+            windows.entry(key.into()).or_default().take(now_ms)
+        }
+    }
+
     /// Conversations in process memory.
     #[derive(Debug, Default)]
     pub struct MemoryConversations {
@@ -419,6 +465,12 @@ mod tests {
         #[cfg(target_arch = "wasm32")]
         use wasm_bindgen_test::wasm_bindgen_test as test;
         crate::token_cache_contract_tests!(MemoryTokenCache::default(), block_on);
+    }
+    mod memory_budget {
+        use super::*;
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
+        crate::send_budget_contract_tests!(MemorySendBudget::default(), block_on);
     }
     mod memory_conversations {
         use super::*;

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use crate::http::{HttpRequest, HttpResponse, TransportError};
 use crate::job::Job;
 use crate::ports::{
-    Clock, HttpClient, JobSink, MemoryConversations, MemoryDedup, MemoryTokenCache, NoRefreshLock,
-    Platform, Random, SinkError,
+    Clock, HttpClient, JobSink, MemoryConversations, MemoryDedup, MemorySendBudget,
+    MemoryTokenCache, NoRefreshLock, Platform, Random, SinkError,
 };
 use crate::relay::{Event, Level};
 
@@ -77,25 +77,64 @@ pub async fn yield_a_few() {
     }
 }
 
-/// A clock that only moves when told.
+/// A clock that only moves when told (or when a [`VirtualSleeper`] sleeps on it).
 #[derive(Debug, Default)]
 pub struct FixedClock(AtomicU64);
 
 impl FixedClock {
-    /// A clock at `now`.
+    /// A clock at `now` (unix seconds).
     pub fn at(now: u64) -> Self {
-        Self(AtomicU64::new(now))
+        Self(AtomicU64::new(now.saturating_mul(1000)))
     }
 
-    /// Moves the clock forward.
+    /// Moves the clock forward by whole seconds.
     pub fn advance(&self, secs: u64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
+        self.advance_millis(secs.saturating_mul(1000));
+    }
+
+    /// Moves the clock forward by milliseconds.
+    pub fn advance_millis(&self, millis: u64) {
+        self.0.fetch_add(millis, Ordering::SeqCst);
     }
 }
 
 impl Clock for FixedClock {
     fn now_unix(&self) -> u64 {
+        self.0.load(Ordering::SeqCst) / 1000
+    }
+    fn now_millis(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Timers in virtual time: a sleep moves the shared clock forward by its duration and ends at
+/// once, so code that waits (pacing, retries) runs instantly and sees time pass. Told to never
+/// fire, every sleep stays pending.
+#[derive(Debug, Clone)]
+pub struct VirtualSleeper {
+    clock: Arc<FixedClock>,
+    fires: bool,
+}
+
+impl VirtualSleeper {
+    /// Sleeps that advance `clock`.
+    pub fn on(clock: Arc<FixedClock>) -> Self {
+        Self { clock, fires: true }
+    }
+
+    /// From now on, no sleep ends.
+    pub fn never_fire(&mut self) {
+        self.fires = false;
+    }
+}
+
+impl crate::ports::Sleeper for VirtualSleeper {
+    async fn sleep(&self, duration: core::time::Duration) {
+        if !self.fires {
+            core::future::pending::<()>().await;
+        }
+        self.clock
+            .advance_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
     }
 }
 
@@ -295,30 +334,34 @@ pub struct TestPlatform {
     /// Conversations.
     pub conversations: MemoryConversations,
     /// The clock.
-    pub clock: FixedClock,
-    /// Timers.
-    pub sleeper: InstantSleeper,
+    pub clock: Arc<FixedClock>,
+    /// Timers, in virtual time on `clock`.
+    pub sleeper: VirtualSleeper,
     /// Randomness.
     pub random: SeededRandom,
     /// Accepted jobs.
     pub sink: RecordingSink,
+    /// Send budgets.
+    pub budget: MemorySendBudget,
     /// Whether `/metrics` has something to serve.
     pub metrics: Option<String>,
     events: Mutex<Vec<(Level, String)>>,
 }
 
 impl TestPlatform {
-    /// A platform at unix time `now` whose timers fire at once.
+    /// A platform at unix time `now` whose timers run in virtual time.
     pub fn at(now: u64) -> Self {
+        let clock = Arc::new(FixedClock::at(now));
         Self {
             http: ScriptedHttp::new(),
             tokens: MemoryTokenCache::default(),
             dedup: MemoryDedup::default(),
             conversations: MemoryConversations::default(),
-            clock: FixedClock::at(now),
-            sleeper: InstantSleeper::immediate(),
+            clock: clock.clone(),
+            sleeper: VirtualSleeper::on(clock),
             random: SeededRandom::new(7),
             sink: RecordingSink::default(),
+            budget: MemorySendBudget::default(),
             metrics: None,
             events: Mutex::new(Vec::new()),
         }
@@ -345,10 +388,11 @@ impl Platform for TestPlatform {
     type Dedup = MemoryDedup;
     type Conversations = MemoryConversations;
     type Lock = NoRefreshLock;
-    type Clock = FixedClock;
-    type Sleeper = InstantSleeper;
+    type Clock = Arc<FixedClock>;
+    type Sleeper = VirtualSleeper;
     type Random = SeededRandom;
     type Sink = RecordingSink;
+    type Budget = MemorySendBudget;
 
     fn api_http(&self) -> &ScriptedHttp {
         &self.http
@@ -368,14 +412,17 @@ impl Platform for TestPlatform {
     fn refresh_lock(&self) -> &NoRefreshLock {
         &NoRefreshLock
     }
-    fn clock(&self) -> &FixedClock {
+    fn clock(&self) -> &Arc<FixedClock> {
         &self.clock
     }
-    fn sleeper(&self) -> &InstantSleeper {
+    fn sleeper(&self) -> &VirtualSleeper {
         &self.sleeper
     }
     fn random(&self) -> &SeededRandom {
         &self.random
+    }
+    fn budget(&self) -> &MemorySendBudget {
+        &self.budget
     }
     fn sink(&self) -> &RecordingSink {
         &self.sink
@@ -468,6 +515,38 @@ pub mod contract_tests {
                     assert_eq!(cache.get("app", 1002).await, Some(new.clone()));
                     cache.invalidate("app", &new.token).await;
                     assert!(cache.get("app", 1002).await.is_none());
+                });
+            }
+        };
+    }
+
+    /// Generates send-budget contract tests in the calling module.
+    #[macro_export]
+    macro_rules! send_budget_contract_tests {
+        ($make:expr, $block_on:path) => {
+            #[test]
+            fn send_budget_allows_thirty_a_minute_per_member() {
+                use $crate::ports::SendBudget;
+                let budget = $make;
+                $block_on(async {
+                    for i in 0..30u64 {
+                        assert_eq!(budget.take("c:1:alice", 10_000 + i).await, Ok(()));
+                    }
+                    let wait = budget.take("c:1:alice", 10_100).await.unwrap_err();
+                    assert!(
+                        wait.as_millis() >= 59_000 && wait.as_millis() <= 62_000,
+                        "{wait:?}"
+                    );
+                    // Nothing was taken by the refusal; other members are not affected.
+                    assert!(budget.take("c:1:alice", 10_100).await.is_err());
+                    assert_eq!(budget.take("c:1:bob", 10_100).await, Ok(()));
+                    assert_eq!(budget.take("c:2:alice", 10_100).await, Ok(()));
+                    assert_eq!(
+                        budget
+                            .take("c:1:alice", 10_100 + wait.as_millis() as u64)
+                            .await,
+                        Ok(())
+                    );
                 });
             }
         };

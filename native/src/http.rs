@@ -62,7 +62,7 @@ fn respond(answer: Answer) -> Response {
     for (name, value) in answer.headers {
         headers.insert(
             HeaderName::from_static(name),
-            HeaderValue::from_static(value),
+            HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("")),
         );
     }
     response

@@ -160,6 +160,8 @@ impl Metrics {
             Event::TokenFetched { ok } => self.token_refresh(*ok),
             Event::AgentAnswered { millis } => self.agent_latency(*millis as f64 / 1000.0),
             Event::Retrying { .. }
+            | Event::Paced { .. }
+            | Event::SendPaced { .. }
             | Event::SendRefused { .. }
             | Event::Unrouted { .. }
             | Event::Misconfigured(_) => {}

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{debug, error, info, warn};
 use wecom_relay_core::http::{Body, HttpRequest, HttpResponse, Method, TransportError};
 use wecom_relay_core::ports::{
-    Clock, HttpClient, MemoryConversations, MemoryDedup, MemoryTokenCache, Random, RefreshLock,
-    Sleeper,
+    Clock, HttpClient, MemoryConversations, MemoryDedup, MemorySendBudget, MemoryTokenCache,
+    Random, RefreshLock, Sleeper,
 };
 use wecom_relay_core::{Event, Level, Platform};
 
@@ -167,6 +167,7 @@ pub struct NativePlatform {
     tokens: MemoryTokenCache,
     dedup: MemoryDedup,
     conversations: MemoryConversations,
+    budget: MemorySendBudget,
     refresh: KeyedLock,
     clock: SharedClock,
     jobs: JobQueue,
@@ -188,6 +189,7 @@ impl NativePlatform {
             tokens: MemoryTokenCache::default(),
             dedup: MemoryDedup::default(),
             conversations: MemoryConversations::default(),
+            budget: MemorySendBudget::default(),
             refresh: KeyedLock::default(),
             clock: SharedClock(clock),
             jobs,
@@ -211,6 +213,7 @@ impl Platform for NativePlatform {
     type Sleeper = TokioSleeper;
     type Random = OsRandom;
     type Sink = JobQueue;
+    type Budget = MemorySendBudget;
 
     fn api_http(&self) -> &ReqwestHttp {
         &self.api_http
@@ -238,6 +241,9 @@ impl Platform for NativePlatform {
     }
     fn random(&self) -> &OsRandom {
         &OsRandom
+    }
+    fn budget(&self) -> &MemorySendBudget {
+        &self.budget
     }
     fn sink(&self) -> &JobQueue {
         &self.jobs

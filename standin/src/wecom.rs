@@ -4,8 +4,8 @@
 //! errcodes (41001/40014/42001 for tokens, 40001/40013 for credentials, 40056 for a foreign
 //! agentid, 60020 for an untrusted caller, 81013 when every recipient is invalid, 47001 for bad
 //! JSON, 44004 for empty content, 40004/40006/40007 for media), token expiry, and the limits:
-//! text beyond 2048 bytes is cut (and the cut is recorded), a member's 31st message within a
-//! minute is silently dropped (and recorded as such).
+//! text beyond 2048 bytes is cut (and the cut is recorded), and a member's 31st message from an
+//! app within a minute, or 1,001st within an hour, is silently dropped (and recorded as such).
 //!
 //! Control endpoints under `/__standin/` let tests inspect what arrived and inject faults.
 
@@ -388,21 +388,32 @@ async fn send(State(s): State<Standin>, Query(q): Query<AuthQuery>, body: Bytes)
     if recipients.is_empty() || invalid.len() == recipients.len() {
         return Json(json!({"errcode": 81013, "errmsg": "user & party & tag all invalid", "invaliduser": invalid.join("|")})).into_response();
     }
-    // 30 messages per member per minute; beyond that WeCom drops them without an error.
+    // Per member and app: 30 messages a minute and 1,000 an hour; beyond that WeCom drops them
+    // without an error.
     let now = Instant::now();
     let mut dropped = false;
     for user in recipients.iter().filter(|u| !invalid.contains(u)) {
         let window = inner
             .per_member
-            .entry(format!("{}:{}", me.corp_id, user.to_lowercase()))
+            .entry(format!(
+                "{}:{}:{}",
+                me.corp_id,
+                me.agent_id,
+                user.to_lowercase()
+            ))
             .or_default();
         while window
             .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600))
         {
             window.pop_front();
         }
-        if window.len() >= 30 {
+        let last_minute = window
+            .iter()
+            .rev()
+            .take_while(|t| now.duration_since(**t) <= Duration::from_secs(60))
+            .count();
+        if last_minute >= 30 || window.len() >= 1000 {
             dropped = true;
         } else {
             window.push_back(now);

@@ -462,7 +462,18 @@ impl Running {
         what: &str,
         done: impl Fn(&[Delivered]) -> bool,
     ) -> Vec<Delivered> {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_for_within(what, Duration::from_secs(15), done)
+            .await
+    }
+
+    /// Waits until the stand-in has received messages satisfying `done`, or `limit`.
+    pub async fn wait_for_within(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&[Delivered]) -> bool,
+    ) -> Vec<Delivered> {
+        let deadline = Instant::now() + limit;
         loop {
             let got = self.standin.standin.messages();
             if done(&got) {

@@ -62,7 +62,7 @@ fn respond(answer: Answer) -> Result<Response> {
     let headers = response.headers();
     headers.set("content-type", answer.content_type)?;
     for (name, value) in answer.headers {
-        headers.set(name, value)?;
+        headers.set(name, &value)?;
     }
     Ok(response)
 }

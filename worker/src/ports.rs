@@ -12,7 +12,7 @@ use futures_util::future::{select, Either};
 use wecom_relay_core::http::{
     Body, HttpRequest, HttpResponse, Method as ApiMethod, TransportError,
 };
-use wecom_relay_core::kv::{KeyValue, KvConversations, KvDedup, KvTokenCache};
+use wecom_relay_core::kv::{KeyValue, KvConversations, KvDedup, KvSendBudget, KvTokenCache};
 use wecom_relay_core::ports::{Clock, HttpClient, NoRefreshLock, Random, Sleeper, StoreError};
 use wecom_relay_core::{Event, Level, Platform};
 use worker::send::{SendFuture, SendWrapper};
@@ -224,6 +224,7 @@ pub struct WorkerPlatform {
     tokens: KvTokenCache<WorkersKv>,
     dedup: KvDedup<WorkersKv>,
     conversations: KvConversations<WorkersKv>,
+    budget: KvSendBudget<WorkersKv>,
     sink: Sink,
     kv: WorkersKv,
 }
@@ -242,6 +243,7 @@ impl WorkerPlatform {
             tokens: KvTokenCache(kv.clone()),
             dedup: KvDedup(kv.clone()),
             conversations: KvConversations(kv.clone()),
+            budget: KvSendBudget(kv.clone()),
             sink,
             kv,
         })
@@ -276,6 +278,7 @@ impl Platform for WorkerPlatform {
     type Sleeper = DelaySleeper;
     type Random = WebCryptoRandom;
     type Sink = Sink;
+    type Budget = KvSendBudget<WorkersKv>;
 
     fn api_http(&self) -> &FetchHttp {
         &self.api_http
@@ -303,6 +306,9 @@ impl Platform for WorkerPlatform {
     }
     fn random(&self) -> &WebCryptoRandom {
         &WebCryptoRandom
+    }
+    fn budget(&self) -> &KvSendBudget<WorkersKv> {
+        &self.budget
     }
     fn sink(&self) -> &Sink {
         &self.sink

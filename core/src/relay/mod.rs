@@ -9,6 +9,7 @@
 //! [`Platform::observe`] as an [`Event`]: the same log line and the same metric on every twin.
 
 use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
@@ -18,8 +19,10 @@ use crate::http::{Answer, BodyTooLarge, HttpRequest, HttpResponse, Incoming, Tra
 use crate::ids::ScopedUser;
 use crate::job::{Job, JobError, JobReport, JobState, Step};
 use crate::ports::{Clock, HttpClient, Platform, Sleeper};
-use crate::wecom::api::{self, ApiError};
+use crate::wecom::api::{self, ApiError, Content};
 use crate::wecom::client::WeComClient;
+use crate::wecom::split::split_for_wecom;
+use runner::{send_paced, Pace};
 
 mod callback;
 mod commands;
@@ -99,6 +102,13 @@ pub enum Event<'a> {
         /// When.
         delay: Duration,
     },
+    /// A job waits for the member's send budget (WeCom drops what exceeds it).
+    Paced {
+        /// The job id.
+        job: &'a str,
+        /// How long.
+        delay: Duration,
+    },
     /// How a job ended.
     Job(&'a JobReport),
     /// A send-API request was refused.
@@ -112,6 +122,15 @@ pub enum Event<'a> {
         user: &'a ScopedUser,
         /// Parts sent.
         parts: usize,
+    },
+    /// A send-API message stopped part-way at the member's hourly budget.
+    SendPaced {
+        /// The recipient.
+        user: &'a ScopedUser,
+        /// Parts sent before it.
+        sent: usize,
+        /// When the next part could go.
+        delay: Duration,
     },
     /// A send-API message failed part-way.
     SendFailed {
@@ -149,12 +168,16 @@ impl Event<'_> {
     /// The level to log at.
     pub fn level(&self) -> Level {
         match self {
-            Self::Verified { .. } | Self::SendDone { .. } | Self::Unrouted { .. } => Level::Info,
+            Self::Verified { .. }
+            | Self::SendDone { .. }
+            | Self::Unrouted { .. }
+            | Self::Paced { .. } => Level::Info,
             Self::Callback(o) if o.is_warning() => Level::Warn,
             Self::Callback(_) => Level::Info,
-            Self::VerifyRefused(_) | Self::Retrying { .. } | Self::SendRefused { .. } => {
-                Level::Warn
-            }
+            Self::VerifyRefused(_)
+            | Self::Retrying { .. }
+            | Self::SendRefused { .. }
+            | Self::SendPaced { .. } => Level::Warn,
             Self::Job(r) if r.is_success() => Level::Info,
             Self::Job(_) | Self::SendFailed { .. } | Self::Misconfigured(_) => Level::Error,
             Self::TokenFetched { .. } | Self::AgentAnswered { .. } => Level::Debug,
@@ -173,11 +196,21 @@ impl fmt::Display for Event<'_> {
                 "retrying job={job} error={error} in {}ms",
                 delay.as_millis()
             ),
+            Self::Paced { job, delay } => write!(
+                f,
+                "pacing job={job}: the member's send budget is spent, next part in {}ms",
+                delay.as_millis()
+            ),
             Self::Job(report) => write!(f, "{report}"),
             Self::SendRefused { status } => write!(f, "send API request refused ({status})"),
             Self::SendDone { user, parts } => {
                 write!(f, "send API message sent user={user} parts={parts}")
             }
+            Self::SendPaced { user, sent, delay } => write!(
+                f,
+                "send API message paced user={user} sent={sent}: the member's hourly budget is spent for {}s",
+                delay.as_secs()
+            ),
             Self::SendFailed { user, error, sent } => write!(
                 f,
                 "send API message failed user={user} error={error} sent={sent}"
@@ -304,25 +337,71 @@ impl<P: Platform> Relay<P> {
                 });
                 let mut answer = Answer::json(refusal.status, refusal.body);
                 if refusal.status == 401 {
-                    answer.headers.push(("www-authenticate", "Bearer"));
+                    answer.headers.push(("www-authenticate", "Bearer".into()));
                 }
                 return answer;
             }
         };
         let http = ObservedHttp(&self.platform);
-        let result = send_api::execute(&self.settings, &order, &self.client(&http)).await;
-        match &result.error {
-            None => self.platform.observe(&Event::SendDone {
-                user: &order.user,
-                parts: result.sent,
-            }),
-            Some(error) => self.platform.observe(&Event::SendFailed {
-                user: &order.user,
-                error,
-                sent: result.sent,
-            }),
+        let client = self.client(&http);
+        let app = self
+            .settings
+            .apps
+            .get(order.app)
+            .expect("check_send returns a valid index");
+        let user = order.user.user_id.as_str();
+        let parts = split_for_wecom(&order.text);
+        let mut msgids = Vec::with_capacity(parts.len());
+        for part in &parts {
+            let content = if order.markdown {
+                Content::Markdown {
+                    content: part.clone(),
+                }
+            } else {
+                Content::Text {
+                    content: part.clone(),
+                }
+            };
+            // A caller waits out the minute budget; the hour budget is theirs to wait out.
+            let pace = Pace::WaitUpTo(Duration::from_secs(62));
+            match send_paced(&self.platform, &client, app, user, &content, pace).await {
+                Ok(receipt) => msgids.extend(receipt.map(|r| r.msgid)),
+                Err(JobError::Paced(delay)) => {
+                    let sent = msgids.len();
+                    self.platform.observe(&Event::SendPaced {
+                        user: &order.user,
+                        sent,
+                        delay,
+                    });
+                    let error = "the member's send budget (30 a minute, 1000 an hour) is spent";
+                    let mut answer =
+                        Answer::json(429, send_api::failed_body(sent, parts.len(), error));
+                    answer
+                        .headers
+                        .push(("retry-after", delay.as_secs().max(1).to_string()));
+                    return answer;
+                }
+                Err(JobError::Api(error)) => {
+                    let sent = msgids.len();
+                    self.platform.observe(&Event::SendFailed {
+                        user: &order.user,
+                        error: &error,
+                        sent,
+                    });
+                    let body = send_api::failed_body(sent, parts.len(), &error.to_string());
+                    return Answer::json(502, body);
+                }
+                Err(other) => {
+                    let body = send_api::failed_body(msgids.len(), parts.len(), &other.to_string());
+                    return Answer::json(500, body);
+                }
+            }
         }
-        Answer::json(result.status, result.body)
+        self.platform.observe(&Event::SendDone {
+            user: &order.user,
+            parts: msgids.len(),
+        });
+        Answer::json(200, send_api::sent_body(msgids.len(), &msgids))
     }
 
     fn client<'a>(&'a self, http: &'a ObservedHttp<'a, P>) -> ClientOf<'a, P> {
@@ -336,12 +415,12 @@ impl<P: Platform> Relay<P> {
     }
 
     /// Runs a job to its end: attempts, with the core's delays on the platform's timers
-    /// between them, until it is done or given up. Each step is observed; the report is
-    /// returned too.
+    /// between them (and waits for the member's send budget), until it is done or given up.
+    /// Each step is observed; the report is returned too.
     pub async fn run_job(&self, job: &Job) -> JobReport {
         let mut state = JobState::default();
         loop {
-            match self.step_job(job, &mut state).await {
+            match self.step(job, &mut state, Pace::Wait).await {
                 Step::RetryIn(delay) => self.platform.sleeper().sleep(delay).await,
                 Step::Done(report) | Step::GaveUp(report) => return report,
             }
@@ -349,8 +428,13 @@ impl<P: Platform> Relay<P> {
     }
 
     /// One attempt at a job, continuing from `state` (keep it between deliveries): for a queue
-    /// that retries by itself. [`Step::RetryIn`] says when to deliver it again.
+    /// that retries by itself. [`Step::RetryIn`] says when to deliver it again, after a
+    /// failure or when the member's send budget is spent (which is not an attempt).
     pub async fn step_job(&self, job: &Job, state: &mut JobState) -> Step {
+        self.step(job, state, Pace::Defer).await
+    }
+
+    async fn step(&self, job: &Job, state: &mut JobState, pace: Pace) -> Step {
         let http = ObservedHttp(&self.platform);
         let client = self.client(&http);
         let agent = ConfiguredAgent {
@@ -364,6 +448,7 @@ impl<P: Platform> Relay<P> {
             agent: &agent,
             client: &client,
             platform: &self.platform,
+            pace,
         }
         .step(job, state)
         .await

@@ -17,10 +17,60 @@ use crate::apps::{App, Apps};
 use crate::config::AgentSettings;
 use crate::job::{AgentInput, Job, JobError, JobKind, JobReport, JobState, Step};
 use crate::memory::{Role, Turn};
+use crate::pacing::budget_key;
+use crate::ports::SendBudget;
 use crate::ports::{Clock, ConversationStore, Platform, Random, Sleeper};
-use crate::wecom::api::Content;
+use crate::wecom::api::{Content, SendReceipt};
 use crate::wecom::client::MAX_ATTEMPTS;
 use crate::wecom::split::split_for_wecom;
+
+/// What to do when a member's send budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// Wait on the platform's timers, however long.
+    Wait,
+    /// Wait at most this long; beyond it, give the wait back as [`JobError::Paced`].
+    WaitUpTo(Duration),
+    /// Give the wait back at once (a queue redelivers the job after it).
+    Defer,
+    /// Do not send at all (a notice that would only cost budget).
+    Skip,
+}
+
+/// Sends one message through the member's budget: every message the relay sends goes through
+/// here, so none is silently dropped by WeCom for exceeding it.
+pub(crate) async fn send_paced<P: Platform>(
+    platform: &P,
+    client: &ClientOf<'_, P>,
+    app: &App,
+    user: &str,
+    content: &Content,
+    pace: Pace,
+) -> Result<Option<SendReceipt>, JobError> {
+    let key = budget_key(app, user);
+    loop {
+        let wait = match platform
+            .budget()
+            .take(&key, platform.clock().now_millis())
+            .await
+        {
+            Ok(()) => break,
+            Err(wait) => wait,
+        };
+        match pace {
+            Pace::Skip => return Ok(None),
+            Pace::Wait => {}
+            Pace::WaitUpTo(max) if wait <= max => {}
+            Pace::WaitUpTo(_) | Pace::Defer => return Err(JobError::Paced(wait)),
+        }
+        platform.sleeper().sleep(wait).await;
+    }
+    client
+        .send(app, user, content)
+        .await
+        .map(Some)
+        .map_err(JobError::Api)
+}
 
 /// Everything one job needs, borrowed from the relay.
 pub(crate) struct Runner<'a, P: Platform, A> {
@@ -29,6 +79,8 @@ pub(crate) struct Runner<'a, P: Platform, A> {
     pub(crate) agent: &'a A,
     pub(crate) client: &'a ClientOf<'a, P>,
     pub(crate) platform: &'a P,
+    /// How the parts of an answer wait for the member's budget.
+    pub(crate) pace: Pace,
 }
 
 impl<P: Platform, A: Agent> Runner<'_, P, A> {
@@ -43,6 +95,15 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
             }
             Err(e) => e,
         };
+        if let JobError::Paced(delay) = error {
+            // Waiting for the budget is not a failed attempt.
+            state.attempts = state.attempts.saturating_sub(1);
+            self.platform.observe(&Event::Paced {
+                job: &job.id,
+                delay,
+            });
+            return Step::RetryIn(delay);
+        }
         if error.is_retryable() && state.attempts < MAX_ATTEMPTS {
             let mut jitter = [0u8; 2];
             self.platform.random().fill(&mut jitter);
@@ -107,22 +168,21 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         let replies = state.replies.clone().unwrap_or_default();
         let parts: Vec<String> = replies.iter().flat_map(|r| split_for_wecom(r)).collect();
         let markdown = self.settings.markdown && !state.command;
-        match self
-            .client
-            .send_parts(app, user, &parts, markdown, state.parts_sent)
-            .await
-        {
-            Ok(receipts) => {
-                state.parts_sent += receipts.len();
-                state.parts_total = parts.len();
-                Ok(())
-            }
-            Err(partial) => {
-                state.parts_sent = partial.sent;
-                state.parts_total = partial.total;
-                Err(JobError::Api(partial.error))
-            }
+        state.parts_total = parts.len();
+        for (i, part) in parts.iter().enumerate().skip(state.parts_sent) {
+            let content = if markdown {
+                Content::Markdown {
+                    content: part.clone(),
+                }
+            } else {
+                Content::Text {
+                    content: part.clone(),
+                }
+            };
+            send_paced(self.platform, self.client, app, user, &content, self.pace).await?;
+            state.parts_sent = i + 1;
         }
+        Ok(())
     }
 
     async fn replies(
@@ -178,11 +238,12 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
                         let notice = Content::Text {
                             content: THINKING_TEXT.to_owned(),
                         };
-                        // A lost notice is not worth failing the answer for.
-                        let _ = self
-                            .client
-                            .send(app, job.user.user_id.as_str(), &notice)
-                            .await;
+                        // A lost notice is not worth failing the answer for, nor worth a
+                        // slot of the member's budget that the answer needs.
+                        let user = job.user.user_id.as_str();
+                        let _ =
+                            send_paced(self.platform, self.client, app, user, &notice, Pace::Skip)
+                                .await;
                         respond.await
                     }
                 }
@@ -219,9 +280,11 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         let apology = Content::Text {
             content: APOLOGY_TEXT.to_owned(),
         };
-        self.client
-            .send(app, job.user.user_id.as_str(), &apology)
-            .await
-            .is_ok()
+        let user = job.user.user_id.as_str();
+        // Rare, and the user's only word on what happened: worth waiting for the budget.
+        matches!(
+            send_paced(self.platform, self.client, app, user, &apology, Pace::Wait).await,
+            Ok(Some(_))
+        )
     }
 }

@@ -14,9 +14,6 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Settings;
 use crate::ids::ScopedUser;
-use crate::ports::{Clock, HttpClient, RefreshLock, TokenCache};
-use crate::wecom::api::ApiError;
-use crate::wecom::client::WeComClient;
 
 /// A checked send order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,63 +121,6 @@ pub fn check_send(
         text,
         markdown,
     })
-}
-
-/// What became of a send order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendResult {
-    /// HTTP status for the caller.
-    pub status: u16,
-    /// JSON body for the caller.
-    pub body: String,
-    /// Parts WeCom accepted.
-    pub sent: usize,
-    /// WeCom's refusal, if any.
-    pub error: Option<ApiError>,
-}
-
-/// Sends a checked order through the app of the user's corp, split like any reply.
-pub async fn execute<H, C, K, L>(
-    settings: &Settings,
-    order: &SendOrder,
-    client: &WeComClient<'_, H, C, K, L>,
-) -> SendResult
-where
-    H: HttpClient,
-    C: TokenCache,
-    K: Clock,
-    L: RefreshLock,
-{
-    let app = settings
-        .apps
-        .get(order.app)
-        .expect("check_send returns a valid index");
-    match client
-        .send_text(
-            app,
-            order.user.user_id.as_str(),
-            &order.text,
-            order.markdown,
-            0,
-        )
-        .await
-    {
-        Ok(receipts) => {
-            let msgids: alloc::vec::Vec<String> = receipts.into_iter().map(|r| r.msgid).collect();
-            SendResult {
-                status: 200,
-                body: sent_body(msgids.len(), &msgids),
-                sent: msgids.len(),
-                error: None,
-            }
-        }
-        Err(partial) => SendResult {
-            status: 502,
-            body: failed_body(partial.sent, partial.total, &partial.error.to_string()),
-            sent: partial.sent,
-            error: Some(partial.error),
-        },
-    }
 }
 
 /// The success body.

@@ -2,6 +2,7 @@
 //! [`TestPlatform`], and the HTTP face with Tencent's vectors.
 
 use alloc::borrow::ToOwned;
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -15,8 +16,8 @@ use crate::http::{Body, HttpResponse};
 use crate::ids::{AgentId, ScopedUser};
 use crate::job::{AgentInput, JobKind};
 use crate::memory::{Role, Turn};
-use crate::ports::{ConversationStore, NoRefreshLock};
-use crate::testing::{block_on, vectors, InstantSleeper, TestPlatform};
+use crate::ports::{ConversationStore, NoRefreshLock, Platform};
+use crate::testing::{block_on, vectors, TestPlatform};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -89,7 +90,7 @@ fn with_runner<A: Agent, T>(
         api_base: "http://x",
         http: &http,
         tokens: &p.tokens,
-        clock: &p.clock,
+        clock: p.clock(),
         refresh: &NoRefreshLock,
     };
     let runner = Runner {
@@ -98,6 +99,7 @@ fn with_runner<A: Agent, T>(
         agent,
         client: &client,
         platform: p,
+        pace: super::runner::Pace::Defer,
     };
     f(&runner)
 }
@@ -201,7 +203,7 @@ fn the_thinking_notice_goes_out_once_when_the_timer_wins() {
 
     // A timer that never fires: no notice.
     let mut p = TestPlatform::at(1);
-    p.sleeper = InstantSleeper::never();
+    p.sleeper.never_fire();
     answering(&p);
     with_runner(&p, &SlowAgent, |r| {
         block_on(r.run(&job("q"), &mut JobState::default()))
@@ -330,7 +332,7 @@ fn routes_statuses_and_literals() {
     let answer = block_on(relay.handle(&put));
     assert_eq!(
         (answer.status, &answer.headers[..]),
-        (405, &[("allow", "GET")][..])
+        (405, &[("allow", "GET".to_owned())][..])
     );
     assert_eq!(block_on(relay.handle(&get("/metrics", ""))).status, 404);
     assert_eq!(block_on(relay.handle(&get("/nope", ""))).status, 404);
@@ -448,5 +450,119 @@ fn misconfigured_answers_500_except_health() {
     assert!(
         line.starts_with("configuration error: apps[0].encoding_aes_key"),
         "{line}"
+    );
+}
+
+/// An answer of `n` parts of 2000 ASCII bytes.
+fn long_answer(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{i:04}{}", "x".repeat(1990)))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+#[test]
+fn a_long_answer_waits_for_the_members_budget_instead_of_being_dropped() {
+    let relay = relay_at(1_000);
+    answering(relay.platform());
+    let start = relay.platform().clock.now_millis();
+    let report = block_on(relay.run_job(&job(&long_answer(40))));
+    assert!(report.is_success(), "{report}");
+    assert_eq!((report.parts_sent, report.attempts), (40, 1));
+    let waited = relay.platform().clock.now_millis() - start;
+    assert!(
+        (60_000..=62_000).contains(&waited),
+        "parts 31..40 waited for the minute to pass: {waited} ms"
+    );
+    let texts = sent_texts(relay.platform());
+    assert_eq!(texts.len(), 40);
+    assert!(texts
+        .iter()
+        .enumerate()
+        .all(|(i, t)| t.starts_with(&format!("{i:04}"))));
+}
+
+#[test]
+fn a_queued_job_is_redelivered_after_the_budget_wait_without_spending_an_attempt() {
+    let relay = relay_at(1_000);
+    answering(relay.platform());
+    let job = job(&long_answer(35));
+    let mut state = JobState::default();
+    let Step::RetryIn(delay) = block_on(relay.step_job(&job, &mut state)) else {
+        panic!("the 31st part must wait")
+    };
+    assert_eq!((state.parts_sent, state.attempts), (30, 0));
+    assert!(delay.as_secs() >= 59, "{delay:?}");
+    assert_eq!(relay.platform().lines_with("pacing job=").len(), 1);
+    assert!(relay.platform().lines_with("retrying").is_empty());
+    relay
+        .platform()
+        .clock
+        .advance_millis(delay.as_millis() as u64);
+    let Step::Done(report) = block_on(relay.step_job(&job, &mut state)) else {
+        panic!("done after the wait")
+    };
+    assert_eq!((report.parts_sent, report.attempts), (35, 1));
+    assert_eq!(sent_texts(relay.platform()).len(), 35);
+}
+
+#[test]
+fn the_send_api_waits_out_a_minute_and_refuses_an_hour_with_retry_after() {
+    let mut raw = RawSettings::default();
+    raw.set(
+        "apps_json",
+        r#"[{"name":"a","corp_id":"ww1","corp_secret":"s","agent_id":"7","token":"t","encoding_aes_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]"#.into(),
+    )
+    .unwrap();
+    raw.set("api_base", "http://x".into()).unwrap();
+    raw.set("api_token", "a-long-enough-api-token".into())
+        .unwrap();
+    let relay = Relay::new(
+        raw.resolve().unwrap(),
+        AgentSettings::default(),
+        TestPlatform::at(1_000),
+    );
+    answering(relay.platform());
+    let body = serde_json::json!({"to": "ww1:alice", "text": long_answer(35)}).to_string();
+    let send = Incoming {
+        method: "POST",
+        path: "/api/send",
+        query: "",
+        authorization: Some("Bearer a-long-enough-api-token"),
+        body: Ok(body.as_bytes()),
+    };
+    let answer = block_on(relay.handle(&send));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(v["parts"], 35);
+
+    // Spend the rest of alice's hour.
+    let app = relay.settings().apps.get(0).unwrap();
+    let key = crate::pacing::budget_key(app, "alice");
+    block_on(async {
+        use crate::ports::SendBudget;
+        let p = relay.platform();
+        loop {
+            match p.budget.take(&key, p.clock.now_millis()).await {
+                Ok(()) => {}
+                Err(wait) if wait.as_secs() < 120 => {
+                    p.clock.advance_millis(wait.as_millis() as u64)
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    let answer = block_on(relay.handle(&send));
+    assert_eq!(answer.status, 429, "{}", answer.body);
+    let retry_after: u64 = answer
+        .headers
+        .iter()
+        .find(|(name, _)| *name == "retry-after")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap();
+    assert!(retry_after > 120, "{retry_after}");
+    assert_eq!(
+        relay.platform().lines_with("send API message paced").len(),
+        1
     );
 }

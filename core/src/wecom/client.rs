@@ -1,27 +1,25 @@
 //! The WeCom API client: token lifecycle and sending, over the ports.
 //!
 //! Decisions made here, the same for both twins:
-//! - A cached token is used until [`crate::wecom::api::TOKEN_REFRESH_MARGIN_SECS`] before expiry (half its
-//!   life for short-lived ones); then it is
-//!   refreshed. If the refresh fails while the old token is still valid, the old one is used.
+//! - A cached token is used until [`crate::wecom::api::TOKEN_REFRESH_MARGIN_SECS`] before
+//!   expiry (half its life for short-lived ones); then it is refreshed. If the refresh fails while the old token is still valid, the old one is used.
 //! - A call rejected with 40014/42001 invalidates that token (only that one), fetches a new one
 //!   and retries once.
-//! - Replies are split at 2048 bytes and sent in order; a failure stops the sequence and says
-//!   how many parts went out, so nothing is sent twice by a retry of the rest.
+//!
+//! Splitting, pacing and resuming a reply part by part are the relay's job runner's; the client
+//! sends one message at a time.
 //!
 //! [`retry_delay_ms`] says how long to wait before another attempt; [`crate::Relay`] decides
 //! when to make it.
 
 use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
 
 use crate::apps::App;
 use crate::http::{HttpRequest, HttpResponse};
 use crate::ids::AccessToken;
 use crate::ports::{CachedToken, Clock, HttpClient, NoRefreshLock, RefreshLock, TokenCache};
 use crate::wecom::api::{self, ApiError, Content, ErrorClass, SendReceipt};
-use crate::wecom::split::split_for_wecom;
 
 /// The cache key of an app's token: corp and agent, stable across renames.
 pub fn token_key(app: &App) -> String {
@@ -46,17 +44,6 @@ pub fn retry_delay_ms(attempt: u32, error: &ApiError, jitter: u16) -> u64 {
 
 /// How many attempts a retryable failure gets in total.
 pub const MAX_ATTEMPTS: u32 = 5;
-
-/// Sending a split reply stopped part-way.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartialSend {
-    /// Parts that WeCom accepted before the failure.
-    pub sent: usize,
-    /// Parts in total.
-    pub total: usize,
-    /// The failure.
-    pub error: ApiError,
-}
 
 /// A WeCom API client borrowing its ports.
 pub struct WeComClient<'a, H, C, K, L = NoRefreshLock> {
@@ -172,54 +159,5 @@ impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, 
             api::parse_send,
         )
         .await
-    }
-
-    /// Sends `text` (or markdown) in as many parts as it takes, in order. `skip` parts are
-    /// assumed sent already (a retry resumes where the last attempt stopped).
-    pub async fn send_text(
-        &self,
-        app: &App,
-        to_user: &str,
-        text: &str,
-        markdown: bool,
-        skip: usize,
-    ) -> Result<Vec<SendReceipt>, PartialSend> {
-        self.send_parts(app, to_user, &split_for_wecom(text), markdown, skip)
-            .await
-    }
-
-    /// Sends prepared parts (each at most 2048 bytes) in order, skipping `skip` already sent.
-    pub async fn send_parts(
-        &self,
-        app: &App,
-        to_user: &str,
-        parts: &[String],
-        markdown: bool,
-        skip: usize,
-    ) -> Result<Vec<SendReceipt>, PartialSend> {
-        let total = parts.len();
-        let mut receipts = Vec::with_capacity(total);
-        for (i, part) in parts.iter().enumerate().skip(skip) {
-            let content = if markdown {
-                Content::Markdown {
-                    content: part.clone(),
-                }
-            } else {
-                Content::Text {
-                    content: part.clone(),
-                }
-            };
-            match self.send(app, to_user, &content).await {
-                Ok(r) => receipts.push(r),
-                Err(error) => {
-                    return Err(PartialSend {
-                        sent: i,
-                        total,
-                        error,
-                    })
-                }
-            }
-        }
-        Ok(receipts)
     }
 }
