@@ -21,6 +21,10 @@ pub struct RuntimeConfig {
     pub api_timeout_secs: u64,
     /// `text` or `json` logs.
     pub log_format: String,
+    /// Jobs waiting or running at most; above it callbacks get 503 and WeCom retries later.
+    pub max_queued_jobs: usize,
+    /// Jobs one user may have waiting or running at most.
+    pub max_queued_per_user: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -30,6 +34,8 @@ impl Default for RuntimeConfig {
             drain_timeout_secs: 30,
             api_timeout_secs: 10,
             log_format: "text".into(),
+            max_queued_jobs: 10_000,
+            max_queued_per_user: 100,
         }
     }
 }
@@ -154,8 +160,31 @@ pub fn load(
     if !matches!(runtime.log_format.as_str(), "text" | "json") {
         return Err(ConfigError::new("relay.log_format", "must be text or json"));
     }
-    if runtime.concurrency == 0 {
-        return Err(ConfigError::new("relay.concurrency", "must be at least 1"));
+    for (var, key, slot) in [
+        (
+            "WECOM_RELAY_MAX_QUEUED_JOBS",
+            "relay.max_queued_jobs",
+            &mut runtime.max_queued_jobs,
+        ),
+        (
+            "WECOM_RELAY_MAX_QUEUED_PER_USER",
+            "relay.max_queued_per_user",
+            &mut runtime.max_queued_per_user,
+        ),
+        (
+            "WECOM_RELAY_CONCURRENCY",
+            "relay.concurrency",
+            &mut runtime.concurrency,
+        ),
+    ] {
+        if let Some(value) = env(var).filter(|v| !v.trim().is_empty()) {
+            *slot = value.trim().parse().map_err(|_| {
+                ConfigError::new(key, format!("must be a whole number, got {value:?}"))
+            })?;
+        }
+        if *slot == 0 {
+            return Err(ConfigError::new(key, "must be at least 1"));
+        }
     }
     agent.apply_env(env);
     let agent = agent.resolve()?;
@@ -239,6 +268,40 @@ agent:
         assert!(!e.to_string().contains("TOPSECRET"), "{e}");
         std::fs::write(&path, "agent:\n  kind: gpt9\n").unwrap();
         assert_eq!(load(Some(&path), &no_env).unwrap_err().key, "agent.kind");
+
+        std::fs::write(&path, "relay:\n  max_queued_jobs: 50\n").unwrap();
+        let env = |k: &str| match k {
+            "WECOM_CALLBACK_CORP_ID" => Some("ww1".to_string()),
+            "WECOM_CALLBACK_CORP_SECRET" => Some("s".to_string()),
+            "WECOM_CALLBACK_AGENT_ID" => Some("5".to_string()),
+            "WECOM_CALLBACK_TOKEN" => Some("t".to_string()),
+            "WECOM_CALLBACK_ENCODING_AES_KEY" => Some(KEY.to_string()),
+            "WECOM_RELAY_MAX_QUEUED_PER_USER" => Some("7".to_string()),
+            _ => None,
+        };
+        let cfg = load(Some(&path), &env).unwrap();
+        assert_eq!(
+            (cfg.runtime.max_queued_jobs, cfg.runtime.max_queued_per_user),
+            (50, 7)
+        );
+        for (var, value, key) in [
+            ("WECOM_RELAY_MAX_QUEUED_JOBS", "0", "relay.max_queued_jobs"),
+            (
+                "WECOM_RELAY_MAX_QUEUED_PER_USER",
+                "many",
+                "relay.max_queued_per_user",
+            ),
+            ("WECOM_RELAY_CONCURRENCY", "-1", "relay.concurrency"),
+        ] {
+            let bad = |k: &str| {
+                if k == var {
+                    Some(value.to_string())
+                } else {
+                    env(k)
+                }
+            };
+            assert_eq!(load(Some(&path), &bad).unwrap_err().key, key);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use wecom_relay_core::ports::{JobSink, SinkError};
 use wecom_relay_core::Job;
 
+use crate::config::RuntimeConfig;
 use crate::metrics::Metrics;
 use crate::NativeRelay;
 
@@ -33,6 +34,8 @@ enum Wake {
 /// The per-user job queues: the relay's job sink.
 pub struct JobQueue {
     queues: Mutex<Queues>,
+    max_total: usize,
+    max_per_user: usize,
     wake: mpsc::UnboundedSender<Wake>,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -43,11 +46,15 @@ pub struct JobQueue {
 pub struct Wakeups(mpsc::UnboundedReceiver<Wake>);
 
 impl JobQueue {
-    /// A queue that runs at most `concurrency` jobs at once.
-    pub fn new(concurrency: usize, metrics: Arc<Metrics>) -> (Self, Wakeups) {
+    /// A queue that runs at most `runtime.concurrency` jobs at once and holds at most
+    /// `runtime.max_queued_jobs` (`max_queued_per_user` for one user).
+    pub fn new(runtime: &RuntimeConfig, metrics: Arc<Metrics>) -> (Self, Wakeups) {
         let (wake, wakeups) = mpsc::unbounded_channel();
+        let concurrency = runtime.concurrency;
         let queue = Self {
             queues: Mutex::default(),
+            max_total: runtime.max_queued_jobs,
+            max_per_user: runtime.max_queued_per_user,
             wake,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             tracker: TaskTracker::new(),
@@ -122,6 +129,20 @@ impl JobSink for JobQueue {
         let mut queues = self.queues();
         if queues.closed {
             return Err(SinkError("shutting down".into()));
+        }
+        // Bounded memory: beyond the bounds WeCom keeps the message and retries later.
+        if queues.depth >= self.max_total {
+            return Err(SinkError(format!(
+                "the job queue is full ({} jobs, relay.max_queued_jobs)",
+                self.max_total
+            )));
+        }
+        let pending = queues.by_user.get(&key).map_or(0, VecDeque::len);
+        if pending >= self.max_per_user {
+            return Err(SinkError(format!(
+                "the user's queue is full ({} jobs, relay.max_queued_per_user)",
+                self.max_per_user
+            )));
         }
         queues.depth += 1;
         self.metrics.set_queue_depth(queues.depth);

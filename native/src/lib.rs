@@ -31,7 +31,7 @@ pub fn start(
     clock: Arc<dyn Clock>,
 ) -> Arc<NativeRelay> {
     let metrics = Arc::new(metrics::Metrics::default());
-    let (queue, wakeups) = jobs::JobQueue::new(runtime.concurrency, metrics.clone());
+    let (queue, wakeups) = jobs::JobQueue::new(runtime, metrics.clone());
     let agent_timeout = Duration::from_secs(agent.timeout_secs);
     let platform = ports::NativePlatform::new(runtime, agent_timeout, clock, queue, metrics);
     let relay = Arc::new(Relay::new(settings, agent, platform));

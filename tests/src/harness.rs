@@ -78,6 +78,8 @@ pub struct Scenario {
     pub api_token: Option<String>,
     /// The relay's port (0: any free one).
     pub port: u16,
+    /// More environment for the native relay (`WECOM_RELAY_*` runtime settings).
+    pub env: Vec<(String, String)>,
 }
 
 impl Scenario {
@@ -92,6 +94,7 @@ impl Scenario {
             agent: Vec::new(),
             api_token: None,
             port: 0,
+            env: Vec::new(),
         }
     }
 }
@@ -367,7 +370,8 @@ impl Running {
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
         let log = dir.join("relay.log");
-        let agent = scenario.agent.clone();
+        let mut agent = scenario.agent.clone();
+        agent.extend(scenario.env.iter().cloned());
         let api_token = scenario.api_token.clone();
         let allowed = scenario.allowed_users.join(",");
         let deny = scenario.deny_message.clone();
@@ -432,6 +436,20 @@ impl Running {
             }
         }
         unreachable!()
+    }
+
+    /// The relay's process id (the native twin's own; wrangler's for the Worker).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The relay process's resident memory in KiB, from `/proc` (native twin, Linux).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// The relay's log so far.

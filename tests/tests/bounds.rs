@@ -1,0 +1,123 @@
+//! Accepted means delivered, and memory stays bounded: above the queue's bounds the relay
+//! answers 503 so WeCom keeps the message and retries; everything it answered 200 is answered.
+
+use std::time::Duration;
+
+use wecom_relay_standin::wecom::Fault;
+use wecom_relay_tests::harness::{now, text_xml, AppSpec, Running, Scenario, Twin};
+use wecom_relay_tests::peer::{EncryptedCallback, WechatpyPeer};
+
+async fn post(r: &Running, cb: &EncryptedCallback) -> u16 {
+    reqwest::Client::new()
+        .post(r.callback_url(&cb.query))
+        .body(cb.body.clone())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_against_a_slow_api_is_refused_at_the_bound_and_every_200_is_answered() {
+    if !Twin::selected().contains(&Twin::Native) {
+        return;
+    }
+    let users: Vec<String> = (0..8).map(|i| format!("user{i}")).collect();
+    let user_refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let app = AppSpec::new("hr", "wwcorpA", 1000002, 'a', &user_refs);
+    let mut scenario = Scenario::new(vec![app.clone()]);
+    scenario.env = vec![
+        ("WECOM_RELAY_MAX_QUEUED_JOBS".into(), "12".into()),
+        ("WECOM_RELAY_MAX_QUEUED_PER_USER".into(), "3".into()),
+        ("WECOM_RELAY_CONCURRENCY".into(), "2".into()),
+    ];
+    let r = Running::start(Twin::Native, scenario).await;
+    r.standin.standin.inject(Fault {
+        path: "/cgi-bin/message/send".into(),
+        errcode: 0,
+        errmsg: String::new(),
+        times: 10_000,
+        http_status: None,
+        delay_ms: 150,
+        after: 0,
+    });
+    let mut peer = WechatpyPeer::start();
+    let ts = now();
+    let callbacks: Vec<EncryptedCallback> = (0..48u64)
+        .map(|i| {
+            let user = &users[(i % 8) as usize];
+            let xml = text_xml(
+                &app.corp_id,
+                user,
+                app.agent_id,
+                100 + i,
+                &format!("m{i}"),
+                ts,
+            );
+            peer.encrypt_callback(&app.peer(), &xml, &ts.to_string(), &format!("n{i}"))
+        })
+        .collect();
+    let mut refused = Vec::new();
+    let mut accepted = 0;
+    let mut peak_rss = 0;
+    for cb in &callbacks {
+        match post(&r, cb).await {
+            200 => accepted += 1,
+            503 => refused.push(cb),
+            other => panic!("unexpected status {other}"),
+        }
+        peak_rss = peak_rss.max(r.rss_kib().unwrap_or(0));
+    }
+    assert!(!refused.is_empty(), "the bounds were never reached");
+    assert!(
+        accepted >= 12,
+        "at least a full queue was accepted: {accepted}"
+    );
+    let logs = r.wait_for_log("queue is full").await;
+    assert!(logs.contains("left for WeCom to retry"), "{logs}");
+    r.wait_for_within("every accepted message", Duration::from_secs(60), |m| {
+        m.len() >= accepted
+    })
+    .await;
+    // WeCom retries what got 503, until it gets in.
+    let mut pending = refused;
+    for _ in 0..200 {
+        let mut still = Vec::new();
+        for cb in pending {
+            if post(&r, cb).await != 200 {
+                still.push(cb);
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pending.is_empty(), "{} retries never got in", pending.len());
+    let got = r
+        .wait_for_within("all 48 answers", Duration::from_secs(60), |m| m.len() >= 48)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        r.standin.standin.messages().len(),
+        48,
+        "none answered twice"
+    );
+    let mut texts: Vec<String> = got.iter().filter_map(|m| m.content.clone()).collect();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(texts.len(), 48);
+    let metrics = reqwest::get(format!("{}/metrics", r.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("outcome=\"not_queued\""), "{metrics}");
+    assert!(
+        peak_rss > 0 && peak_rss < 40 * 1024,
+        "peak RSS {peak_rss} KiB"
+    );
+}
