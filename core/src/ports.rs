@@ -231,6 +231,14 @@ impl RefreshLock for NoRefreshLock {
 pub trait JobSink: Send + Sync {
     /// Hands over one job.
     fn submit(&self, job: Job) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Keeps a running job's progress: called once the replies are known and after each part
+    /// WeCom accepted, so a job resumed after a crash neither asks the agent again nor sends a
+    /// part twice. A sink without durable storage keeps nothing (the default).
+    fn progress(&self, job: &Job, state: &crate::job::JobState) -> impl Future<Output = ()> + Send {
+        let _ = (job, state);
+        core::future::ready(())
+    }
 }
 
 #[cfg(feature = "std")]

@@ -296,6 +296,7 @@ pub struct CallbackVector {
 #[derive(Debug, Default)]
 pub struct RecordingSink {
     jobs: Mutex<Vec<Job>>,
+    progress: Mutex<Vec<(String, usize)>>,
     closed: core::sync::atomic::AtomicBool,
 }
 
@@ -303,6 +304,11 @@ impl RecordingSink {
     /// The jobs submitted so far, and forgets them.
     pub fn take(&self) -> Vec<Job> {
         core::mem::take(&mut *self.jobs.lock().unwrap())
+    }
+
+    /// Every progress report so far: the job id and the parts sent then.
+    pub fn progress_reports(&self) -> Vec<(String, usize)> {
+        self.progress.lock().unwrap().clone()
     }
 
     /// Refuse every job from now on.
@@ -318,6 +324,13 @@ impl JobSink for RecordingSink {
         }
         self.jobs.lock().unwrap().push(job);
         Ok(())
+    }
+
+    async fn progress(&self, job: &Job, state: &crate::job::JobState) {
+        self.progress
+            .lock()
+            .unwrap()
+            .push((job.id.clone(), state.parts_sent));
     }
 }
 

@@ -9,12 +9,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use wecom_relay_core::kv::KvJobStates;
 use wecom_relay_core::ports::{JobSink, SinkError};
-use wecom_relay_core::{AgentSettings, Event, Job, Relay, Settings, Step};
+use wecom_relay_core::{AgentSettings, Event, Job, JobState, Relay, Settings, Step};
 use worker::send::{SendFuture, SendWrapper};
 use worker::{Context, Env, MessageBatch, MessageExt, Queue, QueueRetryOptionsBuilder, Result};
 
 use crate::entry::load_settings;
-use crate::ports::{log, WorkerPlatform};
+use crate::ports::{log, WorkerPlatform, WorkersKv};
 use crate::QUEUE_BINDING;
 
 /// The body of a queue message.
@@ -38,7 +38,10 @@ pub enum Sink {
         /// The agent's settings.
         agent: Box<AgentSettings>,
     },
-    /// Inside a job, which never submits another.
+    /// Inside a queued job: submits nothing, keeps the job's progress in KV part by part, so a
+    /// redelivery after a crash sends no part twice.
+    Consumer(KvJobStates<WorkersKv>),
+    /// Inside a job run by `waitUntil`, which never submits another.
     None,
 }
 
@@ -79,14 +82,28 @@ impl JobSink for Sink {
                     settings,
                     agent,
                 } => {
-                    let relay = relay_for_jobs(env, (**settings).clone(), (**agent).clone())
-                        .map_err(SinkError)?;
+                    let (settings, agent) = ((**settings).clone(), (**agent).clone());
+                    let relay =
+                        relay_for_jobs(env, settings, agent, Sink::None).map_err(SinkError)?;
                     ctx.wait_until(async move {
                         relay.run_job(&job).await;
                     });
                     Ok(())
                 }
-                Sink::None => Err(SinkError("jobs do not submit jobs".into())),
+                Sink::Consumer(_) | Sink::None => Err(SinkError("jobs do not submit jobs".into())),
+            }
+        })
+    }
+
+    fn progress(
+        &self,
+        job: &Job,
+        state: &JobState,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        SendFuture::new(async move {
+            if let Sink::Consumer(states) = self {
+                // Lost progress costs a repeated part, never a lost message.
+                let _ = states.save(&job.id, state).await;
             }
         })
     }
@@ -96,9 +113,10 @@ fn relay_for_jobs(
     env: &Env,
     settings: Settings,
     agent: AgentSettings,
+    sink: Sink,
 ) -> std::result::Result<Relay<WorkerPlatform>, String> {
     let timeout = Duration::from_secs(agent.timeout_secs);
-    let platform = WorkerPlatform::new(env, timeout, Sink::None)?;
+    let platform = WorkerPlatform::new(env, timeout, sink)?;
     Ok(Relay::new(settings, agent, platform))
 }
 
@@ -106,8 +124,11 @@ fn relay_for_jobs(
 /// after the delay it asks for, with the progress kept in KV so that nothing is asked or sent
 /// twice.
 pub async fn consume(batch: MessageBatch<Queued>, env: Env) -> Result<()> {
-    let relay =
-        load_settings(&env).and_then(|(settings, agent)| relay_for_jobs(&env, settings, agent));
+    let relay = WorkersKv::from_env(&env).and_then(|kv| {
+        let (settings, agent) = load_settings(&env)?;
+        let sink = Sink::Consumer(KvJobStates(kv));
+        relay_for_jobs(&env, settings, agent, sink)
+    });
     let relay = match relay {
         Ok(relay) => relay,
         Err(reason) => {

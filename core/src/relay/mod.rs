@@ -418,7 +418,11 @@ impl<P: Platform> Relay<P> {
     /// between them (and waits for the member's send budget), until it is done or given up.
     /// Each step is observed; the report is returned too.
     pub async fn run_job(&self, job: &Job) -> JobReport {
-        let mut state = JobState::default();
+        self.resume_job(job, JobState::default()).await
+    }
+
+    /// Like [`Relay::run_job`], continuing from a job's kept progress (after a restart).
+    pub async fn resume_job(&self, job: &Job, mut state: JobState) -> JobReport {
         loop {
             match self.step(job, &mut state, Pace::Wait).await {
                 Step::RetryIn(delay) => self.platform.sleeper().sleep(delay).await,

@@ -19,7 +19,7 @@ use crate::job::{AgentInput, Job, JobError, JobKind, JobReport, JobState, Step};
 use crate::memory::{Role, Turn};
 use crate::pacing::budget_key;
 use crate::ports::SendBudget;
-use crate::ports::{Clock, ConversationStore, Platform, Random, Sleeper};
+use crate::ports::{Clock, ConversationStore, JobSink, Platform, Random, Sleeper};
 use crate::wecom::api::{Content, SendReceipt};
 use crate::wecom::client::MAX_ATTEMPTS;
 use crate::wecom::split::split_for_wecom;
@@ -164,6 +164,7 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         let user = job.user.user_id.as_str();
         if state.replies.is_none() {
             state.replies = Some(self.replies(job, state, app).await?);
+            self.platform.sink().progress(job, state).await;
         }
         let replies = state.replies.clone().unwrap_or_default();
         let parts: Vec<String> = replies.iter().flat_map(|r| split_for_wecom(r)).collect();
@@ -181,6 +182,7 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
             };
             send_paced(self.platform, self.client, app, user, &content, self.pace).await?;
             state.parts_sent = i + 1;
+            self.platform.sink().progress(job, state).await;
         }
         Ok(())
     }

@@ -265,6 +265,11 @@ fn run_job_retries_on_the_platform_timers_until_done() {
     let report = block_on(relay.run_job(&job("hello")));
     assert!(report.is_success(), "{report}");
     assert_eq!(report.attempts, 3);
+    assert_eq!(
+        relay.platform().sink.progress_reports(),
+        [("ww1:7:m:1".to_owned(), 0), ("ww1:7:m:1".to_owned(), 1)],
+        "progress is kept once the answer is known and after the part went out"
+    );
     assert_eq!(relay.platform().lines_with("retrying").len(), 2);
     assert_eq!(sent_texts(relay.platform()), ["hello", "hello", "hello"]);
     assert_eq!(relay.platform().lines_with("reply sent").len(), 1);
