@@ -25,6 +25,8 @@ pub struct RuntimeConfig {
     pub max_queued_jobs: usize,
     /// Jobs one user may have waiting or running at most.
     pub max_queued_per_user: usize,
+    /// Where the durable store lives; unset keeps everything in memory.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -36,6 +38,7 @@ impl Default for RuntimeConfig {
             log_format: "text".into(),
             max_queued_jobs: 10_000,
             max_queued_per_user: 100,
+            state_dir: None,
         }
     }
 }
@@ -154,6 +157,9 @@ pub fn load(
         ),
     };
     raw.apply_env(env)?;
+    if let Some(dir) = env("WECOM_RELAY_STATE_DIR").filter(|d| !d.trim().is_empty()) {
+        runtime.state_dir = Some(PathBuf::from(dir.trim()));
+    }
     if let Some(format) = env("WECOM_RELAY_LOG_FORMAT").filter(|f| !f.is_empty()) {
         runtime.log_format = format;
     }

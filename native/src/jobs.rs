@@ -1,6 +1,9 @@
 //! Running accepted jobs: a queue per user, so one user's messages are answered in order, under
-//! a bound on how many run at once; each job is [`wecom_relay_core::Relay::run_job`], which
-//! owns retries and apologies. On shutdown, intake stops and running work gets time to finish.
+//! a bound on how many run at once; each job is [`wecom_relay_core::Relay::resume_job`], which
+//! owns retries and apologies. With a durable store, a job is committed before its callback is
+//! answered, its progress is kept part by part, and whatever was pending at a crash is resumed
+//! at the next start, in each user's order. On shutdown, intake stops and running work gets time
+//! to finish.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,15 +13,16 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use wecom_relay_core::ports::{JobSink, SinkError};
-use wecom_relay_core::Job;
+use wecom_relay_core::{Job, JobState};
 
 use crate::config::RuntimeConfig;
 use crate::metrics::Metrics;
+use crate::store::Store;
 use crate::NativeRelay;
 
 #[derive(Default)]
 struct Queues {
-    by_user: HashMap<String, VecDeque<Job>>,
+    by_user: HashMap<String, VecDeque<(Job, JobState)>>,
     depth: usize,
     closed: bool,
 }
@@ -34,6 +38,7 @@ enum Wake {
 /// The per-user job queues: the relay's job sink.
 pub struct JobQueue {
     queues: Mutex<Queues>,
+    store: Option<Store>,
     max_total: usize,
     max_per_user: usize,
     wake: mpsc::UnboundedSender<Wake>,
@@ -48,11 +53,16 @@ pub struct Wakeups(mpsc::UnboundedReceiver<Wake>);
 impl JobQueue {
     /// A queue that runs at most `runtime.concurrency` jobs at once and holds at most
     /// `runtime.max_queued_jobs` (`max_queued_per_user` for one user).
-    pub fn new(runtime: &RuntimeConfig, metrics: Arc<Metrics>) -> (Self, Wakeups) {
+    pub fn new(
+        runtime: &RuntimeConfig,
+        store: Option<Store>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, Wakeups) {
         let (wake, wakeups) = mpsc::unbounded_channel();
         let concurrency = runtime.concurrency;
         let queue = Self {
             queues: Mutex::default(),
+            store,
             max_total: runtime.max_queued_jobs,
             max_per_user: runtime.max_queued_per_user,
             wake,
@@ -74,7 +84,7 @@ impl JobQueue {
         self.queues().depth
     }
 
-    fn front(&self, user: &str) -> Option<Job> {
+    fn front(&self, user: &str) -> Option<(Job, JobState)> {
         self.queues()
             .by_user
             .get(user)
@@ -96,6 +106,29 @@ impl JobQueue {
             return false;
         }
         true
+    }
+
+    /// Puts jobs that were pending when the process last stopped back in their users' queues,
+    /// in the order they were accepted. Call before serving.
+    pub fn resume(&self, pending: Vec<(Job, JobState)>) {
+        for (job, state) in pending {
+            let mut queues = self.queues();
+            self.enqueue(&mut queues, job, state);
+        }
+    }
+
+    fn enqueue(&self, queues: &mut Queues, job: Job, state: JobState) {
+        let key = job.user.key();
+        queues.depth += 1;
+        self.metrics.set_queue_depth(queues.depth);
+        if let Some(pending) = queues.by_user.get_mut(&key) {
+            pending.push_back((job, state));
+            return;
+        }
+        queues
+            .by_user
+            .insert(key.clone(), VecDeque::from([(job, state)]));
+        let _ = self.wake.send(Wake::User(key));
     }
 
     /// Stops intake and waits up to `timeout` for queued and running jobs. Returns whether
@@ -144,16 +177,22 @@ impl JobSink for JobQueue {
                 self.max_per_user
             )));
         }
-        queues.depth += 1;
-        self.metrics.set_queue_depth(queues.depth);
-        if let Some(pending) = queues.by_user.get_mut(&key) {
-            pending.push_back(job);
-            return Ok(());
+        // Committed before the callback is answered: from here on the job survives a crash.
+        if let Some(store) = &self.store {
+            store
+                .insert_job(&job)
+                .map_err(|e| SinkError(format!("the durable store refused the job: {e}")))?;
         }
-        queues.by_user.insert(key.clone(), VecDeque::from([job]));
-        self.wake
-            .send(Wake::User(key))
-            .map_err(|_| SinkError("the job runner stopped".into()))
+        self.enqueue(&mut queues, job, JobState::default());
+        Ok(())
+    }
+
+    async fn progress(&self, job: &Job, state: &JobState) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.save_state(&job.id, state) {
+                warn!(job = %job.id, error = %e, "job progress not kept");
+            }
+        }
     }
 }
 
@@ -169,14 +208,19 @@ pub fn spawn_runner(relay: Arc<NativeRelay>, mut wakeups: Wakeups) {
 
 async fn drain_user(relay: Arc<NativeRelay>, user: String) {
     let queue = relay.platform().jobs();
-    while let Some(job) = queue.front(&user) {
+    while let Some((job, state)) = queue.front(&user) {
         {
             let _permit = queue
                 .permits
                 .acquire()
                 .await
                 .expect("the semaphore is never closed");
-            relay.run_job(&job).await;
+            relay.resume_job(&job, state).await;
+        }
+        if let Some(store) = &queue.store {
+            if let Err(e) = store.finish_job(&job.id) {
+                warn!(job = %job.id, error = %e, "finished job not removed from the store");
+            }
         }
         if !queue.pop(&user) {
             return;

@@ -4,12 +4,14 @@
 //! requests into the core's `Incoming` and its `Answer` back; [`ports`] implements the core's
 //! ports (reqwest, the system clock, in-memory stores) as one [`ports::NativePlatform`];
 //! [`jobs`] runs accepted jobs in per-user order under a concurrency bound; [`config`] reads
-//! `config.yaml` and the environment; [`metrics`] counts the core's events for `/metrics`.
+//! `config.yaml` and the environment; [`metrics`] counts the core's events for `/metrics`;
+//! [`store`] is the optional durable store (SQLite) behind `relay.state_dir`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use wecom_relay_core::ports::Clock;
+use tracing::info;
+use wecom_relay_core::ports::{Clock, StoreError};
 use wecom_relay_core::{AgentSettings, Relay, Settings};
 
 pub mod config;
@@ -19,22 +21,39 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod ports;
+pub mod store;
 
 /// The relay over native ports.
 pub type NativeRelay = Relay<ports::NativePlatform>;
 
-/// Builds the relay over native ports and starts its job runner (inside a tokio runtime).
+/// Builds the relay over native ports, opens the durable store when `runtime.state_dir` is set
+/// (resuming the jobs pending there), and starts its job runner (inside a tokio runtime).
 pub fn start(
     settings: Settings,
     agent: AgentSettings,
     runtime: &config::RuntimeConfig,
     clock: Arc<dyn Clock>,
-) -> Arc<NativeRelay> {
+) -> Result<Arc<NativeRelay>, StoreError> {
     let metrics = Arc::new(metrics::Metrics::default());
-    let (queue, wakeups) = jobs::JobQueue::new(runtime, metrics.clone());
+    let store = match &runtime.state_dir {
+        Some(dir) => Some(store::Store::open(dir)?),
+        None => None,
+    };
+    let pending = match &store {
+        Some(store) => store.pending_jobs()?,
+        None => Vec::new(),
+    };
+    let (queue, wakeups) = jobs::JobQueue::new(runtime, store.clone(), metrics.clone());
+    if !pending.is_empty() {
+        info!(
+            jobs = pending.len(),
+            "resuming jobs pending at the last stop"
+        );
+    }
+    queue.resume(pending);
     let agent_timeout = Duration::from_secs(agent.timeout_secs);
-    let platform = ports::NativePlatform::new(runtime, agent_timeout, clock, queue, metrics);
+    let platform = ports::NativePlatform::new(runtime, agent_timeout, clock, store, queue, metrics);
     let relay = Arc::new(Relay::new(settings, agent, platform));
     jobs::spawn_runner(relay.clone(), wakeups);
-    relay
+    Ok(relay)
 }

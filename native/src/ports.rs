@@ -8,15 +8,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, error, info, warn};
 use wecom_relay_core::http::{Body, HttpRequest, HttpResponse, Method, TransportError};
+use wecom_relay_core::ids::AccessToken;
+use wecom_relay_core::kv::{KvConversations, KvTokenCache};
+use wecom_relay_core::memory::{HistoryLimits, Turn};
 use wecom_relay_core::ports::{
-    Clock, HttpClient, MemoryConversations, MemoryDedup, MemorySendBudget, MemoryTokenCache,
-    Random, RefreshLock, Sleeper,
+    CachedToken, Claim, Clock, ConversationStore, DedupStore, HttpClient, MemoryConversations,
+    MemoryDedup, MemorySendBudget, MemoryTokenCache, Random, RefreshLock, SendBudget, Sleeper,
+    StoreError, TokenCache,
 };
 use wecom_relay_core::{Event, Level, Platform};
 
 use crate::config::RuntimeConfig;
 use crate::jobs::JobQueue;
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// HTTP through reqwest (rustls), with a per-request timeout.
 #[derive(Debug, Clone)]
@@ -160,14 +165,98 @@ impl Clock for SharedClock {
     }
 }
 
+/// A port kept in memory (the default) or in the durable store (`relay.state_dir`).
+pub enum Stored<M, D> {
+    /// In process memory: lost on exit.
+    Memory(M),
+    /// In the SQLite database.
+    Durable(D),
+}
+
+impl<M: TokenCache, D: TokenCache> TokenCache for Stored<M, D> {
+    async fn get(&self, app: &str, now: u64) -> Option<CachedToken> {
+        match self {
+            Self::Memory(m) => m.get(app, now).await,
+            Self::Durable(d) => d.get(app, now).await,
+        }
+    }
+    async fn put(&self, app: &str, token: CachedToken, now: u64) {
+        match self {
+            Self::Memory(m) => m.put(app, token, now).await,
+            Self::Durable(d) => d.put(app, token, now).await,
+        }
+    }
+    async fn invalidate(&self, app: &str, token: &AccessToken) {
+        match self {
+            Self::Memory(m) => m.invalidate(app, token).await,
+            Self::Durable(d) => d.invalidate(app, token).await,
+        }
+    }
+}
+
+impl<M: DedupStore, D: DedupStore> DedupStore for Stored<M, D> {
+    async fn claim(&self, key: &str, now: u64, ttl: u64) -> Result<Claim, StoreError> {
+        match self {
+            Self::Memory(m) => m.claim(key, now, ttl).await,
+            Self::Durable(d) => d.claim(key, now, ttl).await,
+        }
+    }
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => m.release(key).await,
+            Self::Durable(d) => d.release(key).await,
+        }
+    }
+}
+
+impl<M: ConversationStore, D: ConversationStore> ConversationStore for Stored<M, D> {
+    async fn load(&self, user: &str) -> Result<Vec<Turn>, StoreError> {
+        match self {
+            Self::Memory(m) => m.load(user).await,
+            Self::Durable(d) => d.load(user).await,
+        }
+    }
+    async fn append(
+        &self,
+        user: &str,
+        turns: Vec<Turn>,
+        limits: HistoryLimits,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => m.append(user, turns, limits).await,
+            Self::Durable(d) => d.append(user, turns, limits).await,
+        }
+    }
+    async fn clear(&self, user: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => m.clear(user).await,
+            Self::Durable(d) => d.clear(user).await,
+        }
+    }
+}
+
+impl<M: SendBudget, D: SendBudget> SendBudget for Stored<M, D> {
+    async fn take(&self, key: &str, now_ms: u64) -> Result<(), Duration> {
+        match self {
+            Self::Memory(m) => m.take(key, now_ms).await,
+            Self::Durable(d) => d.take(key, now_ms).await,
+        }
+    }
+}
+
+type Tokens = Stored<MemoryTokenCache, KvTokenCache<Store>>;
+type Dedup = Stored<MemoryDedup, Store>;
+type Conversations = Stored<MemoryConversations, KvConversations<Store>>;
+type Budget = Stored<MemorySendBudget, Store>;
+
 /// The native platform: every port, the job queue and the metrics of one relay process.
 pub struct NativePlatform {
     api_http: ReqwestHttp,
     agent_http: ReqwestHttp,
-    tokens: MemoryTokenCache,
-    dedup: MemoryDedup,
-    conversations: MemoryConversations,
-    budget: MemorySendBudget,
+    tokens: Tokens,
+    dedup: Dedup,
+    conversations: Conversations,
+    budget: Budget,
     refresh: KeyedLock,
     clock: SharedClock,
     jobs: JobQueue,
@@ -175,21 +264,37 @@ pub struct NativePlatform {
 }
 
 impl NativePlatform {
-    /// Ports with the runtime's timeouts, in-memory stores, and `jobs` as the sink.
+    /// Ports with the runtime's timeouts, the stores in `store` (or in memory without one),
+    /// and `jobs` as the sink.
     pub fn new(
         runtime: &RuntimeConfig,
         agent_timeout: Duration,
         clock: Arc<dyn Clock>,
+        store: Option<Store>,
         jobs: JobQueue,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let (tokens, dedup, conversations, budget) = match store {
+            None => (
+                Stored::Memory(MemoryTokenCache::default()),
+                Stored::Memory(MemoryDedup::default()),
+                Stored::Memory(MemoryConversations::default()),
+                Stored::Memory(MemorySendBudget::default()),
+            ),
+            Some(store) => (
+                Stored::Durable(KvTokenCache(store.clone())),
+                Stored::Durable(store.clone()),
+                Stored::Durable(KvConversations(store.clone())),
+                Stored::Durable(store),
+            ),
+        };
         Self {
             api_http: ReqwestHttp::new(Duration::from_secs(runtime.api_timeout_secs)),
             agent_http: ReqwestHttp::new(agent_timeout),
-            tokens: MemoryTokenCache::default(),
-            dedup: MemoryDedup::default(),
-            conversations: MemoryConversations::default(),
-            budget: MemorySendBudget::default(),
+            tokens,
+            dedup,
+            conversations,
+            budget,
             refresh: KeyedLock::default(),
             clock: SharedClock(clock),
             jobs,
@@ -205,15 +310,15 @@ impl NativePlatform {
 
 impl Platform for NativePlatform {
     type Http = ReqwestHttp;
-    type Tokens = MemoryTokenCache;
-    type Dedup = MemoryDedup;
-    type Conversations = MemoryConversations;
+    type Tokens = Tokens;
+    type Dedup = Dedup;
+    type Conversations = Conversations;
     type Lock = KeyedLock;
     type Clock = SharedClock;
     type Sleeper = TokioSleeper;
     type Random = OsRandom;
     type Sink = JobQueue;
-    type Budget = MemorySendBudget;
+    type Budget = Budget;
 
     fn api_http(&self) -> &ReqwestHttp {
         &self.api_http
@@ -221,13 +326,13 @@ impl Platform for NativePlatform {
     fn agent_http(&self) -> &ReqwestHttp {
         &self.agent_http
     }
-    fn tokens(&self) -> &MemoryTokenCache {
+    fn tokens(&self) -> &Tokens {
         &self.tokens
     }
-    fn dedup(&self) -> &MemoryDedup {
+    fn dedup(&self) -> &Dedup {
         &self.dedup
     }
-    fn conversations(&self) -> &MemoryConversations {
+    fn conversations(&self) -> &Conversations {
         &self.conversations
     }
     fn refresh_lock(&self) -> &KeyedLock {
@@ -242,7 +347,7 @@ impl Platform for NativePlatform {
     fn random(&self) -> &OsRandom {
         &OsRandom
     }
-    fn budget(&self) -> &MemorySendBudget {
+    fn budget(&self) -> &Budget {
         &self.budget
     }
     fn sink(&self) -> &JobQueue {

@@ -59,7 +59,8 @@ async fn fixture(allowed: &str) -> Fixture {
         AgentSettings::default(),
         &RuntimeConfig::default(),
         clock.clone(),
-    );
+    )
+    .unwrap();
     Fixture {
         router: app(relay.clone()),
         relay,

@@ -174,6 +174,8 @@ pub struct Running {
     child: Option<Child>,
     log: PathBuf,
     dir: PathBuf,
+    port: u16,
+    spawn: Box<dyn Fn(u16, std::fs::File) -> Child + Send + Sync>,
 }
 
 impl Running {
@@ -308,7 +310,10 @@ impl Running {
         let config_path = dir.join("wrangler.json");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
         let log = dir.join("relay.log");
-        let spawn = |port: u16, log_file: std::fs::File| {
+        let state = dir.join("state");
+        let work_dir = dir.clone();
+        let wrangler_logs = dir.join("wrangler-logs");
+        let spawn = move |port: u16, log_file: std::fs::File| {
             let inspector = loop {
                 let p = free_port();
                 if p != port {
@@ -327,16 +332,16 @@ impl Running {
                     &inspector.to_string(),
                 ])
                 .arg("--persist-to")
-                .arg(dir.join("state"))
+                .arg(&state)
                 .args(["--show-interactive-dev-session=false", "--log-level", "log"])
-                .current_dir(&dir)
+                .current_dir(&work_dir)
                 .env("CI", "true")
                 .env("WRANGLER_SEND_METRICS", "false")
                 .env("NO_COLOR", "1")
                 .env("FORCE_COLOR", "0")
                 // No fetch of the Request.cf object from Cloudflare: tests talk to loopback only.
                 .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-                .env("WRANGLER_LOG_PATH", dir.join("wrangler-logs"))
+                .env("WRANGLER_LOG_PATH", &wrangler_logs)
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone().unwrap())
                 .stderr(log_file)
@@ -375,7 +380,7 @@ impl Running {
         let api_token = scenario.api_token.clone();
         let allowed = scenario.allowed_users.join(",");
         let deny = scenario.deny_message.clone();
-        let spawn = |port: u16, log_file: std::fs::File| {
+        let spawn = move |port: u16, log_file: std::fs::File| {
             let mut cmd = Command::new(relay_binary());
             for (k, v) in &agent {
                 cmd.env(k, v);
@@ -408,7 +413,7 @@ impl Running {
         standin: RunningStandin,
         log: PathBuf,
         dir: PathBuf,
-        spawn: impl Fn(u16, std::fs::File) -> Child,
+        spawn: impl Fn(u16, std::fs::File) -> Child + Send + Sync + 'static,
     ) -> Self {
         for attempt in 1..=4 {
             let port = if scenario.port == 0 {
@@ -427,6 +432,8 @@ impl Running {
                     child: Some(child),
                     log,
                     dir,
+                    port,
+                    spawn: Box::new(spawn),
                 };
             }
             stop(child);
@@ -436,6 +443,26 @@ impl Running {
             }
         }
         unreachable!()
+    }
+
+    /// Kills the relay with SIGKILL (no drain, no goodbye), then starts it again on the same
+    /// port with the same settings and state, and waits until it is healthy.
+    pub async fn kill_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = (self.spawn)(self.port, log);
+        assert!(
+            wait_healthy(&self.base, &mut child, &self.log).await,
+            "the relay did not come back; its log:\n{}",
+            self.logs()
+        );
+        self.child = Some(child);
     }
 
     /// The relay's process id (the native twin's own; wrangler's for the Worker).
