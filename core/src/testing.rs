@@ -247,6 +247,22 @@ pub fn vectors() -> Vec<VectorSet> {
     file.sets
 }
 
+/// Settings for the app of an official vector set, with this allowlist.
+pub fn vector_settings(set: &VectorSet, allowed_users: &str) -> crate::config::Settings {
+    let mut raw = crate::config::RawSettings::default();
+    for (k, v) in [
+        ("corp_id", set.corp_id.as_str()),
+        ("corp_secret", "s"),
+        ("agent_id", set.agent_id.as_str()),
+        ("token", set.token.as_str()),
+        ("encoding_aes_key", set.encoding_aes_key.as_str()),
+        ("allowed_users", allowed_users),
+    ] {
+        raw.set(k, v.into()).expect("a known key");
+    }
+    raw.resolve().expect("the vectors' settings are valid")
+}
+
 /// The vectors file.
 #[derive(Debug, Deserialize)]
 struct VectorFile {

@@ -152,19 +152,6 @@ impl RefreshLock for KeyedLock {
     }
 }
 
-/// A clock shared behind a pointer, so tests can move time.
-#[derive(Clone)]
-pub struct SharedClock(pub Arc<dyn Clock>);
-
-impl Clock for SharedClock {
-    fn now_unix(&self) -> u64 {
-        self.0.now_unix()
-    }
-    fn now_millis(&self) -> u64 {
-        self.0.now_millis()
-    }
-}
-
 /// A port kept in memory (the default) or in the durable store (`relay.state_dir`).
 pub enum Stored<M, D> {
     /// In process memory: lost on exit.
@@ -258,7 +245,7 @@ pub struct NativePlatform {
     conversations: Conversations,
     budget: Budget,
     refresh: KeyedLock,
-    clock: SharedClock,
+    clock: Arc<dyn Clock>,
     jobs: JobQueue,
     metrics: Arc<Metrics>,
 }
@@ -296,7 +283,7 @@ impl NativePlatform {
             conversations,
             budget,
             refresh: KeyedLock::default(),
-            clock: SharedClock(clock),
+            clock,
             jobs,
             metrics,
         }
@@ -314,7 +301,7 @@ impl Platform for NativePlatform {
     type Dedup = Dedup;
     type Conversations = Conversations;
     type Lock = KeyedLock;
-    type Clock = SharedClock;
+    type Clock = Arc<dyn Clock>;
     type Sleeper = TokioSleeper;
     type Random = OsRandom;
     type Sink = JobQueue;
@@ -338,7 +325,7 @@ impl Platform for NativePlatform {
     fn refresh_lock(&self) -> &KeyedLock {
         &self.refresh
     }
-    fn clock(&self) -> &SharedClock {
+    fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
     fn sleeper(&self) -> &TokioSleeper {

@@ -92,6 +92,21 @@ fn one() -> u32 {
     1
 }
 
+impl Fault {
+    /// A slow API: every call to `path` waits `delay_ms`, then is answered normally.
+    pub fn slow(path: &str, delay_ms: u64) -> Self {
+        Self {
+            path: path.into(),
+            errcode: 0,
+            errmsg: String::new(),
+            times: u32::MAX,
+            http_status: None,
+            delay_ms,
+            after: 0,
+        }
+    }
+}
+
 struct Token {
     app: usize,
     expires: Instant,

@@ -33,15 +33,9 @@ async fn a_flood_against_a_slow_api_is_refused_at_the_bound_and_every_200_is_ans
         ("WECOM_RELAY_CONCURRENCY".into(), "2".into()),
     ];
     let r = Running::start(Twin::Native, scenario).await;
-    r.standin.standin.inject(Fault {
-        path: "/cgi-bin/message/send".into(),
-        errcode: 0,
-        errmsg: String::new(),
-        times: 10_000,
-        http_status: None,
-        delay_ms: 150,
-        after: 0,
-    });
+    r.standin
+        .standin
+        .inject(Fault::slow("/cgi-bin/message/send", 150));
     let mut peer = WechatpyPeer::start();
     let ts = now();
     let callbacks: Vec<EncryptedCallback> = (0..48u64)

@@ -38,15 +38,9 @@ async fn kill_9_mid_answer_then_restart_answers_everything_exactly_once() {
     scenario.env = vec![("WECOM_RELAY_STATE_DIR".into(), state.display().to_string())];
     let mut r = Running::start(Twin::Native, scenario).await;
     // A slow API: the kill lands while parts are still going out.
-    r.standin.standin.inject(Fault {
-        path: "/cgi-bin/message/send".into(),
-        errcode: 0,
-        errmsg: String::new(),
-        times: 10_000,
-        http_status: None,
-        delay_ms: 300,
-        after: 0,
-    });
+    r.standin
+        .standin
+        .inject(Fault::slow("/cgi-bin/message/send", 300));
     let mut peer = WechatpyPeer::start();
     let ts = now();
     let mut sent = Vec::new();

@@ -418,7 +418,6 @@ pub async fn handle_callback<D: DedupStore, S: JobSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RawSettings;
     use crate::testing::*;
     use alloc::string::ToString;
     #[cfg(target_arch = "wasm32")]
@@ -426,18 +425,7 @@ mod tests {
 
     fn official() -> (Settings, VectorSet) {
         let set = vectors().remove(0);
-        let mut raw = RawSettings::default();
-        for (k, v) in [
-            ("corp_id", set.corp_id.as_str()),
-            ("corp_secret", "s"),
-            ("agent_id", set.agent_id.as_str()),
-            ("token", set.token.as_str()),
-            ("encoding_aes_key", set.encoding_aes_key.as_str()),
-            ("allowed_users", "chenjiashun"),
-        ] {
-            raw.set(k, v.into()).unwrap();
-        }
-        (raw.resolve().unwrap(), set)
+        (vector_settings(&set, "chenjiashun"), set)
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::ids::{AgentId, ScopedUser};
 use crate::job::{AgentInput, JobKind};
 use crate::memory::{Role, Turn};
 use crate::ports::{ConversationStore, NoRefreshLock, Platform};
-use crate::testing::{block_on, vectors, TestPlatform};
+use crate::testing::{block_on, vector_settings, vectors, TestPlatform};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -374,20 +374,9 @@ fn routes_statuses_and_literals() {
 #[test]
 fn the_official_vectors_through_the_front_door() {
     let set = vectors().remove(0);
-    let mut raw = RawSettings::default();
-    for (k, v) in [
-        ("corp_id", set.corp_id.as_str()),
-        ("corp_secret", "s"),
-        ("agent_id", set.agent_id.as_str()),
-        ("token", set.token.as_str()),
-        ("encoding_aes_key", set.encoding_aes_key.as_str()),
-        ("allowed_users", "*"),
-    ] {
-        raw.set(k, v.into()).unwrap();
-    }
     let now = set.callback.timestamp.parse().unwrap();
     let relay = Relay::new(
-        raw.resolve().unwrap(),
+        vector_settings(&set, "*"),
         AgentSettings::default(),
         TestPlatform::at(now),
     );
