@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of wecom-relay, installing whatever a fresh machine lacks:
 # the wasm targets, wasm-bindgen-cli (the version Cargo.lock pins), worker-build, the npm
-# packages (wrangler with workerd, binaryen, esbuild; package-lock.json), and the Python peer
-# (wechatpy from PyPI) in .venv/. Safe to re-run: installed pieces are reused.
+# packages (wrangler with workerd, binaryen, esbuild; package-lock.json), redis-server (Debian's
+# package), and the Python peer (wechatpy from PyPI) in .venv/. Safe to re-run: installed pieces
+# are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -26,6 +27,14 @@ fi
 
 step "npm packages: wrangler (with workerd), binaryen's wasm-opt, esbuild"
 npm ci --no-audit --no-fund --loglevel=error
+
+step "services: redis-server (Debian's package) for the replica tests, which start their own on loopback"
+if ! command -v redis-server >/dev/null; then
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
+fi
+redis-server --version
 
 step "python peer: wechatpy in .venv"
 if ! .venv/bin/python -c 'import wechatpy, cryptography' 2>/dev/null; then

@@ -27,6 +27,10 @@ pub struct RuntimeConfig {
     pub max_queued_per_user: usize,
     /// Where the durable store lives; unset keeps everything in memory.
     pub state_dir: Option<PathBuf>,
+    /// Redis shared by several replicas (`redis://host:port/db`); unset: this process alone.
+    pub redis_url: Option<String>,
+    /// How soon another replica takes over a dead one's jobs.
+    pub redis_lease_secs: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -39,6 +43,8 @@ impl Default for RuntimeConfig {
             max_queued_jobs: 10_000,
             max_queued_per_user: 100,
             state_dir: None,
+            redis_url: None,
+            redis_lease_secs: 30,
         }
     }
 }
@@ -159,6 +165,28 @@ pub fn load(
     raw.apply_env(env)?;
     if let Some(dir) = env("WECOM_RELAY_STATE_DIR").filter(|d| !d.trim().is_empty()) {
         runtime.state_dir = Some(PathBuf::from(dir.trim()));
+    }
+    if let Some(url) = env("WECOM_RELAY_REDIS_URL").filter(|u| !u.trim().is_empty()) {
+        runtime.redis_url = Some(url.trim().to_owned());
+    }
+    if let Some(secs) = env("WECOM_RELAY_REDIS_LEASE_SECS").filter(|s| !s.trim().is_empty()) {
+        runtime.redis_lease_secs =
+            secs.trim()
+                .parse()
+                .ok()
+                .filter(|s| *s >= 1)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "relay.redis_lease_secs",
+                        "must be a whole number of seconds, at least 1",
+                    )
+                })?;
+    }
+    if runtime.state_dir.is_some() && runtime.redis_url.is_some() {
+        return Err(ConfigError::new(
+            "relay.redis_url",
+            "set either state_dir (one machine) or redis_url (several replicas), not both",
+        ));
     }
     if let Some(format) = env("WECOM_RELAY_LOG_FORMAT").filter(|f| !f.is_empty()) {
         runtime.log_format = format;

@@ -74,7 +74,8 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         AgentSettings::default(),
         &RuntimeConfig::default(),
         Arc::new(SystemClock),
-    )?;
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let router = http::app(relay.clone());

@@ -6,6 +6,7 @@
 //! to finish.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use wecom_relay_core::{Job, JobState};
 
 use crate::config::RuntimeConfig;
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 use crate::store::Store;
 use crate::NativeRelay;
 
@@ -39,6 +41,8 @@ enum Wake {
 pub struct JobQueue {
     queues: Mutex<Queues>,
     store: Option<Store>,
+    shared: Option<Shared>,
+    stop: Arc<AtomicBool>,
     max_total: usize,
     max_per_user: usize,
     wake: mpsc::UnboundedSender<Wake>,
@@ -56,6 +60,7 @@ impl JobQueue {
     pub fn new(
         runtime: &RuntimeConfig,
         store: Option<Store>,
+        shared: Option<Shared>,
         metrics: Arc<Metrics>,
     ) -> (Self, Wakeups) {
         let (wake, wakeups) = mpsc::unbounded_channel();
@@ -63,6 +68,8 @@ impl JobQueue {
         let queue = Self {
             queues: Mutex::default(),
             store,
+            shared,
+            stop: Arc::new(AtomicBool::new(false)),
             max_total: runtime.max_queued_jobs,
             max_per_user: runtime.max_queued_per_user,
             wake,
@@ -140,6 +147,8 @@ impl JobQueue {
             // Sent under the lock: every job accepted before this is already announced.
             let _ = self.wake.send(Wake::Stop);
         }
+        // Shared queue: finish the job at hand, leave the rest to the other replicas.
+        self.stop.store(true, Ordering::SeqCst);
         self.tracker.close();
         let drained = tokio::time::timeout(timeout, self.tracker.wait())
             .await
@@ -158,6 +167,16 @@ impl JobQueue {
 
 impl JobSink for JobQueue {
     async fn submit(&self, job: Job) -> Result<(), SinkError> {
+        if let Some(shared) = &self.shared {
+            if self.queues().closed {
+                return Err(SinkError("shutting down".into()));
+            }
+            // Several replicas: the queue is Redis's, committed before the callback is answered.
+            return shared
+                .enqueue(&job)
+                .await
+                .map_err(|e| SinkError(format!("the shared queue refused the job: {e}")));
+        }
         let key = job.user.key();
         let mut queues = self.queues();
         if queues.closed {
@@ -188,10 +207,13 @@ impl JobSink for JobQueue {
     }
 
     async fn progress(&self, job: &Job, state: &JobState) {
-        if let Some(store) = &self.store {
-            if let Err(e) = store.save_state(&job.id, state) {
-                warn!(job = %job.id, error = %e, "job progress not kept");
-            }
+        let kept = match (&self.store, &self.shared) {
+            (Some(store), _) => store.save_state(&job.id, state),
+            (_, Some(shared)) => shared.save_state(&job.id, state).await,
+            _ => Ok(()),
+        };
+        if let Err(e) = kept {
+            warn!(job = %job.id, error = %e, "job progress not kept");
         }
     }
 }
@@ -199,6 +221,11 @@ impl JobSink for JobQueue {
 /// Starts the task that drains each user's queue as jobs arrive, until shutdown.
 pub fn spawn_runner(relay: Arc<NativeRelay>, mut wakeups: Wakeups) {
     let tracker = relay.platform().jobs().tracker.clone();
+    if let Some(shared) = relay.platform().jobs().shared.clone() {
+        let stop = relay.platform().jobs().stop.clone();
+        crate::shared::spawn_partitions(relay, shared, stop, &tracker);
+        return;
+    }
     tracker.clone().spawn(async move {
         while let Some(Wake::User(user)) = wakeups.0.recv().await {
             tracker.spawn(drain_user(relay.clone(), user));

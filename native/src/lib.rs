@@ -5,7 +5,8 @@
 //! ports (reqwest, the system clock, in-memory stores) as one [`ports::NativePlatform`];
 //! [`jobs`] runs accepted jobs in per-user order under a concurrency bound; [`config`] reads
 //! `config.yaml` and the environment; [`metrics`] counts the core's events for `/metrics`;
-//! [`store`] is the optional durable store (SQLite) behind `relay.state_dir`.
+//! [`store`] is the optional durable store (SQLite) behind `relay.state_dir`, and [`shared`]
+//! the state several replicas share through Redis behind `relay.redis_url`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,14 +22,16 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod ports;
+pub mod shared;
 pub mod store;
 
 /// The relay over native ports.
 pub type NativeRelay = Relay<ports::NativePlatform>;
 
 /// Builds the relay over native ports, opens the durable store when `runtime.state_dir` is set
-/// (resuming the jobs pending there), and starts its job runner (inside a tokio runtime).
-pub fn start(
+/// (resuming the jobs pending there) or connects to Redis when `runtime.redis_url` is, and
+/// starts its job runner (inside a tokio runtime).
+pub async fn start(
     settings: Settings,
     agent: AgentSettings,
     runtime: &config::RuntimeConfig,
@@ -43,7 +46,15 @@ pub fn start(
         Some(store) => store.pending_jobs()?,
         None => Vec::new(),
     };
-    let (queue, wakeups) = jobs::JobQueue::new(runtime, store.clone(), metrics.clone());
+    let shared = match &runtime.redis_url {
+        Some(url) => {
+            let lease = Duration::from_secs(runtime.redis_lease_secs);
+            Some(shared::Shared::connect(url, lease).await?)
+        }
+        None => None,
+    };
+    let (queue, wakeups) =
+        jobs::JobQueue::new(runtime, store.clone(), shared.clone(), metrics.clone());
     if !pending.is_empty() {
         info!(
             jobs = pending.len(),
@@ -52,7 +63,13 @@ pub fn start(
     }
     queue.resume(pending);
     let agent_timeout = Duration::from_secs(agent.timeout_secs);
-    let platform = ports::NativePlatform::new(runtime, agent_timeout, clock, store, queue, metrics);
+    let backing = match (store, shared) {
+        (Some(store), _) => ports::Backing::Durable(store),
+        (None, Some(shared)) => ports::Backing::Shared(shared),
+        (None, None) => ports::Backing::Memory,
+    };
+    let platform =
+        ports::NativePlatform::new(runtime, agent_timeout, clock, backing, queue, metrics);
     let relay = Arc::new(Relay::new(settings, agent, platform));
     jobs::spawn_runner(relay.clone(), wakeups);
     Ok(relay)

@@ -105,14 +105,14 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
     );
     let drain = Duration::from_secs(cfg.runtime.drain_timeout_secs);
     info!(agent = ?cfg.agent.backend, "agent");
-    let relay =
-        match wecom_relay::start(cfg.settings, cfg.agent, &cfg.runtime, Arc::new(SystemClock)) {
-            Ok(relay) => relay,
-            Err(e) => {
-                error!(error = %e, "cannot open the durable store (relay.state_dir)");
-                return ExitCode::FAILURE;
-            }
-        };
+    let clock = Arc::new(SystemClock);
+    let relay = match wecom_relay::start(cfg.settings, cfg.agent, &cfg.runtime, clock).await {
+        Ok(relay) => relay,
+        Err(e) => {
+            error!(error = %e, "cannot open the relay's state (relay.state_dir or relay.redis_url)");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = axum::serve(listener, http::app(relay.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await;

@@ -21,6 +21,7 @@ use wecom_relay_core::{Event, Level, Platform};
 use crate::config::RuntimeConfig;
 use crate::jobs::JobQueue;
 use crate::metrics::Metrics;
+use crate::shared::{Shared, SharedGuard};
 use crate::store::Store;
 
 /// HTTP through reqwest (rustls), with a per-request timeout.
@@ -152,55 +153,66 @@ impl RefreshLock for KeyedLock {
     }
 }
 
-/// A port kept in memory (the default) or in the durable store (`relay.state_dir`).
-pub enum Stored<M, D> {
+/// A port kept in memory (the default), in the durable store (`relay.state_dir`), or in Redis
+/// shared by several replicas (`relay.redis_url`).
+pub enum Stored<M, D, R> {
     /// In process memory: lost on exit.
     Memory(M),
     /// In the SQLite database.
     Durable(D),
+    /// In Redis.
+    Shared(R),
 }
 
-impl<M: TokenCache, D: TokenCache> TokenCache for Stored<M, D> {
+impl<M: TokenCache, D: TokenCache, R: TokenCache> TokenCache for Stored<M, D, R> {
     async fn get(&self, app: &str, now: u64) -> Option<CachedToken> {
         match self {
             Self::Memory(m) => m.get(app, now).await,
             Self::Durable(d) => d.get(app, now).await,
+            Self::Shared(r) => r.get(app, now).await,
         }
     }
     async fn put(&self, app: &str, token: CachedToken, now: u64) {
         match self {
             Self::Memory(m) => m.put(app, token, now).await,
             Self::Durable(d) => d.put(app, token, now).await,
+            Self::Shared(r) => r.put(app, token, now).await,
         }
     }
     async fn invalidate(&self, app: &str, token: &AccessToken) {
         match self {
             Self::Memory(m) => m.invalidate(app, token).await,
             Self::Durable(d) => d.invalidate(app, token).await,
+            Self::Shared(r) => r.invalidate(app, token).await,
         }
     }
 }
 
-impl<M: DedupStore, D: DedupStore> DedupStore for Stored<M, D> {
+impl<M: DedupStore, D: DedupStore, R: DedupStore> DedupStore for Stored<M, D, R> {
     async fn claim(&self, key: &str, now: u64, ttl: u64) -> Result<Claim, StoreError> {
         match self {
             Self::Memory(m) => m.claim(key, now, ttl).await,
             Self::Durable(d) => d.claim(key, now, ttl).await,
+            Self::Shared(r) => r.claim(key, now, ttl).await,
         }
     }
     async fn release(&self, key: &str) -> Result<(), StoreError> {
         match self {
             Self::Memory(m) => m.release(key).await,
             Self::Durable(d) => d.release(key).await,
+            Self::Shared(r) => r.release(key).await,
         }
     }
 }
 
-impl<M: ConversationStore, D: ConversationStore> ConversationStore for Stored<M, D> {
+impl<M: ConversationStore, D: ConversationStore, R: ConversationStore> ConversationStore
+    for Stored<M, D, R>
+{
     async fn load(&self, user: &str) -> Result<Vec<Turn>, StoreError> {
         match self {
             Self::Memory(m) => m.load(user).await,
             Self::Durable(d) => d.load(user).await,
+            Self::Shared(r) => r.load(user).await,
         }
     }
     async fn append(
@@ -212,29 +224,69 @@ impl<M: ConversationStore, D: ConversationStore> ConversationStore for Stored<M,
         match self {
             Self::Memory(m) => m.append(user, turns, limits).await,
             Self::Durable(d) => d.append(user, turns, limits).await,
+            Self::Shared(r) => r.append(user, turns, limits).await,
         }
     }
     async fn clear(&self, user: &str) -> Result<(), StoreError> {
         match self {
             Self::Memory(m) => m.clear(user).await,
             Self::Durable(d) => d.clear(user).await,
+            Self::Shared(r) => r.clear(user).await,
         }
     }
 }
 
-impl<M: SendBudget, D: SendBudget> SendBudget for Stored<M, D> {
+impl<M: SendBudget, D: SendBudget, R: SendBudget> SendBudget for Stored<M, D, R> {
     async fn take(&self, key: &str, now_ms: u64) -> Result<(), Duration> {
         match self {
             Self::Memory(m) => m.take(key, now_ms).await,
             Self::Durable(d) => d.take(key, now_ms).await,
+            Self::Shared(r) => r.take(key, now_ms).await,
         }
     }
 }
 
-type Tokens = Stored<MemoryTokenCache, KvTokenCache<Store>>;
-type Dedup = Stored<MemoryDedup, Store>;
-type Conversations = Stored<MemoryConversations, KvConversations<Store>>;
-type Budget = Stored<MemorySendBudget, Store>;
+type Tokens = Stored<MemoryTokenCache, KvTokenCache<Store>, KvTokenCache<Shared>>;
+type Dedup = Stored<MemoryDedup, Store, Shared>;
+type Conversations = Stored<MemoryConversations, KvConversations<Store>, KvConversations<Shared>>;
+type Budget = Stored<MemorySendBudget, Store, Shared>;
+
+/// The token-refresh lock: per process, or across replicas through Redis.
+pub enum Lock {
+    /// One process.
+    Local(KeyedLock),
+    /// Every replica on one Redis.
+    Shared(Shared),
+}
+
+/// A held [`Lock`].
+pub enum LockGuard {
+    /// Held in this process.
+    Local(tokio::sync::OwnedMutexGuard<()>),
+    /// Held in Redis.
+    Shared(Box<SharedGuard>),
+}
+
+impl RefreshLock for Lock {
+    type Guard<'a> = LockGuard;
+
+    async fn lock<'a>(&'a self, key: &'a str) -> LockGuard {
+        match self {
+            Self::Local(l) => LockGuard::Local(l.lock(key).await),
+            Self::Shared(s) => LockGuard::Shared(Box::new(s.lock(key).await)),
+        }
+    }
+}
+
+/// Where a platform keeps its state.
+pub enum Backing {
+    /// In memory.
+    Memory,
+    /// In SQLite.
+    Durable(Store),
+    /// In Redis.
+    Shared(Shared),
+}
 
 /// The native platform: every port, the job queue and the metrics of one relay process.
 pub struct NativePlatform {
@@ -244,7 +296,7 @@ pub struct NativePlatform {
     dedup: Dedup,
     conversations: Conversations,
     budget: Budget,
-    refresh: KeyedLock,
+    refresh: Lock,
     clock: Arc<dyn Clock>,
     jobs: JobQueue,
     metrics: Arc<Metrics>,
@@ -257,23 +309,33 @@ impl NativePlatform {
         runtime: &RuntimeConfig,
         agent_timeout: Duration,
         clock: Arc<dyn Clock>,
-        store: Option<Store>,
+        backing: Backing,
         jobs: JobQueue,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let (tokens, dedup, conversations, budget) = match store {
-            None => (
+        let mut refresh = Lock::Local(KeyedLock::default());
+        let (tokens, dedup, conversations, budget) = match backing {
+            Backing::Memory => (
                 Stored::Memory(MemoryTokenCache::default()),
                 Stored::Memory(MemoryDedup::default()),
                 Stored::Memory(MemoryConversations::default()),
                 Stored::Memory(MemorySendBudget::default()),
             ),
-            Some(store) => (
+            Backing::Durable(store) => (
                 Stored::Durable(KvTokenCache(store.clone())),
                 Stored::Durable(store.clone()),
                 Stored::Durable(KvConversations(store.clone())),
                 Stored::Durable(store),
             ),
+            Backing::Shared(shared) => {
+                refresh = Lock::Shared(shared.clone());
+                (
+                    Stored::Shared(KvTokenCache(shared.clone())),
+                    Stored::Shared(shared.clone()),
+                    Stored::Shared(KvConversations(shared.clone())),
+                    Stored::Shared(shared),
+                )
+            }
         };
         Self {
             api_http: ReqwestHttp::new(Duration::from_secs(runtime.api_timeout_secs)),
@@ -282,7 +344,7 @@ impl NativePlatform {
             dedup,
             conversations,
             budget,
-            refresh: KeyedLock::default(),
+            refresh,
             clock,
             jobs,
             metrics,
@@ -300,7 +362,7 @@ impl Platform for NativePlatform {
     type Tokens = Tokens;
     type Dedup = Dedup;
     type Conversations = Conversations;
-    type Lock = KeyedLock;
+    type Lock = Lock;
     type Clock = Arc<dyn Clock>;
     type Sleeper = TokioSleeper;
     type Random = OsRandom;
@@ -322,7 +384,7 @@ impl Platform for NativePlatform {
     fn conversations(&self) -> &Conversations {
         &self.conversations
     }
-    fn refresh_lock(&self) -> &KeyedLock {
+    fn refresh_lock(&self) -> &Lock {
         &self.refresh
     }
     fn clock(&self) -> &Arc<dyn Clock> {

@@ -60,6 +60,7 @@ async fn fixture(allowed: &str) -> Fixture {
         &RuntimeConfig::default(),
         clock.clone(),
     )
+    .await
     .unwrap();
     Fixture {
         router: app(relay.clone()),

@@ -80,6 +80,8 @@ pub struct Scenario {
     pub port: u16,
     /// More environment for the native relay (`WECOM_RELAY_*` runtime settings).
     pub env: Vec<(String, String)>,
+    /// Another stand-in's URL to use instead of this scenario's own (a second replica).
+    pub api_base: Option<String>,
 }
 
 impl Scenario {
@@ -95,6 +97,7 @@ impl Scenario {
             api_token: None,
             port: 0,
             env: Vec::new(),
+            api_base: None,
         }
     }
 }
@@ -365,7 +368,7 @@ impl Running {
             "platforms": {"wecom_callback": {"enabled": true, "extra": {
                 "host": "127.0.0.1",
                 "apps": apps,
-                "api_base": standin.base_url(),
+                "api_base": scenario.api_base.clone().unwrap_or_else(|| standin.base_url()),
                 "max_timestamp_skew_secs": scenario.max_timestamp_skew_secs,
                 "dedup_ttl_secs": scenario.max_timestamp_skew_secs.max(900),
             }}},
@@ -445,13 +448,18 @@ impl Running {
         unreachable!()
     }
 
-    /// Kills the relay with SIGKILL (no drain, no goodbye), then starts it again on the same
-    /// port with the same settings and state, and waits until it is healthy.
-    pub async fn kill_and_restart(&mut self) {
+    /// Kills the relay with SIGKILL: no drain, no goodbye.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Kills the relay with SIGKILL (no drain, no goodbye), then starts it again on the same
+    /// port with the same settings and state, and waits until it is healthy.
+    pub async fn kill_and_restart(&mut self) {
+        self.kill();
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.log)
@@ -630,4 +638,33 @@ pub fn text_xml(
          <MsgId>{msg_id}</MsgId><AgentID>{agent_id}</AgentID></xml>",
         content.replace("]]>", "]]]]><![CDATA[>")
     )
+}
+
+/// A `redis-server` on a free loopback port for this test process, started on first use. It
+/// dies with the test process: a watchdog shell stops it once its parent is gone.
+pub fn redis_url(db: u8) -> String {
+    static SERVER: std::sync::OnceLock<(u16, std::sync::Mutex<Child>)> = std::sync::OnceLock::new();
+    let (port, _) = SERVER.get_or_init(|| {
+        let port = free_port();
+        let script = format!(
+            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & r=$!; \
+             while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $r",
+            parent = std::process::id()
+        );
+        let watchdog = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sh starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {port}: is it installed? (scripts/test.sh installs it)"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (port, std::sync::Mutex::new(watchdog))
+    });
+    format!("redis://127.0.0.1:{port}/{db}")
 }
