@@ -306,6 +306,87 @@ pub trait Platform: Send + Sync {
     }
 }
 
+/// One of two implementations of a port, chosen at run time (a twin whose state lives in one
+/// place or another, by configuration).
+#[derive(Debug, Clone)]
+pub enum Either<L, R> {
+    /// The first.
+    Left(L),
+    /// The second.
+    Right(R),
+}
+
+impl<L: TokenCache, R: TokenCache> TokenCache for Either<L, R> {
+    async fn get(&self, app: &str, now: u64) -> Option<CachedToken> {
+        match self {
+            Self::Left(l) => l.get(app, now).await,
+            Self::Right(r) => r.get(app, now).await,
+        }
+    }
+    async fn put(&self, app: &str, token: CachedToken, now: u64) {
+        match self {
+            Self::Left(l) => l.put(app, token, now).await,
+            Self::Right(r) => r.put(app, token, now).await,
+        }
+    }
+    async fn invalidate(&self, app: &str, token: &AccessToken) {
+        match self {
+            Self::Left(l) => l.invalidate(app, token).await,
+            Self::Right(r) => r.invalidate(app, token).await,
+        }
+    }
+}
+
+impl<L: DedupStore, R: DedupStore> DedupStore for Either<L, R> {
+    async fn claim(&self, key: &str, now: u64, ttl: u64) -> Result<Claim, StoreError> {
+        match self {
+            Self::Left(l) => l.claim(key, now, ttl).await,
+            Self::Right(r) => r.claim(key, now, ttl).await,
+        }
+    }
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Left(l) => l.release(key).await,
+            Self::Right(r) => r.release(key).await,
+        }
+    }
+}
+
+impl<L: ConversationStore, R: ConversationStore> ConversationStore for Either<L, R> {
+    async fn load(&self, user: &str) -> Result<Vec<Turn>, StoreError> {
+        match self {
+            Self::Left(l) => l.load(user).await,
+            Self::Right(r) => r.load(user).await,
+        }
+    }
+    async fn append(
+        &self,
+        user: &str,
+        turns: Vec<Turn>,
+        limits: HistoryLimits,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Left(l) => l.append(user, turns, limits).await,
+            Self::Right(r) => r.append(user, turns, limits).await,
+        }
+    }
+    async fn clear(&self, user: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Left(l) => l.clear(user).await,
+            Self::Right(r) => r.clear(user).await,
+        }
+    }
+}
+
+impl<L: SendBudget, R: SendBudget> SendBudget for Either<L, R> {
+    async fn take(&self, key: &str, now_ms: u64) -> Result<(), core::time::Duration> {
+        match self {
+            Self::Left(l) => l.take(key, now_ms).await,
+            Self::Right(r) => r.take(key, now_ms).await,
+        }
+    }
+}
+
 /// A token cache that caches nothing: every call fetches.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NullTokenCache;

@@ -8,13 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, error, info, warn};
 use wecom_relay_core::http::{Body, HttpRequest, HttpResponse, Method, TransportError};
-use wecom_relay_core::ids::AccessToken;
 use wecom_relay_core::kv::{KvConversations, KvTokenCache};
-use wecom_relay_core::memory::{HistoryLimits, Turn};
+use wecom_relay_core::ports::Either::{self, Left, Right};
 use wecom_relay_core::ports::{
-    CachedToken, Claim, Clock, ConversationStore, DedupStore, HttpClient, MemoryConversations,
-    MemoryDedup, MemorySendBudget, MemoryTokenCache, Random, RefreshLock, SendBudget, Sleeper,
-    StoreError, TokenCache,
+    Clock, HttpClient, MemoryConversations, MemoryDedup, MemorySendBudget, MemoryTokenCache,
+    Random, RefreshLock, Sleeper,
 };
 use wecom_relay_core::{Event, Level, Platform};
 
@@ -153,99 +151,9 @@ impl RefreshLock for KeyedLock {
     }
 }
 
-/// A port kept in memory (the default), in the durable store (`relay.state_dir`), or in Redis
-/// shared by several replicas (`relay.redis_url`).
-pub enum Stored<M, D, R> {
-    /// In process memory: lost on exit.
-    Memory(M),
-    /// In the SQLite database.
-    Durable(D),
-    /// In Redis.
-    Shared(R),
-}
-
-impl<M: TokenCache, D: TokenCache, R: TokenCache> TokenCache for Stored<M, D, R> {
-    async fn get(&self, app: &str, now: u64) -> Option<CachedToken> {
-        match self {
-            Self::Memory(m) => m.get(app, now).await,
-            Self::Durable(d) => d.get(app, now).await,
-            Self::Shared(r) => r.get(app, now).await,
-        }
-    }
-    async fn put(&self, app: &str, token: CachedToken, now: u64) {
-        match self {
-            Self::Memory(m) => m.put(app, token, now).await,
-            Self::Durable(d) => d.put(app, token, now).await,
-            Self::Shared(r) => r.put(app, token, now).await,
-        }
-    }
-    async fn invalidate(&self, app: &str, token: &AccessToken) {
-        match self {
-            Self::Memory(m) => m.invalidate(app, token).await,
-            Self::Durable(d) => d.invalidate(app, token).await,
-            Self::Shared(r) => r.invalidate(app, token).await,
-        }
-    }
-}
-
-impl<M: DedupStore, D: DedupStore, R: DedupStore> DedupStore for Stored<M, D, R> {
-    async fn claim(&self, key: &str, now: u64, ttl: u64) -> Result<Claim, StoreError> {
-        match self {
-            Self::Memory(m) => m.claim(key, now, ttl).await,
-            Self::Durable(d) => d.claim(key, now, ttl).await,
-            Self::Shared(r) => r.claim(key, now, ttl).await,
-        }
-    }
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
-        match self {
-            Self::Memory(m) => m.release(key).await,
-            Self::Durable(d) => d.release(key).await,
-            Self::Shared(r) => r.release(key).await,
-        }
-    }
-}
-
-impl<M: ConversationStore, D: ConversationStore, R: ConversationStore> ConversationStore
-    for Stored<M, D, R>
-{
-    async fn load(&self, user: &str) -> Result<Vec<Turn>, StoreError> {
-        match self {
-            Self::Memory(m) => m.load(user).await,
-            Self::Durable(d) => d.load(user).await,
-            Self::Shared(r) => r.load(user).await,
-        }
-    }
-    async fn append(
-        &self,
-        user: &str,
-        turns: Vec<Turn>,
-        limits: HistoryLimits,
-    ) -> Result<(), StoreError> {
-        match self {
-            Self::Memory(m) => m.append(user, turns, limits).await,
-            Self::Durable(d) => d.append(user, turns, limits).await,
-            Self::Shared(r) => r.append(user, turns, limits).await,
-        }
-    }
-    async fn clear(&self, user: &str) -> Result<(), StoreError> {
-        match self {
-            Self::Memory(m) => m.clear(user).await,
-            Self::Durable(d) => d.clear(user).await,
-            Self::Shared(r) => r.clear(user).await,
-        }
-    }
-}
-
-impl<M: SendBudget, D: SendBudget, R: SendBudget> SendBudget for Stored<M, D, R> {
-    async fn take(&self, key: &str, now_ms: u64) -> Result<(), Duration> {
-        match self {
-            Self::Memory(m) => m.take(key, now_ms).await,
-            Self::Durable(d) => d.take(key, now_ms).await,
-            Self::Shared(r) => r.take(key, now_ms).await,
-        }
-    }
-}
-
+/// Each store lives in memory (the default), in the durable store (`relay.state_dir`), or in
+/// Redis shared by several replicas (`relay.redis_url`).
+type Stored<M, D, R> = Either<M, Either<D, R>>;
 type Tokens = Stored<MemoryTokenCache, KvTokenCache<Store>, KvTokenCache<Shared>>;
 type Dedup = Stored<MemoryDedup, Store, Shared>;
 type Conversations = Stored<MemoryConversations, KvConversations<Store>, KvConversations<Shared>>;
@@ -316,24 +224,24 @@ impl NativePlatform {
         let mut refresh = Lock::Local(KeyedLock::default());
         let (tokens, dedup, conversations, budget) = match backing {
             Backing::Memory => (
-                Stored::Memory(MemoryTokenCache::default()),
-                Stored::Memory(MemoryDedup::default()),
-                Stored::Memory(MemoryConversations::default()),
-                Stored::Memory(MemorySendBudget::default()),
+                Left(MemoryTokenCache::default()),
+                Left(MemoryDedup::default()),
+                Left(MemoryConversations::default()),
+                Left(MemorySendBudget::default()),
             ),
             Backing::Durable(store) => (
-                Stored::Durable(KvTokenCache(store.clone())),
-                Stored::Durable(store.clone()),
-                Stored::Durable(KvConversations(store.clone())),
-                Stored::Durable(store),
+                Right(Left(KvTokenCache(store.clone()))),
+                Right(Left(store.clone())),
+                Right(Left(KvConversations(store.clone()))),
+                Right(Left(store)),
             ),
             Backing::Shared(shared) => {
                 refresh = Lock::Shared(shared.clone());
                 (
-                    Stored::Shared(KvTokenCache(shared.clone())),
-                    Stored::Shared(shared.clone()),
-                    Stored::Shared(KvConversations(shared.clone())),
-                    Stored::Shared(shared),
+                    Right(Right(KvTokenCache(shared.clone()))),
+                    Right(Right(shared.clone())),
+                    Right(Right(KvConversations(shared.clone()))),
+                    Right(Right(shared)),
                 )
             }
         };
