@@ -63,9 +63,9 @@ node_modules/.bin/wrangler deploy --dry-run --outdir dist
 wasm=worker/build/index_bg.wasm
 echo "worker wasm: $(wc -c < "$wasm") bytes raw, $(gzip -9 -c "$wasm" | wc -c) bytes gzip"
 
-step "tests (unit, property, route, and the behaviour suite on every twin: the wecom-relay binary, and the Worker under wrangler dev with and without a Queue; wechatpy plays WeCom)"
+step "tests (unit, property, route, and the behaviour suite on every twin: the wecom-relay binary, and the Worker under wrangler dev with its Durable Objects, with a Queue, and with waitUntil; wechatpy plays WeCom)"
 cargo build -p wecom-relay --locked
-WECOM_RELAY_TWINS=native,worker,worker-queue cargo test --workspace --locked
+WECOM_RELAY_TWINS=native,worker,worker-queue,worker-objects cargo test --workspace --locked
 
 step "the README's run command: wecom-relay demo"
 cargo run -q -p wecom-relay --locked -- demo

@@ -27,13 +27,13 @@ const MINUTE_MS: u64 = 60_000 + SLACK_MS;
 const HOUR_MS: u64 = 3_600_000 + SLACK_MS;
 
 /// The budget key of a member of an app: corp, agent and the user id WeCom matches
-/// case-insensitively.
+/// case-insensitively (lower-cased as [`crate::ids::ScopedUser::key`] does).
 pub fn budget_key(app: &App, user_id: &str) -> String {
     format!(
         "{}:{}:{}",
         app.corp_id,
         app.agent_id,
-        user_id.to_ascii_lowercase()
+        user_id.to_lowercase()
     )
 }
 

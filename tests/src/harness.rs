@@ -111,6 +111,9 @@ pub enum Twin {
     Worker,
     /// The Worker under `wrangler dev` with a Queue bound (emulated by wrangler).
     WorkerQueue,
+    /// The Worker under `wrangler dev` with its Durable Objects bound: per-user job objects
+    /// and per-app token objects.
+    WorkerObjects,
 }
 
 impl Twin {
@@ -124,6 +127,7 @@ impl Twin {
                 "native" => Twin::Native,
                 "worker" => Twin::Worker,
                 "worker-queue" => Twin::WorkerQueue,
+                "worker-objects" => Twin::WorkerObjects,
                 other => panic!("unknown twin {other:?} in WECOM_RELAY_TWINS"),
             })
             .collect()
@@ -203,8 +207,7 @@ impl Running {
         .expect("stand-in listens");
         match twin {
             Twin::Native => Self::start_native(scenario, standin).await,
-            Twin::Worker => Self::start_worker(scenario, standin, false).await,
-            Twin::WorkerQueue => Self::start_worker(scenario, standin, true).await,
+            twin => Self::start_worker(scenario, standin, twin).await,
         }
     }
 
@@ -248,16 +251,16 @@ impl Running {
     }
 
     /// Starts `wrangler dev` on the prebuilt Worker with a generated config.
-    pub async fn start_worker(scenario: Scenario, standin: RunningStandin, queue: bool) -> Self {
+    pub async fn start_worker(scenario: Scenario, standin: RunningStandin, twin: Twin) -> Self {
         let vars = Self::worker_vars(&scenario, &standin.base_url());
-        Self::start_worker_with_vars(scenario, standin, queue, vars).await
+        Self::start_worker_with_vars(scenario, standin, twin, vars).await
     }
 
     /// Like [`Running::start_worker`], with explicit vars (to test bad settings).
     pub async fn start_worker_with_vars(
         scenario: Scenario,
         standin: RunningStandin,
-        queue: bool,
+        twin: Twin,
         vars: Value,
     ) -> Self {
         let root = crate::workspace_root();
@@ -303,7 +306,15 @@ impl Running {
             "kv_namespaces": [{"binding": "WECOM_RELAY_KV", "id": "wecom-relay-test-kv"}],
             "vars": vars,
         });
-        if queue {
+        if twin == Twin::WorkerObjects {
+            config["durable_objects"] = json!({"bindings": [
+                {"name": "WECOM_RELAY_USERS", "class_name": "UserJobs"},
+                {"name": "WECOM_RELAY_TOKENS", "class_name": "AppTokens"},
+            ]});
+            config["migrations"] =
+                json!([{"tag": "v1", "new_sqlite_classes": ["UserJobs", "AppTokens"]}]);
+        }
+        if twin == Twin::WorkerQueue {
             config["queues"] = json!({
                 "producers": [{"binding": "WECOM_RELAY_QUEUE", "queue": "wecom-relay-jobs"}],
                 "consumers": [{"queue": "wecom-relay-jobs", "max_batch_size": 10, "max_batch_timeout": 1,

@@ -395,9 +395,13 @@ async fn sigterm_stops_intake_and_drains_accepted_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_users_messages_are_answered_in_arrival_order() {
-    // The Worker runs each job in its own invocation (waitUntil or a Queue delivery), which
-    // keeps no per-user order; see README, "Differences between the twins".
-    for twin in Twin::selected().into_iter().filter(|t| *t == Twin::Native) {
+    // Without its Durable Objects the Worker runs each job in its own invocation (waitUntil or
+    // a Queue delivery), which keeps no per-user order; see README, "Differences between the
+    // twins". With them, a user's object works that user's jobs in order.
+    for twin in Twin::selected()
+        .into_iter()
+        .filter(|t| matches!(t, Twin::Native | Twin::WorkerObjects))
+    {
         let a = AppSpec::new("a", "wwcorpA", 1000002, 'a', &["alice", "bob"]);
         let r = Running::start(twin, Scenario::new(vec![a.clone()])).await;
         let mut peer = WechatpyPeer::start();
@@ -446,8 +450,12 @@ async fn one_users_messages_are_answered_in_arrival_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_messages_fetch_one_token() {
-    // Isolates share no lock: on the Worker two may both refresh (KV keeps the right token).
-    for twin in Twin::selected().into_iter().filter(|t| *t == Twin::Native) {
+    // Isolates share no lock: on the Worker without its token objects two may both refresh (KV
+    // keeps the right token). With them, the app's object fetches once for everyone.
+    for twin in Twin::selected()
+        .into_iter()
+        .filter(|t| matches!(t, Twin::Native | Twin::WorkerObjects))
+    {
         let users: Vec<String> = (0..12).map(|i| format!("user{i}")).collect();
         let refs: Vec<&str> = users.iter().map(String::as_str).collect();
         let a = AppSpec::new("a", "wwcorpA", 1000002, 'a', &refs);

@@ -17,7 +17,7 @@ async fn an_invalid_setting_answers_500_and_names_it_without_the_secret() {
         .await
         .unwrap();
     let vars = Running::worker_vars(&scenario, &standin.base_url());
-    let r = Running::start_worker_with_vars(scenario, standin, false, vars).await;
+    let r = Running::start_worker_with_vars(scenario, standin, Twin::Worker, vars).await;
     let resp = reqwest::Client::new()
         .post(r.callback_url("msg_signature=x&timestamp=1&nonce=2"))
         .body("<xml/>")

@@ -12,7 +12,7 @@ use worker::{Context, Env, Request, Response, Result};
 
 use crate::entry::load_settings;
 use crate::jobs::Sink;
-use crate::ports::{log, WorkerPlatform};
+use crate::ports::{log, Home, WorkerPlatform};
 
 /// Answers one request.
 pub async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
@@ -30,7 +30,7 @@ pub async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response>
     let relay = load_settings(&env).and_then(|(settings, agent)| {
         let timeout = Duration::from_secs(agent.timeout_secs);
         let sink = Sink::for_request(&env, Rc::new(ctx), &settings, &agent);
-        let platform = WorkerPlatform::new(&env, timeout, sink)?;
+        let platform = WorkerPlatform::new(&env, timeout, sink, Home::Kv)?;
         Ok(Relay::new(settings, agent, platform))
     });
     let answer = match relay {

@@ -7,14 +7,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use wecom_relay_core::kv::KvJobStates;
+use wecom_relay_core::kv::{KeyValue, KvJobStates};
 use wecom_relay_core::ports::{JobSink, SinkError};
 use wecom_relay_core::{AgentSettings, Event, Job, JobState, Relay, Settings, Step};
 use worker::send::{SendFuture, SendWrapper};
 use worker::{Context, Env, MessageBatch, MessageExt, Queue, QueueRetryOptionsBuilder, Result};
 
 use crate::entry::load_settings;
-use crate::ports::{log, WorkerPlatform, WorkersKv};
+use crate::objects::{ObjectKv, USERS_BINDING};
+use crate::ports::{log, Home, WorkerPlatform, WorkersKv};
 use crate::QUEUE_BINDING;
 
 /// The body of a queue message.
@@ -25,6 +26,10 @@ pub struct Queued {
 
 /// Where jobs go.
 pub enum Sink {
+    /// The user's Durable Object, which works a user's jobs in order.
+    Users(SendWrapper<Env>),
+    /// Inside a user's Durable Object: submits nothing, keeps progress in its storage.
+    Object(ObjectKv),
     /// The bound Queue.
     Queue(SendWrapper<Queue>),
     /// This invocation's `waitUntil`, with what a job needs to run after the response.
@@ -53,6 +58,9 @@ impl Sink {
         settings: &Settings,
         agent: &AgentSettings,
     ) -> Self {
+        if env.durable_object(USERS_BINDING).is_ok() {
+            return Sink::Users(SendWrapper::new(env.clone()));
+        }
         match env.queue(QUEUE_BINDING) {
             Ok(queue) => Sink::Queue(SendWrapper::new(queue)),
             Err(_) => Sink::WaitUntil {
@@ -72,6 +80,7 @@ impl JobSink for Sink {
     ) -> impl std::future::Future<Output = std::result::Result<(), SinkError>> + Send {
         SendFuture::new(async move {
             match self {
+                Sink::Users(env) => crate::objects::enqueue(env, &job).await.map_err(SinkError),
                 Sink::Queue(queue) => queue
                     .send(Queued { job })
                     .await
@@ -90,7 +99,9 @@ impl JobSink for Sink {
                     });
                     Ok(())
                 }
-                Sink::Consumer(_) | Sink::None => Err(SinkError("jobs do not submit jobs".into())),
+                Sink::Object(_) | Sink::Consumer(_) | Sink::None => {
+                    Err(SinkError("jobs do not submit jobs".into()))
+                }
             }
         })
     }
@@ -101,9 +112,17 @@ impl JobSink for Sink {
         state: &JobState,
     ) -> impl std::future::Future<Output = ()> + Send {
         SendFuture::new(async move {
-            if let Sink::Consumer(states) = self {
-                // Lost progress costs a repeated part, never a lost message.
-                let _ = states.save(&job.id, state).await;
+            // Lost progress costs a repeated part, never a lost message.
+            match self {
+                Sink::Consumer(states) => {
+                    let _ = states.save(&job.id, state).await;
+                }
+                Sink::Object(object) => {
+                    if let Ok(text) = serde_json::to_string(state) {
+                        let _ = object.put(&format!("state:{}", job.id), text, 0).await;
+                    }
+                }
+                _ => {}
             }
         })
     }
@@ -116,7 +135,7 @@ fn relay_for_jobs(
     sink: Sink,
 ) -> std::result::Result<Relay<WorkerPlatform>, String> {
     let timeout = Duration::from_secs(agent.timeout_secs);
-    let platform = WorkerPlatform::new(env, timeout, sink)?;
+    let platform = WorkerPlatform::new(env, timeout, sink, Home::Kv)?;
     Ok(Relay::new(settings, agent, platform))
 }
 

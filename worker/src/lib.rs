@@ -2,9 +2,11 @@
 //!
 //! Files mirror the native twin's: `http` turns a Workers request into the core's `Incoming`
 //! (the body read up to the core's cap) and its `Answer` back; `ports` implements the core's
-//! ports as one `WorkerPlatform` (Fetch, KV, Date, setTimeout, Web Crypto); `jobs` hands
-//! accepted jobs to the Queue bound as `WECOM_RELAY_QUEUE` when there is one (its consumer
-//! runs one `Relay::step_job` per delivery, keeping progress in KV) or runs them after the
+//! ports as one `WorkerPlatform` (Fetch, KV, Date, setTimeout, Web Crypto); `objects` holds the
+//! Durable Objects (a user's jobs worked in order from an alarm, with their memory and send
+//! budgets; an app's token fetched once for everyone); `jobs` hands accepted jobs to the
+//! user's object when bound, else to the Queue bound as `WECOM_RELAY_QUEUE` (its consumer runs
+//! one `Relay::step_job` per delivery, keeping progress in KV), else runs them after the
 //! response through `ctx.waitUntil` with `Relay::run_job`.
 //!
 //! Access tokens, dedup markers and conversations live in the KV namespace bound as
@@ -20,6 +22,8 @@
 mod http;
 #[cfg(target_arch = "wasm32")]
 mod jobs;
+#[cfg(target_arch = "wasm32")]
+mod objects;
 #[cfg(target_arch = "wasm32")]
 mod ports;
 

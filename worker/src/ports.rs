@@ -13,6 +13,7 @@ use wecom_relay_core::http::{
     Body, HttpRequest, HttpResponse, Method as ApiMethod, TransportError,
 };
 use wecom_relay_core::kv::{KeyValue, KvConversations, KvDedup, KvSendBudget, KvTokenCache};
+use wecom_relay_core::ports::Either::{Left, Right};
 use wecom_relay_core::ports::{Clock, HttpClient, NoRefreshLock, Random, Sleeper, StoreError};
 use wecom_relay_core::{Event, Level, Platform};
 use worker::send::{SendFuture, SendWrapper};
@@ -23,6 +24,7 @@ use worker::{
 };
 
 use crate::jobs::Sink;
+use crate::objects::{ObjectBudget, ObjectKv, ObjectTokens, TOKENS_BINDING, USERS_BINDING};
 use crate::KV_BINDING;
 
 /// KV refuses TTLs under 60 seconds.
@@ -217,22 +219,58 @@ impl Random for WebCryptoRandom {
     }
 }
 
+type Tokens = wecom_relay_core::ports::Either<KvTokenCache<WorkersKv>, ObjectTokens>;
+type Conversations =
+    wecom_relay_core::ports::Either<KvConversations<WorkersKv>, KvConversations<ObjectKv>>;
+type Budget = wecom_relay_core::ports::Either<
+    KvSendBudget<WorkersKv>,
+    wecom_relay_core::ports::Either<KvSendBudget<ObjectKv>, ObjectBudget>,
+>;
+
+/// Where a platform keeps a user's conversation and send budget.
+pub enum Home {
+    /// In KV (eventually consistent).
+    Kv,
+    /// In the user's Durable Object (strongly consistent), from inside it.
+    Object(ObjectKv),
+}
+
 /// The Worker's platform for one invocation.
 pub struct WorkerPlatform {
     api_http: FetchHttp,
     agent_http: FetchHttp,
-    tokens: KvTokenCache<WorkersKv>,
+    tokens: Tokens,
     dedup: KvDedup<WorkersKv>,
-    conversations: KvConversations<WorkersKv>,
-    budget: KvSendBudget<WorkersKv>,
+    conversations: Conversations,
+    budget: Budget,
     sink: Sink,
     kv: WorkersKv,
 }
 
 impl WorkerPlatform {
-    /// The ports over `env`'s KV binding, with `sink` for accepted jobs.
-    pub fn new(env: &Env, agent_timeout: Duration, sink: Sink) -> Result<Self, String> {
+    /// The ports over `env`'s KV binding (and token objects when bound), with `sink` for
+    /// accepted jobs and a user's state kept at `home`.
+    pub fn new(env: &Env, agent_timeout: Duration, sink: Sink, home: Home) -> Result<Self, String> {
         let kv = WorkersKv::from_env(env)?;
+        let tokens = match env.durable_object(TOKENS_BINDING) {
+            Ok(_) => Right(ObjectTokens::new(env, kv.clone())),
+            Err(_) => Left(KvTokenCache(kv.clone())),
+        };
+        let users = env.durable_object(USERS_BINDING).is_ok();
+        let (conversations, budget) = match home {
+            Home::Kv if users => (
+                Left(KvConversations(kv.clone())),
+                Right(Right(ObjectBudget::new(env))),
+            ),
+            Home::Kv => (
+                Left(KvConversations(kv.clone())),
+                Left(KvSendBudget(kv.clone())),
+            ),
+            Home::Object(object) => (
+                Right(KvConversations(object.clone())),
+                Right(Left(KvSendBudget(object))),
+            ),
+        };
         Ok(Self {
             api_http: FetchHttp {
                 timeout: API_TIMEOUT,
@@ -240,10 +278,10 @@ impl WorkerPlatform {
             agent_http: FetchHttp {
                 timeout: agent_timeout,
             },
-            tokens: KvTokenCache(kv.clone()),
+            tokens,
             dedup: KvDedup(kv.clone()),
-            conversations: KvConversations(kv.clone()),
-            budget: KvSendBudget(kv.clone()),
+            conversations,
+            budget,
             sink,
             kv,
         })
@@ -270,15 +308,15 @@ pub fn log(event: &Event<'_>) {
 
 impl Platform for WorkerPlatform {
     type Http = FetchHttp;
-    type Tokens = KvTokenCache<WorkersKv>;
+    type Tokens = Tokens;
     type Dedup = KvDedup<WorkersKv>;
-    type Conversations = KvConversations<WorkersKv>;
+    type Conversations = Conversations;
     type Lock = NoRefreshLock;
     type Clock = DateClock;
     type Sleeper = DelaySleeper;
     type Random = WebCryptoRandom;
     type Sink = Sink;
-    type Budget = KvSendBudget<WorkersKv>;
+    type Budget = Budget;
 
     fn api_http(&self) -> &FetchHttp {
         &self.api_http
@@ -286,13 +324,13 @@ impl Platform for WorkerPlatform {
     fn agent_http(&self) -> &FetchHttp {
         &self.agent_http
     }
-    fn tokens(&self) -> &KvTokenCache<WorkersKv> {
+    fn tokens(&self) -> &Tokens {
         &self.tokens
     }
     fn dedup(&self) -> &KvDedup<WorkersKv> {
         &self.dedup
     }
-    fn conversations(&self) -> &KvConversations<WorkersKv> {
+    fn conversations(&self) -> &Conversations {
         &self.conversations
     }
     fn refresh_lock(&self) -> &NoRefreshLock {
@@ -307,7 +345,7 @@ impl Platform for WorkerPlatform {
     fn random(&self) -> &WebCryptoRandom {
         &WebCryptoRandom
     }
-    fn budget(&self) -> &KvSendBudget<WorkersKv> {
+    fn budget(&self) -> &Budget {
         &self.budget
     }
     fn sink(&self) -> &Sink {
