@@ -22,9 +22,17 @@ use crate::shared::Shared;
 use crate::store::Store;
 use crate::NativeRelay;
 
+/// A job waiting in a user's queue: held in memory, or, with the durable store, only its id
+/// (the job waits on disk, so memory stays flat however many wait).
+#[derive(Clone)]
+enum Pending {
+    Held(Box<(Job, JobState)>),
+    Stored(String),
+}
+
 #[derive(Default)]
 struct Queues {
-    by_user: HashMap<String, VecDeque<(Job, JobState)>>,
+    by_user: HashMap<String, VecDeque<Pending>>,
     depth: usize,
     closed: bool,
 }
@@ -91,11 +99,28 @@ impl JobQueue {
         self.queues().depth
     }
 
-    fn front(&self, user: &str) -> Option<(Job, JobState)> {
+    fn front(&self, user: &str) -> Option<Pending> {
         self.queues()
             .by_user
             .get(user)
             .and_then(|q| q.front().cloned())
+    }
+
+    /// The job and its progress, from memory or from the store.
+    fn resolve(&self, pending: Pending) -> Option<(Job, JobState)> {
+        match pending {
+            Pending::Held(held) => Some(*held),
+            Pending::Stored(id) => {
+                let store = self.store.as_ref()?;
+                match store.load_job(&id) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        warn!(job = %id, error = %e, "a stored job could not be read");
+                        None
+                    }
+                }
+            }
+        }
     }
 
     /// Drops the user's finished job; whether another one waits.
@@ -115,27 +140,25 @@ impl JobQueue {
         true
     }
 
-    /// Puts jobs that were pending when the process last stopped back in their users' queues,
-    /// in the order they were accepted. Call before serving.
-    pub fn resume(&self, pending: Vec<(Job, JobState)>) {
-        for (job, state) in pending {
+    /// Puts the jobs (ids and users) that were pending in the store when the process last
+    /// stopped back in their users' queues, in the order they were accepted. Call before
+    /// serving.
+    pub fn resume(&self, pending: Vec<(String, String)>) {
+        for (id, user) in pending {
             let mut queues = self.queues();
-            self.enqueue(&mut queues, job, state);
+            self.enqueue(&mut queues, user, Pending::Stored(id));
         }
     }
 
-    fn enqueue(&self, queues: &mut Queues, job: Job, state: JobState) {
-        let key = job.user.key();
+    fn enqueue(&self, queues: &mut Queues, user: String, job: Pending) {
         queues.depth += 1;
         self.metrics.set_queue_depth(queues.depth);
-        if let Some(pending) = queues.by_user.get_mut(&key) {
-            pending.push_back((job, state));
+        if let Some(pending) = queues.by_user.get_mut(&user) {
+            pending.push_back(job);
             return;
         }
-        queues
-            .by_user
-            .insert(key.clone(), VecDeque::from([(job, state)]));
-        let _ = self.wake.send(Wake::User(key));
+        queues.by_user.insert(user.clone(), VecDeque::from([job]));
+        let _ = self.wake.send(Wake::User(user));
     }
 
     /// Stops intake and waits up to `timeout` for queued and running jobs. Returns whether
@@ -196,13 +219,18 @@ impl JobSink for JobQueue {
                 self.max_per_user
             )));
         }
-        // Committed before the callback is answered: from here on the job survives a crash.
-        if let Some(store) = &self.store {
-            store
-                .insert_job(&job)
-                .map_err(|e| SinkError(format!("the durable store refused the job: {e}")))?;
-        }
-        self.enqueue(&mut queues, job, JobState::default());
+        // Committed before the callback is answered: from here on the job survives a crash,
+        // and waits on disk.
+        let pending = match &self.store {
+            Some(store) => {
+                store
+                    .insert_job(&job)
+                    .map_err(|e| SinkError(format!("the durable store refused the job: {e}")))?;
+                Pending::Stored(job.id)
+            }
+            None => Pending::Held(Box::new((job, JobState::default()))),
+        };
+        self.enqueue(&mut queues, key, pending);
         Ok(())
     }
 
@@ -235,7 +263,13 @@ pub fn spawn_runner(relay: Arc<NativeRelay>, mut wakeups: Wakeups) {
 
 async fn drain_user(relay: Arc<NativeRelay>, user: String) {
     let queue = relay.platform().jobs();
-    while let Some((job, state)) = queue.front(&user) {
+    while let Some(pending) = queue.front(&user) {
+        let Some((job, state)) = queue.resolve(pending) else {
+            if !queue.pop(&user) {
+                return;
+            }
+            continue;
+        };
         {
             let _permit = queue
                 .permits

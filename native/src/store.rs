@@ -123,30 +123,40 @@ impl Store {
         Ok(())
     }
 
-    /// Every job not yet ended, in the order it was accepted, with its progress.
-    pub fn pending_jobs(&self) -> Result<Vec<(Job, JobState)>, StoreError> {
+    /// Every job not yet ended, in the order it was accepted: its id and its user's key.
+    pub fn pending_jobs(&self) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT job, state FROM jobs ORDER BY seq")
+            .prepare("SELECT id, user FROM jobs ORDER BY seq")
             .map_err(store_error)?;
         let rows = stmt
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
-            })
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(store_error)?;
-        let mut jobs = Vec::new();
-        for row in rows {
-            let (job, state) = row.map_err(store_error)?;
-            // A row this version cannot read is skipped rather than stopping every other job.
-            let Ok(job) = serde_json::from_str::<Job>(&job) else {
-                continue;
-            };
-            let state = state
-                .and_then(|s| serde_json::from_str(&s).ok())
-                .unwrap_or_default();
-            jobs.push((job, state));
-        }
-        Ok(jobs)
+        rows.collect::<Result<_, _>>().map_err(store_error)
+    }
+
+    /// A pending job and its progress; `None` when it ended, or when this version cannot read
+    /// it (it is then skipped rather than stopping every other job).
+    pub fn load_job(&self, id: &str) -> Result<Option<(Job, JobState)>, StoreError> {
+        let row: Option<(String, Option<String>)> = self
+            .conn()
+            .query_row(
+                "SELECT job, state FROM jobs WHERE id = ?1",
+                params![id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(store_error)?;
+        let Some((job, state)) = row else {
+            return Ok(None);
+        };
+        let Ok(job) = serde_json::from_str::<Job>(&job) else {
+            return Ok(None);
+        };
+        let state = state
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        Ok(Some((job, state)))
     }
 }
 
@@ -352,10 +362,16 @@ mod tests {
         }
         let store = Store::open(&dir).unwrap();
         let pending = store.pending_jobs().unwrap();
-        let ids: Vec<&str> = pending.iter().map(|(j, _)| j.id.as_str()).collect();
+        let ids: Vec<&str> = pending.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["j2", "j3"]);
-        assert_eq!(pending[0].1.parts_sent, 2);
-        assert_eq!(pending[1].1, JobState::default());
+        assert_eq!(pending[0].1, "ww1:alice");
+        let (job, state) = store.load_job("j2").unwrap().unwrap();
+        assert_eq!((job.id.as_str(), state.parts_sent), ("j2", 2));
+        assert_eq!(
+            store.load_job("j3").unwrap().unwrap().1,
+            JobState::default()
+        );
+        assert!(store.load_job("j1").unwrap().is_none(), "finished");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
