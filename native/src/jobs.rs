@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use wecom_relay_core::ports::{JobSink, SinkError};
@@ -54,7 +54,7 @@ pub struct JobQueue {
     max_total: usize,
     max_per_user: usize,
     wake: mpsc::UnboundedSender<Wake>,
-    permits: Arc<Semaphore>,
+    workers: usize,
     tracker: TaskTracker,
     metrics: Arc<Metrics>,
 }
@@ -81,7 +81,7 @@ impl JobQueue {
             max_total: runtime.max_queued_jobs,
             max_per_user: runtime.max_queued_per_user,
             wake,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            workers: concurrency.max(1),
             tracker: TaskTracker::new(),
             metrics,
         };
@@ -246,45 +246,56 @@ impl JobSink for JobQueue {
     }
 }
 
-/// Starts the task that drains each user's queue as jobs arrive, until shutdown.
-pub fn spawn_runner(relay: Arc<NativeRelay>, mut wakeups: Wakeups) {
-    let tracker = relay.platform().jobs().tracker.clone();
-    if let Some(shared) = relay.platform().jobs().shared.clone() {
-        let stop = relay.platform().jobs().stop.clone();
+/// Starts the workers: `concurrency` tasks that take users whose queue holds a job, run that
+/// user's next job, and hand the user back if more wait. A user is handed to one worker at a
+/// time, so each user's jobs run in order; memory is one task per worker, not per user.
+pub fn spawn_runner(relay: Arc<NativeRelay>, wakeups: Wakeups) {
+    let queue = relay.platform().jobs();
+    let tracker = queue.tracker.clone();
+    if let Some(shared) = queue.shared.clone() {
+        let stop = queue.stop.clone();
         crate::shared::spawn_partitions(relay, shared, stop, &tracker);
         return;
     }
-    tracker.clone().spawn(async move {
-        while let Some(Wake::User(user)) = wakeups.0.recv().await {
-            tracker.spawn(drain_user(relay.clone(), user));
-        }
-    });
+    let wakeups = Arc::new(tokio::sync::Mutex::new(wakeups.0));
+    for _ in 0..queue.workers {
+        tracker.spawn(work(relay.clone(), wakeups.clone()));
+    }
 }
 
-async fn drain_user(relay: Arc<NativeRelay>, user: String) {
+async fn work(
+    relay: Arc<NativeRelay>,
+    wakeups: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Wake>>>,
+) {
     let queue = relay.platform().jobs();
-    while let Some(pending) = queue.front(&user) {
-        let Some((job, state)) = queue.resolve(pending) else {
-            if !queue.pop(&user) {
-                return;
+    loop {
+        let wake = wakeups.lock().await.recv().await;
+        let user = match wake {
+            None => return,
+            Some(Wake::User(user)) => user,
+            Some(Wake::Stop) => {
+                // Pass the word on, so every worker hears it; leave once nothing is left.
+                let _ = queue.wake.send(Wake::Stop);
+                if queue.depth() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
+        };
+        let Some(pending) = queue.front(&user) else {
             continue;
         };
-        {
-            let _permit = queue
-                .permits
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
+        if let Some((job, state)) = queue.resolve(pending) {
             relay.resume_job(&job, state).await;
-        }
-        if let Some(store) = &queue.store {
-            if let Err(e) = store.finish_job(&job.id) {
-                warn!(job = %job.id, error = %e, "finished job not removed from the store");
+            if let Some(store) = &queue.store {
+                if let Err(e) = store.finish_job(&job.id) {
+                    warn!(job = %job.id, error = %e, "finished job not removed from the store");
+                }
             }
         }
-        if !queue.pop(&user) {
-            return;
+        if queue.pop(&user) {
+            let _ = queue.wake.send(Wake::User(user));
         }
     }
 }

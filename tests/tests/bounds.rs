@@ -115,3 +115,57 @@ async fn a_flood_against_a_slow_api_is_refused_at_the_bound_and_every_200_is_ans
         "peak RSS {peak_rss} KiB"
     );
 }
+
+/// The default bounds against a flood: 12,000 distinct messages from 3,000 users, 32 at a time,
+/// while the API answers slowly. Resident memory must stay under 40 MB. Long (about a minute),
+/// so outside the test command: `cargo test -p wecom-relay-tests --test bounds -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a minute-long flood; run by hand"]
+async fn a_flood_at_the_default_bounds_stays_under_40_mb() {
+    use wecom_relay_core::crypto::MsgCrypt;
+    use wecom_relay_core::xml::callback_envelope_xml;
+    let users: Vec<String> = (0..3000).map(|i| format!("u{i}")).collect();
+    let user_refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let app = AppSpec::new("hr", "wwcorpA", 1000002, 'a', &user_refs);
+    let r = Running::start(Twin::Native, Scenario::new(vec![app.clone()])).await;
+    r.standin
+        .standin
+        .inject(Fault::slow("/cgi-bin/message/send", 2000));
+    let crypt = MsgCrypt::new(&app.token, &app.key, &app.corp_id).unwrap();
+    let ts = now();
+    let client = reqwest::Client::new();
+    let (mut peak, mut ok, mut busy) = (0u64, 0usize, 0usize);
+    let bodies: Vec<(String, String)> = (0..12_000u64)
+        .map(|i| {
+            let user = &users[(i % 3000) as usize];
+            let text = format!("message {i}: {}", "内容".repeat(100));
+            let xml = text_xml(&app.corp_id, user, app.agent_id, 10_000 + i, &text, ts);
+            let nonce = format!("n{i}");
+            let sealed = crypt
+                .encrypt(&xml, &[7; 16], &ts.to_string(), &nonce)
+                .unwrap();
+            let query = format!(
+                "msg_signature={}&timestamp={ts}&nonce={nonce}",
+                sealed.signature
+            );
+            let body = callback_envelope_xml(&app.corp_id, &sealed.encrypt, "1000002");
+            (query, body)
+        })
+        .collect();
+    for chunk in bodies.chunks(32) {
+        let sent = chunk
+            .iter()
+            .map(|(query, body)| client.post(r.callback_url(query)).body(body.clone()).send());
+        for resp in futures_util::future::join_all(sent).await {
+            match resp.unwrap().status().as_u16() {
+                200 => ok += 1,
+                503 => busy += 1,
+                other => panic!("status {other}"),
+            }
+        }
+        peak = peak.max(r.rss_kib().unwrap_or(0));
+    }
+    println!("accepted {ok}, refused {busy}, peak RSS {} KiB", peak);
+    assert!(busy > 0, "the default bound was reached");
+    assert!(peak < 40 * 1024, "peak RSS {peak} KiB");
+}
