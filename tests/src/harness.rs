@@ -459,6 +459,18 @@ impl Running {
         unreachable!()
     }
 
+    /// Posts an encrypted callback, as WeCom does; the status it got.
+    pub async fn post(&self, cb: &crate::peer::EncryptedCallback) -> u16 {
+        reqwest::Client::new()
+            .post(self.callback_url(&cb.query))
+            .body(cb.body.clone())
+            .send()
+            .await
+            .expect("the relay answers")
+            .status()
+            .as_u16()
+    }
+
     /// Kills the relay with SIGKILL: no drain, no goodbye.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

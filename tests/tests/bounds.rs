@@ -7,17 +7,6 @@ use wecom_relay_standin::wecom::Fault;
 use wecom_relay_tests::harness::{now, text_xml, AppSpec, Running, Scenario, Twin};
 use wecom_relay_tests::peer::{EncryptedCallback, WechatpyPeer};
 
-async fn post(r: &Running, cb: &EncryptedCallback) -> u16 {
-    reqwest::Client::new()
-        .post(r.callback_url(&cb.query))
-        .body(cb.body.clone())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_against_a_slow_api_is_refused_at_the_bound_and_every_200_is_answered() {
     if !Twin::selected().contains(&Twin::Native) {
@@ -56,7 +45,7 @@ async fn a_flood_against_a_slow_api_is_refused_at_the_bound_and_every_200_is_ans
     let mut accepted = 0;
     let mut peak_rss = 0;
     for cb in &callbacks {
-        match post(&r, cb).await {
+        match r.post(cb).await {
             200 => accepted += 1,
             503 => refused.push(cb),
             other => panic!("unexpected status {other}"),
@@ -79,7 +68,7 @@ async fn a_flood_against_a_slow_api_is_refused_at_the_bound_and_every_200_is_ans
     for _ in 0..200 {
         let mut still = Vec::new();
         for cb in pending {
-            if post(&r, cb).await != 200 {
+            if r.post(cb).await != 200 {
                 still.push(cb);
             }
         }

@@ -5,18 +5,7 @@ use std::time::Duration;
 
 use wecom_relay_standin::wecom::Fault;
 use wecom_relay_tests::harness::{now, text_xml, AppSpec, Running, Scenario, Twin};
-use wecom_relay_tests::peer::{EncryptedCallback, WechatpyPeer};
-
-async fn post(r: &Running, cb: &EncryptedCallback) -> u16 {
-    reqwest::Client::new()
-        .post(r.callback_url(&cb.query))
-        .body(cb.body.clone())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
+use wecom_relay_tests::peer::WechatpyPeer;
 
 /// A message whose echo is three parts: `tag` opens each paragraph so parts can be told apart.
 fn three_parts(tag: &str) -> String {
@@ -49,7 +38,7 @@ async fn kill_9_mid_answer_then_restart_answers_everything_exactly_once() {
         let text = three_parts(&format!("{user}-m{i}"));
         let xml = text_xml(&app.corp_id, user, app.agent_id, 500 + i, &text, ts);
         let cb = peer.encrypt_callback(&app.peer(), &xml, &ts.to_string(), &format!("n{i}"));
-        assert_eq!(post(&r, &cb).await, 200);
+        assert_eq!(r.post(&cb).await, 200);
         sent.push((user, text, cb));
     }
     // Kill while both users' next parts sit in the stand-in's delay, not yet recorded: a part
@@ -64,7 +53,7 @@ async fn kill_9_mid_answer_then_restart_answers_everything_exactly_once() {
         r.logs()
     );
     // WeCom retries a message it already got 200 for: the durable dedup still knows it.
-    assert_eq!(post(&r, &sent[0].2).await, 200);
+    assert_eq!(r.post(&sent[0].2).await, 200);
     let got = r
         .wait_for_within("all 18 parts", Duration::from_secs(60), |m| m.len() >= 18)
         .await;

@@ -5,18 +5,7 @@ use std::time::Duration;
 
 use wecom_relay_standin::wecom::Fault;
 use wecom_relay_tests::harness::{now, redis_url, text_xml, AppSpec, Running, Scenario, Twin};
-use wecom_relay_tests::peer::{EncryptedCallback, WechatpyPeer};
-
-async fn post(base: &Running, cb: &EncryptedCallback) -> u16 {
-    reqwest::Client::new()
-        .post(base.callback_url(&cb.query))
-        .body(cb.body.clone())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
+use wecom_relay_tests::peer::WechatpyPeer;
 
 fn replicas_scenario(app: &AppSpec, db: u8) -> Scenario {
     let mut scenario = Scenario::new(vec![app.clone()]);
@@ -51,8 +40,8 @@ async fn two_replicas_answer_each_message_once_and_take_over_a_dead_ones_jobs() 
         let xml = text_xml(&app.corp_id, user, app.agent_id, 700 + i, &text, ts);
         let cb = peer.encrypt_callback(&app.peer(), &xml, &ts.to_string(), &format!("n{i}"));
         let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
-        assert_eq!(post(first, &cb).await, 200);
-        assert_eq!(post(second, &cb).await, 200);
+        assert_eq!(first.post(&cb).await, 200);
+        assert_eq!(second.post(&cb).await, 200);
         expected.push((user, text));
     }
     a.wait_for("nine answers", |m| m.len() >= 9).await;
@@ -83,7 +72,7 @@ async fn two_replicas_answer_each_message_once_and_take_over_a_dead_ones_jobs() 
         .join("\n\n");
     let xml = text_xml(&app.corp_id, "alice", app.agent_id, 800, &long, ts);
     let cb = peer.encrypt_callback(&app.peer(), &xml, &ts.to_string(), "n800");
-    assert_eq!(post(&b, &cb).await, 200);
+    assert_eq!(b.post(&cb).await, 200);
     a.wait_for("the first part", |m| m.len() >= 10).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     a.kill();
