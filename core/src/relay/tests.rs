@@ -237,6 +237,11 @@ fn a_final_failure_apologises_once_the_agent_never_answered() {
 }
 
 fn relay_at(now: u64) -> Relay<TestPlatform> {
+    relay_with(now, &[])
+}
+
+/// A relay for one app (`ww1`, agent 7) that allows everyone, with these settings added.
+fn relay_with(now: u64, extra: &[(&str, &str)]) -> Relay<TestPlatform> {
     let mut raw = RawSettings::default();
     raw.set(
         "apps_json",
@@ -245,6 +250,9 @@ fn relay_at(now: u64) -> Relay<TestPlatform> {
     .unwrap();
     raw.set("api_base", "http://x".into()).unwrap();
     raw.set("allowed_users", "*".into()).unwrap();
+    for (key, value) in extra {
+        raw.set(key, (*value).into()).unwrap();
+    }
     Relay::new(
         raw.resolve().unwrap(),
         AgentSettings::default(),
@@ -502,20 +510,7 @@ fn a_queued_job_is_redelivered_after_the_budget_wait_without_spending_an_attempt
 
 #[test]
 fn the_send_api_waits_out_a_minute_and_refuses_an_hour_with_retry_after() {
-    let mut raw = RawSettings::default();
-    raw.set(
-        "apps_json",
-        r#"[{"name":"a","corp_id":"ww1","corp_secret":"s","agent_id":"7","token":"t","encoding_aes_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]"#.into(),
-    )
-    .unwrap();
-    raw.set("api_base", "http://x".into()).unwrap();
-    raw.set("api_token", "a-long-enough-api-token".into())
-        .unwrap();
-    let relay = Relay::new(
-        raw.resolve().unwrap(),
-        AgentSettings::default(),
-        TestPlatform::at(1_000),
-    );
+    let relay = relay_with(1_000, &[("api_token", "a-long-enough-api-token")]);
     answering(relay.platform());
     let body = serde_json::json!({"to": "ww1:alice", "text": long_answer(35)}).to_string();
     let send = Incoming {
