@@ -119,6 +119,13 @@ pub struct Apps {
 pub enum RouteError {
     /// A query parameter is missing.
     MissingParam(&'static str),
+    /// A query parameter is given twice.
+    DuplicateParam(&'static str),
+    /// A query parameter is empty or not of its form (the signature 40 lower-case hex digits,
+    /// the timestamp at most 10 digits, the nonce 1 to 64 visible ASCII characters).
+    BadParam(&'static str),
+    /// The query string is longer than any WeCom sends ([`MAX_QUERY_BYTES`]).
+    QueryTooLong,
     /// No app's token verifies the signature.
     Signature,
     /// The payload did not decrypt (bad base64, padding or buffer).
@@ -133,7 +140,11 @@ impl RouteError {
     /// The official WXBizMsgCrypt code.
     pub fn code(&self) -> i32 {
         match self {
-            Self::MissingParam(_) | Self::Signature => CryptoError::ValidateSignature.code(),
+            Self::MissingParam(_)
+            | Self::DuplicateParam(_)
+            | Self::BadParam(_)
+            | Self::QueryTooLong
+            | Self::Signature => CryptoError::ValidateSignature.code(),
             Self::Decrypt(e) => e.code(),
             Self::CorpMismatch => CryptoError::ValidateCorpId.code(),
             Self::NotUtf8 => CryptoError::IllegalBuffer.code(),
@@ -145,6 +156,9 @@ impl fmt::Display for RouteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::MissingParam(p) => write!(f, "missing query parameter {p}"),
+            Self::DuplicateParam(p) => write!(f, "query parameter {p} given more than once"),
+            Self::BadParam(p) => write!(f, "query parameter {p} is empty or malformed"),
+            Self::QueryTooLong => write!(f, "query string longer than {MAX_QUERY_BYTES} bytes"),
             Self::Signature => f.write_str("no app verifies the signature"),
             Self::Decrypt(e) => write!(f, "{e}"),
             Self::CorpMismatch => f.write_str("receive id matches no app"),
@@ -315,6 +329,27 @@ impl Apps {
     }
 }
 
+/// The longest query string read. WeCom's are under 400 bytes (the `echostr` of a URL
+/// verification is the longest part).
+pub const MAX_QUERY_BYTES: usize = 4096;
+
+impl Apps {
+    /// The app a decrypted message names by `AgentID`: `routed` itself, or another app of the
+    /// same corp with the same token and key (which the signature and key cannot tell apart).
+    /// `None` when no such app has that agent id: the message is not for anything configured.
+    pub fn by_agent_id(&self, routed: usize, agent_id: &str) -> Option<usize> {
+        let first = self.apps.get(routed)?;
+        let wanted: u64 = agent_id.trim().parse().ok()?;
+        self.apps.iter().enumerate().find_map(|(i, app)| {
+            let twin = i == routed
+                || (app.corp_id == first.corp_id
+                    && app.crypt.key() == first.crypt.key()
+                    && app.crypt.token() == first.crypt.token());
+            (twin && app.agent_id.0 == wanted).then_some(i)
+        })
+    }
+}
+
 /// The signed query parameters of a callback.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SignedQuery {
@@ -333,22 +368,49 @@ impl SignedQuery {
     ///
     /// `+` in `echostr` stays `+`: base64 never contains a space, so a `+` that a proxy left
     /// un-encoded (and form decoding turned into a space) is put back.
+    ///
+    /// Strict where WeCom is exact: each parameter at most once (a repeated one is somebody's
+    /// attempt to make two parsers disagree), the signature in lower-case hex, the timestamp in
+    /// digits. Unknown parameters are ignored.
     pub fn parse(raw_query: &str) -> Result<Self, RouteError> {
-        let mut q = Self::default();
-        let (mut sig, mut ts, mut nonce) = (None, None, None);
+        if raw_query.len() > MAX_QUERY_BYTES {
+            return Err(RouteError::QueryTooLong);
+        }
+        let (mut sig, mut ts, mut nonce, mut echostr) = (None, None, None, None);
         for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
-            match k.as_ref() {
-                "msg_signature" => sig = Some(v.into_owned()),
-                "timestamp" => ts = Some(v.into_owned()),
-                "nonce" => nonce = Some(v.into_owned()),
-                "echostr" => q.echostr = Some(v.replace(' ', "+")),
-                _ => {}
+            let (slot, name) = match k.as_ref() {
+                "msg_signature" => (&mut sig, "msg_signature"),
+                "timestamp" => (&mut ts, "timestamp"),
+                "nonce" => (&mut nonce, "nonce"),
+                "echostr" => (&mut echostr, "echostr"),
+                _ => continue,
+            };
+            if slot.replace(v.into_owned()).is_some() {
+                return Err(RouteError::DuplicateParam(name));
             }
         }
-        q.msg_signature = sig.ok_or(RouteError::MissingParam("msg_signature"))?;
-        q.timestamp = ts.ok_or(RouteError::MissingParam("timestamp"))?;
-        q.nonce = nonce.ok_or(RouteError::MissingParam("nonce"))?;
-        Ok(q)
+        let sig = sig.ok_or(RouteError::MissingParam("msg_signature"))?;
+        if sig.len() != 40 || !sig.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(RouteError::BadParam("msg_signature"));
+        }
+        let ts = ts.ok_or(RouteError::MissingParam("timestamp"))?;
+        if ts.is_empty() || ts.len() > 10 || !ts.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(RouteError::BadParam("timestamp"));
+        }
+        let nonce = nonce.ok_or(RouteError::MissingParam("nonce"))?;
+        if nonce.is_empty() || nonce.len() > 64 || !nonce.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(RouteError::BadParam("nonce"));
+        }
+        let echostr = match echostr {
+            Some(e) if e.trim().is_empty() => return Err(RouteError::BadParam("echostr")),
+            other => other.map(|e| e.replace(' ', "+")),
+        };
+        Ok(Self {
+            msg_signature: sig,
+            timestamp: ts,
+            nonce,
+            echostr,
+        })
     }
 }
 
@@ -548,15 +610,70 @@ mod tests {
 
     #[test]
     fn query_parsing() {
-        let q =
-            SignedQuery::parse("msg_signature=s&timestamp=1&nonce=n&echostr=a%2Bb+c%3D").unwrap();
+        let sig = "0123456789abcdef0123456789abcdef01234567";
+        let q = SignedQuery::parse(&format!(
+            "msg_signature={sig}&timestamp=1&nonce=n&echostr=a%2Bb+c%3D&other=x&other=y"
+        ))
+        .unwrap();
         assert_eq!(q.echostr.as_deref(), Some("a+b+c="));
+        let refused = |query: &str| SignedQuery::parse(query).unwrap_err();
+        let ok = format!("msg_signature={sig}&timestamp=1700000000&nonce=n");
+        assert!(SignedQuery::parse(&ok).is_ok());
+        for (query, why) in [
+            (
+                format!("{ok}&timestamp=1"),
+                RouteError::DuplicateParam("timestamp"),
+            ),
+            (
+                format!("{ok}&msg_signature={sig}"),
+                RouteError::DuplicateParam("msg_signature"),
+            ),
+            (
+                ok.replace(sig, &sig.to_ascii_uppercase()),
+                RouteError::BadParam("msg_signature"),
+            ),
+            (
+                ok.replace(sig, &sig[..39]),
+                RouteError::BadParam("msg_signature"),
+            ),
+            (
+                ok.replace(sig, &sig.replace('a', "g")),
+                RouteError::BadParam("msg_signature"),
+            ),
+            (
+                ok.replace("1700000000", "17e8"),
+                RouteError::BadParam("timestamp"),
+            ),
+            (
+                ok.replace("1700000000", "99999999999999999999"),
+                RouteError::BadParam("timestamp"),
+            ),
+            (
+                ok.replace("1700000000", ""),
+                RouteError::BadParam("timestamp"),
+            ),
+            (
+                ok.replace("nonce=n", "nonce="),
+                RouteError::BadParam("nonce"),
+            ),
+            (
+                ok.replace("nonce=n", "nonce=a%20b"),
+                RouteError::BadParam("nonce"),
+            ),
+            (format!("{ok}&echostr="), RouteError::BadParam("echostr")),
+            (
+                format!("{ok}&pad={}", "x".repeat(MAX_QUERY_BYTES)),
+                RouteError::QueryTooLong,
+            ),
+        ] {
+            assert_eq!(refused(&query), why, "{query}");
+        }
         assert_eq!(
             SignedQuery::parse("timestamp=1&nonce=n"),
             Err(RouteError::MissingParam("msg_signature"))
         );
         assert_eq!(
-            SignedQuery::parse("msg_signature=s&nonce=n"),
+            SignedQuery::parse(&format!("msg_signature={sig}&nonce=n")),
             Err(RouteError::MissingParam("timestamp"))
         );
     }

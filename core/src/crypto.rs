@@ -163,7 +163,7 @@ fn signature_bytes(token: &str, timestamp: &str, nonce: &str, encrypted: &str) -
     sha.finalize().into()
 }
 
-/// Checks `msg_signature` in constant time. Upper-case hex is accepted.
+/// Checks `msg_signature` in constant time. Only lower-case hex matches, as in Tencent's SDKs.
 pub fn verify_signature(
     token: &str,
     timestamp: &str,
@@ -393,8 +393,9 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
     out
 }
 
+/// Lower-case hex only, as Tencent's SDKs compare it: `ABCD…` or ` abcd…` is not a signature.
 fn from_hex_20(s: &str) -> Option<[u8; 20]> {
-    let s = s.trim().as_bytes();
+    let s = s.as_bytes();
     if s.len() != 40 {
         return None;
     }
@@ -409,7 +410,6 @@ fn hex_val(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     }
 }
@@ -535,9 +535,17 @@ mod tests {
             crypt.decrypt("zz", "1", "n", &sealed.encrypt),
             Err(CryptoError::ValidateSignature)
         );
-        // Upper-case hex is the same signature.
+        // Upper-case hex or padding is not the signature, as in Tencent's SDKs.
         let upper = sealed.signature.to_ascii_uppercase();
-        assert!(crypt.decrypt(&upper, "1", "n", &sealed.encrypt).is_ok());
+        assert_eq!(
+            crypt.decrypt(&upper, "1", "n", &sealed.encrypt),
+            Err(CryptoError::ValidateSignature)
+        );
+        let padded = alloc::format!(" {}", sealed.signature);
+        assert_eq!(
+            crypt.decrypt(&padded, "1", "n", &sealed.encrypt),
+            Err(CryptoError::ValidateSignature)
+        );
         // Another corp's crypt with the same key: signature passes, receive id does not.
         let other = MsgCrypt::new("tok", &"k".repeat(43), "other").unwrap();
         assert_eq!(

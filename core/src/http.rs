@@ -154,6 +154,44 @@ pub enum TransportError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyTooLarge;
 
+/// Why a request's body was not read whole. The twin stops reading at the first of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Longer than [`MAX_BODY_BYTES`] (announced or counted): 413.
+    TooLarge,
+    /// The client did not send it in time: 408.
+    TimedOut,
+    /// The connection failed part-way (a bad chunk, a reset): 400.
+    Broken,
+}
+
+impl BodyError {
+    /// The HTTP status to answer with.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::TooLarge => 413,
+            Self::TimedOut => 408,
+            Self::Broken => 400,
+        }
+    }
+}
+
+impl From<BodyTooLarge> for BodyError {
+    fn from(_: BodyTooLarge) -> Self {
+        Self::TooLarge
+    }
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge => write!(f, "body larger than {MAX_BODY_BYTES} bytes"),
+            Self::TimedOut => f.write_str("the client did not send the body in time"),
+            Self::Broken => f.write_str("the body could not be read (the connection failed)"),
+        }
+    }
+}
+
 /// The largest request body the relay reads. WeCom's callbacks are a few KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -203,8 +241,8 @@ pub struct Incoming<'a> {
     pub query: &'a str,
     /// The `Authorization` header, if any.
     pub authorization: Option<&'a str>,
-    /// The body, or the fact that it was too large.
-    pub body: Result<&'a [u8], BodyTooLarge>,
+    /// The body, or why it was not read whole.
+    pub body: Result<&'a [u8], BodyError>,
 }
 
 /// What the twin writes back.

@@ -78,7 +78,7 @@ pub mod wecom;
 #[cfg(feature = "std")]
 pub mod xml;
 
-pub use http::{Answer, BodyTooLarge, CappedBody, Incoming};
+pub use http::{Answer, BodyError, BodyTooLarge, CappedBody, Incoming};
 #[cfg(feature = "std")]
 pub use {
     apps::ConfigError,

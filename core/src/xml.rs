@@ -22,6 +22,16 @@ use crate::crypto::Sealed;
 /// Deeper nesting than any WeCom message has (SendPicsInfo/PicList/item/PicMd5Sum is 4).
 const MAX_DEPTH: usize = 16;
 
+/// More elements than any WeCom message has (the largest, a 9-picture `SendPicsInfo`, has
+/// about 40).
+const MAX_ELEMENTS: usize = 512;
+
+/// WeCom's user ids are 1 to 64 bytes.
+pub const MAX_USER_ID_BYTES: usize = 64;
+
+/// Ids WeCom generates (`MsgId`, `AgentID`, `CorpID`) are far shorter than this.
+const MAX_ID_BYTES: usize = 64;
+
 /// What can go wrong reading WeCom XML.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum XmlError {
@@ -37,6 +47,10 @@ pub enum XmlError {
     MissingField(&'static str),
     /// A field has a value of the wrong form.
     InvalidField(&'static str),
+    /// A field appears twice where WeCom sends it once.
+    DuplicateField(String),
+    /// More elements than any WeCom message has.
+    TooManyElements,
 }
 
 impl XmlError {
@@ -55,6 +69,10 @@ impl fmt::Display for XmlError {
             Self::NotWeComXml => f.write_str("root element is not <xml>"),
             Self::MissingField(name) => write!(f, "missing field {name}"),
             Self::InvalidField(name) => write!(f, "invalid field {name}"),
+            Self::DuplicateField(name) => write!(f, "field {name} appears more than once"),
+            Self::TooManyElements => {
+                write!(f, "more than {MAX_ELEMENTS} elements")
+            }
         }
     }
 }
@@ -99,8 +117,15 @@ fn malformed(e: impl fmt::Display) -> XmlError {
 fn parse_tree(input: &str) -> Result<Node, XmlError> {
     let mut reader = Reader::from_str(input);
     let mut stack: Vec<Node> = Vec::new();
+    let mut elements = 0usize;
     loop {
         let event = reader.read_event().map_err(malformed)?;
+        if matches!(event, XmlEvent::Start(_) | XmlEvent::Empty(_)) {
+            elements += 1;
+            if elements > MAX_ELEMENTS {
+                return Err(XmlError::TooManyElements);
+            }
+        }
         match event {
             XmlEvent::Start(start) => {
                 if stack.len() >= MAX_DEPTH {
@@ -155,11 +180,38 @@ fn parse_tree(input: &str) -> Result<Node, XmlError> {
     }
 }
 
+/// The root must be `<xml>`, and no field may appear twice in it: WeCom sends each once, and
+/// a second `Encrypt` or `FromUserName` is someone else's doing.
 fn finish_root(node: Node) -> Result<Node, XmlError> {
-    if node.name == "xml" {
-        Ok(node)
-    } else {
-        Err(XmlError::NotWeComXml)
+    if node.name != "xml" {
+        return Err(XmlError::NotWeComXml);
+    }
+    for (i, child) in node.children.iter().enumerate() {
+        if node.children[..i].iter().any(|c| c.name == child.name) {
+            let name: String = child.name.chars().take(32).collect();
+            return Err(XmlError::DuplicateField(name));
+        }
+    }
+    Ok(node)
+}
+
+/// A required id-like field: present, not empty, not longer than `max` bytes, no control
+/// characters.
+fn id_field(root: &Node, name: &'static str, max: usize) -> Result<String, XmlError> {
+    let value = root.req(name)?;
+    let value = value.trim();
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(XmlError::InvalidField(name));
+    }
+    Ok(value.to_owned())
+}
+
+/// An optional id-like field: empty counts as absent; otherwise as [`id_field`].
+fn opt_id_field(root: &Node, name: &'static str) -> Result<Option<String>, XmlError> {
+    match root.opt(name) {
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(_) => id_field(root, name, MAX_ID_BYTES).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -399,11 +451,11 @@ pub fn parse_message(xml: &str) -> Result<Message, XmlError> {
         },
     };
     Ok(Message {
-        to_user_name: root.req("ToUserName")?,
-        from_user_name: root.req("FromUserName")?,
+        to_user_name: id_field(&root, "ToUserName", MAX_ID_BYTES)?,
+        from_user_name: id_field(&root, "FromUserName", MAX_USER_ID_BYTES)?,
         create_time: root.num("CreateTime")?,
-        msg_id: root.opt("MsgId").filter(|id| !id.is_empty()),
-        agent_id: root.opt("AgentID").filter(|id| !id.is_empty()),
+        msg_id: opt_id_field(&root, "MsgId")?,
+        agent_id: opt_id_field(&root, "AgentID")?,
         body,
     })
 }
@@ -747,12 +799,59 @@ mod tests {
 
     #[test]
     fn large_flat_input_parses_in_one_pass() {
-        // 100k sibling elements: a quadratic parser would take minutes, this takes milliseconds.
+        // 100k sibling elements stop at the element cap, early: no tree is built for them.
         let xml = format!(
             "<xml><Encrypt>e</Encrypt>{}</xml>",
             "<x>1</x>".repeat(100_000)
         );
+        assert_eq!(parse_envelope(&xml), Err(XmlError::TooManyElements));
+        let attrs: String = (0..100_000).map(|i| format!(" a{i}=\"1\"")).collect();
+        let xml = format!("<xml{attrs}><Encrypt>e</Encrypt></xml>");
         assert_eq!(parse_envelope(&xml).unwrap().encrypt, "e");
+        let fields: String = (0..400).map(|i| format!("<x{i}>1</x{i}>")).collect();
+        let xml = format!("<xml><Encrypt>e</Encrypt>{fields}</xml>");
+        assert_eq!(parse_envelope(&xml).unwrap().encrypt, "e");
+    }
+
+    #[test]
+    fn a_field_twice_is_refused() {
+        assert_eq!(
+            parse_envelope("<xml><Encrypt>a</Encrypt><Encrypt>b</Encrypt></xml>"),
+            Err(XmlError::DuplicateField("Encrypt".into()))
+        );
+        let twice = wrap("<MsgType>text</MsgType><Content>a</Content><Content>b</Content>");
+        assert_eq!(
+            parse_message(&twice),
+            Err(XmlError::DuplicateField("Content".into()))
+        );
+    }
+
+    #[test]
+    fn ids_are_bounded() {
+        let long = "u".repeat(MAX_USER_ID_BYTES + 1);
+        let xml = format!(
+            "<xml><ToUserName>ww1</ToUserName><FromUserName>{long}</FromUserName>\
+             <CreateTime>1</CreateTime><MsgType>text</MsgType><Content>hi</Content></xml>"
+        );
+        assert_eq!(
+            parse_message(&xml),
+            Err(XmlError::InvalidField("FromUserName"))
+        );
+        let ok = xml.replace(&long, &"u".repeat(MAX_USER_ID_BYTES));
+        assert!(parse_message(&ok).is_ok());
+        let empty = xml.replace(&long, " ");
+        assert_eq!(
+            parse_message(&empty),
+            Err(XmlError::InvalidField("FromUserName"))
+        );
+        let huge_id = ok.replace(
+            "</xml>",
+            &format!("<MsgId>{}</MsgId></xml>", "9".repeat(100)),
+        );
+        assert_eq!(
+            parse_message(&huge_id),
+            Err(XmlError::InvalidField("MsgId"))
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct RuntimeConfig {
     pub drain_timeout_secs: u64,
     /// Timeout of one WeCom API request.
     pub api_timeout_secs: u64,
+    /// How long a client may take to send a request's headers, and then its body.
+    pub request_timeout_secs: u64,
     /// `text` or `json` logs.
     pub log_format: String,
     /// Jobs waiting or running at most; above it callbacks get 503 and WeCom retries later.
@@ -39,6 +41,7 @@ impl Default for RuntimeConfig {
             concurrency: 16,
             drain_timeout_secs: 30,
             api_timeout_secs: 10,
+            request_timeout_secs: 10,
             log_format: "text".into(),
             max_queued_jobs: 10_000,
             max_queued_per_user: 100,
@@ -181,6 +184,20 @@ pub fn load(
                         "must be a whole number of seconds, at least 1",
                     )
                 })?;
+    }
+    if let Some(secs) = env("WECOM_RELAY_REQUEST_TIMEOUT_SECS").filter(|s| !s.trim().is_empty()) {
+        runtime.request_timeout_secs = secs.trim().parse().map_err(|_| {
+            ConfigError::new(
+                "relay.request_timeout_secs",
+                "must be a whole number of seconds",
+            )
+        })?;
+    }
+    if runtime.request_timeout_secs == 0 {
+        return Err(ConfigError::new(
+            "relay.request_timeout_secs",
+            "must be at least 1 (a client that never finishes its request would hold a connection forever)",
+        ));
     }
     if runtime.state_dir.is_some() && runtime.redis_url.is_some() {
         return Err(ConfigError::new(

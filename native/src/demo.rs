@@ -78,10 +78,12 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let router = http::app(relay.clone());
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let server = tokio::spawn(http::serve(
+        listener,
+        relay.clone(),
+        http::DEFAULT_REQUEST_TIMEOUT,
+        std::future::pending(),
+    ));
     let url = format!("http://{addr}{path}");
     println!("wecom-relay demo");
     println!("  relay       {url}  (echo agent, allowlist: alice, bob)");

@@ -1,7 +1,10 @@
-//! The HTTP face on axum: every request becomes the core's `Incoming`, with the body read up to
-//! the core's cap, and the core's `Answer` is written back as it is.
+//! The HTTP face: [`serve`] accepts connections (hyper, with header and body deadlines), every
+//! request becomes the core's `Incoming`, with the body read up to the core's cap, and the
+//! core's `Answer` is written back as it is.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -9,23 +12,96 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode,
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::StreamExt;
-use wecom_relay_core::{Answer, BodyTooLarge, CappedBody, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+use wecom_relay_core::{Answer, BodyError, CappedBody, Incoming};
 
 use crate::NativeRelay;
 
-/// The relay's router: one handler, the core routes.
-pub fn app(relay: Arc<NativeRelay>) -> Router {
-    Router::new().fallback(handle).with_state(relay)
+/// How long a client may take to send a request's headers, and (once they are in) its body.
+/// WeCom sends a callback in one go; a client that dribbles is closed (headers) or answered
+/// 408 (body), so slow clients cannot pile up. `relay.request_timeout_secs` sets it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `relay` on `listener` over HTTP/1.1 until `shutdown` completes, then lets the
+/// requests in flight finish. Each connection has `timeout` to send a request's headers (also
+/// between requests on a kept-alive connection), and each request `timeout` for its body.
+pub async fn serve(
+    listener: TcpListener,
+    relay: Arc<NativeRelay>,
+    timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(64 * 1024);
+    let router = app(relay, timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, mostly: wait for some to close.
+                    warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = http1.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                if e.is_timeout() {
+                    // Idle kept-alive connections end here too, so this is not a warning.
+                    info!(%peer, "closed a connection that sent no complete request in time");
+                } else if e.is_parse() || e.is_parse_too_large() {
+                    warn!(%peer, error = %e, "closed a connection that sent a malformed or oversized request head");
+                } else {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+#[derive(Clone)]
+struct Served {
+    relay: Arc<NativeRelay>,
+    timeout: Duration,
+}
+
+/// The relay's router: one handler, the core routes; bodies get `timeout`. [`serve`] uses it;
+/// tests can drive it without a socket.
+pub fn app(relay: Arc<NativeRelay>, timeout: Duration) -> Router {
+    Router::new()
+        .fallback(handle)
+        .with_state(Served { relay, timeout })
 }
 
 async fn handle(
-    State(relay): State<Arc<NativeRelay>>,
+    State(served): State<Served>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let body = read_capped(&headers, body).await;
+    let body = match tokio::time::timeout(served.timeout, read_capped(&headers, body)).await {
+        Ok(read) => read,
+        Err(_) => Err(BodyError::TimedOut),
+    };
     let incoming = Incoming {
         method: method.as_str(),
         path: uri.path(),
@@ -35,18 +111,25 @@ async fn handle(
             .and_then(|v| v.to_str().ok()),
         body: body.as_deref().map_err(|e| *e),
     };
-    respond(relay.handle(&incoming).await)
+    let mut response = respond(served.relay.handle(&incoming).await);
+    if matches!(body, Err(BodyError::TimedOut | BodyError::TooLarge)) {
+        // The rest of the body is not worth waiting for: say so, and close.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Reads the body through the core's cap, chunk by chunk.
-async fn read_capped(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, BodyTooLarge> {
+async fn read_capped(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, BodyError> {
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok());
     let mut capped = CappedBody::new(announced)?;
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
-        capped.push(&chunk.map_err(|_| BodyTooLarge)?)?;
+        capped.push(&chunk.map_err(|_| BodyError::Broken)?)?;
     }
     Ok(capped.finish())
 }

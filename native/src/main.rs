@@ -113,18 +113,11 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = axum::serve(listener, http::app(relay.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let timeout = Duration::from_secs(cfg.runtime.request_timeout_secs);
+    http::serve(listener, relay.clone(), timeout, shutdown_signal()).await;
     info!("intake stopped, draining in-flight work");
     relay.platform().jobs().shutdown(drain).await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = %e, "server failed");
-            ExitCode::FAILURE
-        }
-    }
+    ExitCode::SUCCESS
 }
 
 async fn shutdown_signal() {

@@ -63,7 +63,7 @@ async fn fixture(allowed: &str) -> Fixture {
     .await
     .unwrap();
     Fixture {
-        router: app(relay.clone()),
+        router: app(relay.clone(), std::time::Duration::from_secs(10)),
         relay,
         clock,
         sets,

@@ -86,6 +86,16 @@ pub struct Fault {
     /// Let this many matching calls through before the fault applies.
     #[serde(default)]
     pub after: u32,
+    /// Carry the call out, then wait this long before answering (a client that gave up
+    /// sooner never learns that it worked).
+    #[serde(default)]
+    pub late_ms: u64,
+    /// Carry the call out, then answer with the JSON cut off half-way.
+    #[serde(default)]
+    pub truncate: bool,
+    /// Carry the call out, then break the connection before the answer's body.
+    #[serde(default)]
+    pub cut: bool,
 }
 
 fn one() -> u32 {
@@ -103,7 +113,34 @@ impl Fault {
             http_status: None,
             delay_ms,
             after: 0,
+            late_ms: 0,
+            truncate: false,
+            cut: false,
         }
+    }
+
+    /// `times` calls to `path` answered with this errcode.
+    pub fn errcode(path: &str, errcode: i64, times: u32) -> Self {
+        Self {
+            errcode,
+            errmsg: format!("standin fault {errcode}"),
+            times,
+            ..Self::slow(path, 0)
+        }
+    }
+
+    /// `times` calls to `path` answered with this HTTP status and no JSON.
+    pub fn http(path: &str, status: u16, times: u32) -> Self {
+        Self {
+            http_status: Some(status),
+            times,
+            ..Self::slow(path, 0)
+        }
+    }
+
+    /// Whether the call is carried out before the fault shows.
+    fn after_effect(&self) -> bool {
+        self.late_ms > 0 || self.truncate || self.cut
     }
 }
 
@@ -126,14 +163,20 @@ struct Inner {
     faults: VecDeque<Fault>,
     media: HashMap<String, Media>,
     per_member: HashMap<String, VecDeque<Instant>>,
+    /// `enable_duplicate_check`: when each request body was last taken, per app.
+    recent: HashMap<(usize, String), Instant>,
+    duplicates_dropped: u64,
     gettoken_calls: u64,
     seq: u64,
+    refuse_ms: u64,
 }
 
 /// The stand-in's shared state.
 #[derive(Clone)]
 pub struct Standin {
     inner: Arc<Mutex<Inner>>,
+    /// Closes the listener for a while ([`Standin::refuse_for`]).
+    refuse: Arc<tokio::sync::Notify>,
 }
 
 /// A stand-in listening on a real socket.
@@ -174,10 +217,21 @@ impl Standin {
                 faults: VecDeque::new(),
                 media: HashMap::new(),
                 per_member: HashMap::new(),
+                recent: HashMap::new(),
+                duplicates_dropped: 0,
                 gettoken_calls: 0,
                 seq: 0,
+                refuse_ms: 0,
             })),
+            refuse: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Closes the listening socket for `ms` milliseconds, so that connecting is refused, then
+    /// listens again on the same port.
+    pub fn refuse_for(&self, ms: u64) {
+        self.lock().refuse_ms = ms;
+        self.refuse.notify_one();
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -189,6 +243,11 @@ impl Standin {
     /// Everything `message/send` accepted, in order.
     pub fn messages(&self) -> Vec<Delivered> {
         self.lock().messages.clone()
+    }
+
+    /// How many messages `enable_duplicate_check` dropped.
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.lock().duplicates_dropped
     }
 
     /// How many times `gettoken` was called.
@@ -220,6 +279,7 @@ impl Standin {
             .route("/__standin/fault", post(control_fault))
             .route("/__standin/expire_tokens", post(control_expire))
             .route("/__standin/stats", get(control_stats))
+            .route("/__standin/refuse", post(control_refuse))
             .with_state(self.clone())
     }
 
@@ -228,8 +288,23 @@ impl Standin {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let router = self.router();
+        let me = self.clone();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let mut listener = listener;
+            loop {
+                let refuse = me.refuse.clone();
+                let _ = axum::serve(listener, router.clone())
+                    .with_graceful_shutdown(async move { refuse.notified().await })
+                    .await;
+                let pause = me.lock().refuse_ms;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                listener = loop {
+                    match tokio::net::TcpListener::bind(addr).await {
+                        Ok(l) => break l,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                };
+            }
         });
         Ok(RunningStandin {
             addr,
@@ -238,13 +313,17 @@ impl Standin {
         })
     }
 
-    async fn take_fault(&self, path: &str) -> Option<Response> {
+    /// The next fault for `path`: `Err` is the answer to give instead of carrying the call
+    /// out; `Ok(Some)` is a fault to apply to the real answer ([`Standin::finish`]).
+    async fn take_fault(&self, path: &str) -> Result<Option<Fault>, Response> {
         let fault = {
             let mut inner = self.lock();
-            let i = inner.faults.iter().position(|f| f.path == path)?;
+            let Some(i) = inner.faults.iter().position(|f| f.path == path) else {
+                return Ok(None);
+            };
             if inner.faults[i].after > 0 {
                 inner.faults[i].after -= 1;
-                return None;
+                return Ok(None);
             }
             let fault = inner.faults[i].clone();
             if fault.times <= 1 {
@@ -257,10 +336,13 @@ impl Standin {
         if fault.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
         }
-        if fault.errcode == 0 && fault.http_status.is_none() {
-            return None;
+        if fault.after_effect() {
+            return Ok(Some(fault));
         }
-        Some(match fault.http_status {
+        if fault.errcode == 0 && fault.http_status.is_none() {
+            return Ok(None);
+        }
+        Err(match fault.http_status {
             Some(status) => StatusCode::from_u16(status)
                 .unwrap_or(StatusCode::BAD_GATEWAY)
                 .into_response(),
@@ -268,7 +350,31 @@ impl Standin {
         })
     }
 
-    /// Resolves `access_token` to an app, or the documented error.
+    /// Applies an after-effect fault to the answer of a call that was carried out.
+    async fn finish(fault: Option<Fault>, resp: Response) -> Response {
+        let Some(fault) = fault else { return resp };
+        if fault.late_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(fault.late_ms)).await;
+        }
+        if fault.cut {
+            let broken = futures_util::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::other("connection cut"))
+            });
+            return (StatusCode::OK, axum::body::Body::from_stream(broken)).into_response();
+        }
+        if fault.truncate {
+            let (parts, body) = resp.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            let half = bytes.slice(..bytes.len() / 2);
+            let mut resp = Response::from_parts(parts, axum::body::Body::from(half));
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+            return resp;
+        }
+        resp
+    }
+
     fn authorize(&self, token: Option<&str>) -> Result<usize, Box<Response>> {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Err(Box::new(err(41001, "access_token missing")));
@@ -297,9 +403,15 @@ struct TokenQuery {
 }
 
 async fn gettoken(State(s): State<Standin>, Query(q): Query<TokenQuery>) -> Response {
-    if let Some(fault) = s.take_fault("/cgi-bin/gettoken").await {
-        return fault;
-    }
+    let fault = match s.take_fault("/cgi-bin/gettoken").await {
+        Ok(fault) => fault,
+        Err(answer) => return answer,
+    };
+    let resp = issue_token(&s, q);
+    Standin::finish(fault, resp).await
+}
+
+fn issue_token(s: &Standin, q: TokenQuery) -> Response {
     let mut inner = s.lock();
     inner.gettoken_calls += 1;
     let Some(corp) = q.corpid.filter(|c| !c.is_empty()) else {
@@ -349,14 +461,20 @@ fn cut_at_2048(s: &str) -> (String, bool) {
 }
 
 async fn send(State(s): State<Standin>, Query(q): Query<AuthQuery>, body: Bytes) -> Response {
-    if let Some(fault) = s.take_fault("/cgi-bin/message/send").await {
-        return fault;
-    }
+    let fault = match s.take_fault("/cgi-bin/message/send").await {
+        Ok(fault) => fault,
+        Err(answer) => return answer,
+    };
+    let resp = deliver(&s, q, &body);
+    Standin::finish(fault, resp).await
+}
+
+fn deliver(s: &Standin, q: AuthQuery, body: &Bytes) -> Response {
     let app = match s.authorize(q.access_token.as_deref()) {
         Ok(app) => app,
         Err(resp) => return *resp,
     };
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
         return err(47001, "data format error");
     };
     let mut inner = s.lock();
@@ -403,9 +521,27 @@ async fn send(State(s): State<Standin>, Query(q): Query<AuthQuery>, body: Bytes)
     if recipients.is_empty() || invalid.len() == recipients.len() {
         return Json(json!({"errcode": 81013, "errmsg": "user & party & tag all invalid", "invaliduser": invalid.join("|")})).into_response();
     }
+    let now = Instant::now();
+    inner.seq += 1;
+    let msgid = format!("standin-msg-{}", inner.seq);
+    let ok = json!({"errcode": 0, "errmsg": "ok", "invaliduser": invalid.join("|"), "invalidparty": "", "invalidtag": "", "unlicenseduser": "", "msgid": msgid});
+    // `enable_duplicate_check`: "同样内容（请求json）的消息" within the interval (default 1800 s,
+    // at most 4 hours) is not delivered again.
+    if body["enable_duplicate_check"].as_u64() == Some(1) {
+        let interval = body["duplicate_check_interval"].as_u64().unwrap_or(1800);
+        if interval > 4 * 3600 {
+            return err(40058, "duplicate_check_interval exceeds 4 hours");
+        }
+        let key = (app, body.to_string());
+        let seen = inner.recent.get(&key).copied();
+        if seen.is_some_and(|t| now.duration_since(t) < Duration::from_secs(interval)) {
+            inner.duplicates_dropped += 1;
+            return Json(ok).into_response();
+        }
+        inner.recent.insert(key, now);
+    }
     // Per member and app: 30 messages a minute and 1,000 an hour; beyond that WeCom drops them
     // without an error.
-    let now = Instant::now();
     let mut dropped = false;
     for user in recipients.iter().filter(|u| !invalid.contains(u)) {
         let window = inner
@@ -434,8 +570,6 @@ async fn send(State(s): State<Standin>, Query(q): Query<AuthQuery>, body: Bytes)
             window.push_back(now);
         }
     }
-    inner.seq += 1;
-    let msgid = format!("standin-msg-{}", inner.seq);
     inner.messages.push(Delivered {
         corp_id: me.corp_id.clone(),
         agent_id: me.agent_id,
@@ -446,7 +580,7 @@ async fn send(State(s): State<Standin>, Query(q): Query<AuthQuery>, body: Bytes)
         truncated,
         dropped,
     });
-    Json(json!({"errcode": 0, "errmsg": "ok", "invaliduser": invalid.join("|"), "invalidparty": "", "invalidtag": "", "unlicenseduser": "", "msgid": msgid})).into_response()
+    Json(ok).into_response()
 }
 
 #[derive(Deserialize)]
@@ -461,8 +595,8 @@ async fn upload(
     Query(q): Query<UploadQuery>,
     mut form: Multipart,
 ) -> Response {
-    if let Some(fault) = s.take_fault("/cgi-bin/media/upload").await {
-        return fault;
+    if let Err(answer) = s.take_fault("/cgi-bin/media/upload").await {
+        return answer;
     }
     if let Err(resp) = s.authorize(q.access_token.as_deref()) {
         return *resp;
@@ -549,8 +683,20 @@ async fn control_expire(State(s): State<Standin>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+#[derive(Deserialize)]
+struct Refuse {
+    ms: u64,
+}
+
+async fn control_refuse(State(s): State<Standin>, Json(r): Json<Refuse>) -> StatusCode {
+    s.refuse_for(r.ms);
+    StatusCode::NO_CONTENT
+}
+
 async fn control_stats(State(s): State<Standin>) -> Json<Value> {
-    Json(json!({"gettoken_calls": s.gettoken_calls()}))
+    Json(
+        json!({"gettoken_calls": s.gettoken_calls(), "duplicates_dropped": s.duplicates_dropped()}),
+    )
 }
 
 #[cfg(test)]
@@ -655,15 +801,7 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("from ip: 127.0.0.1"));
-        s.inject(Fault {
-            path: "/cgi-bin/gettoken".into(),
-            errcode: -1,
-            errmsg: "system busy".into(),
-            times: 1,
-            http_status: None,
-            delay_ms: 0,
-            after: 0,
-        });
+        s.inject(Fault::errcode("/cgi-bin/gettoken", -1, 1));
         assert_eq!(token(&r, "ww1", "s1").await["errcode"], -1);
         assert_eq!(token(&r, "ww1", "s1").await["errcode"], 0);
     }

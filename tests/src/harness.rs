@@ -515,6 +515,28 @@ impl Running {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to `limit` for a line after byte `since` of the log that contains `needle`;
+    /// returns it.
+    pub async fn log_line_after(
+        &self,
+        since: usize,
+        needle: &str,
+        limit: Duration,
+    ) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let logs = self.logs();
+            let tail = logs.get(since..).unwrap_or_default();
+            if let Some(line) = tail.lines().find(|l| l.contains(needle)) {
+                return Some(line.to_owned());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Waits up to 15 s for `needle` to appear in the relay's log; returns the log.
     pub async fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);

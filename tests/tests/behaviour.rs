@@ -7,6 +7,7 @@ use std::time::Duration;
 use wecom_relay_core::testing::vectors;
 use wecom_relay_core::wecom::split::split_for_wecom;
 use wecom_relay_core::xml::parse_message;
+use wecom_relay_standin::wecom::Fault;
 use wecom_relay_tests::harness::{now, text_xml, AppSpec, Running, Scenario, Twin};
 use wecom_relay_tests::peer::{EncryptedCallback, WechatpyPeer};
 
@@ -366,15 +367,9 @@ async fn sigterm_stops_intake_and_drains_accepted_work() {
     let mut r = Running::start(Twin::Native, Scenario::new(vec![a.clone()])).await;
     let mut peer = WechatpyPeer::start();
     // Hold the reply back: WeCom is busy for the first attempts, so the job is in flight.
-    r.standin.standin.inject(wecom_relay_standin::wecom::Fault {
-        path: "/cgi-bin/message/send".into(),
-        errcode: -1,
-        errmsg: "system busy".into(),
-        times: 2,
-        http_status: None,
-        delay_ms: 0,
-        after: 0,
-    });
+    r.standin
+        .standin
+        .inject(Fault::errcode("/cgi-bin/message/send", -1, 2));
     assert_eq!(
         post(&r, &callback(&mut peer, &a, "alice", 1, "finish me"))
             .await
@@ -406,14 +401,9 @@ async fn one_users_messages_are_answered_in_arrival_order() {
         let r = Running::start(twin, Scenario::new(vec![a.clone()])).await;
         let mut peer = WechatpyPeer::start();
         // WeCom is slow to take alice's first reply; her later ones must wait for it.
-        r.standin.standin.inject(wecom_relay_standin::wecom::Fault {
-            path: "/cgi-bin/message/send".into(),
-            errcode: 0,
-            errmsg: String::new(),
+        r.standin.standin.inject(Fault {
             times: 1,
-            http_status: None,
-            delay_ms: 600,
-            after: 0,
+            ..Fault::slow("/cgi-bin/message/send", 600)
         });
         for i in 1..=5 {
             assert_eq!(
@@ -461,14 +451,9 @@ async fn concurrent_first_messages_fetch_one_token() {
         let a = AppSpec::new("a", "wwcorpA", 1000002, 'a', &refs);
         let r = Running::start(twin, Scenario::new(vec![a.clone()])).await;
         // Slow token endpoint: every job finds the cache empty at once.
-        r.standin.standin.inject(wecom_relay_standin::wecom::Fault {
-            path: "/cgi-bin/gettoken".into(),
-            errcode: 0,
-            errmsg: String::new(),
+        r.standin.standin.inject(Fault {
             times: 1,
-            http_status: None,
-            delay_ms: 400,
-            after: 0,
+            ..Fault::slow("/cgi-bin/gettoken", 400)
         });
         let mut peer = WechatpyPeer::start();
         let callbacks: Vec<EncryptedCallback> = users
@@ -578,14 +563,9 @@ async fn a_failure_mid_reply_resumes_without_resending_parts() {
         let a = AppSpec::new("a", "wwcorpA", 1000002, 'a', &["alice"]);
         let r = Running::start(twin, Scenario::new(vec![a.clone()])).await;
         // The second part meets "system busy" once.
-        r.standin.standin.inject(wecom_relay_standin::wecom::Fault {
-            path: "/cgi-bin/message/send".into(),
-            errcode: -1,
-            errmsg: "system busy".into(),
-            times: 1,
-            http_status: None,
-            delay_ms: 0,
+        r.standin.standin.inject(Fault {
             after: 1,
+            ..Fault::errcode("/cgi-bin/message/send", -1, 1)
         });
         let mut peer = WechatpyPeer::start();
         let text = "分段发送，失败后从断点继续。".repeat(200); // 8400 bytes

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use wecom_relay_core::{
-    answer_misconfigured, Answer, BodyTooLarge, CappedBody, Event, Incoming, Relay,
+    answer_misconfigured, Answer, BodyError, CappedBody, Event, Incoming, Relay,
 };
 use worker::{Context, Env, Request, Response, Result};
 
@@ -43,8 +43,9 @@ pub async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response>
     respond(answer)
 }
 
-/// Reads the body through the core's cap, chunk by chunk.
-async fn read_capped(req: &mut Request) -> std::result::Result<Vec<u8>, BodyTooLarge> {
+/// Reads the body through the core's cap, chunk by chunk. Slow clients are the platform's to
+/// time out: Cloudflare's edge holds the connection, not the Worker.
+async fn read_capped(req: &mut Request) -> std::result::Result<Vec<u8>, BodyError> {
     let announced = req.headers().get("content-length").ok().flatten();
     let mut capped = CappedBody::new(announced.as_deref())?;
     let Ok(mut chunks) = req.stream() else {
@@ -52,7 +53,7 @@ async fn read_capped(req: &mut Request) -> std::result::Result<Vec<u8>, BodyTooL
         return Ok(capped.finish());
     };
     while let Some(chunk) = chunks.next().await {
-        capped.push(&chunk.map_err(|_| BodyTooLarge)?)?;
+        capped.push(&chunk.map_err(|_| BodyError::Broken)?)?;
     }
     Ok(capped.finish())
 }

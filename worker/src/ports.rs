@@ -298,11 +298,15 @@ pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Writes an event's line to the console at its level.
 pub fn log(event: &Event<'_>) {
-    match event.level() {
-        Level::Debug => console_debug!("{event}"),
-        Level::Info => console_log!("{event}"),
-        Level::Warn => console_warn!("{event}"),
-        Level::Error => console_error!("{event}"),
+    // The console method carries the level to Workers Logs; the word carries it to
+    // `wrangler dev` and `wrangler tail`, which print only the text.
+    let level = event.level();
+    let word = level.as_str();
+    match level {
+        Level::Debug => console_debug!("{word} {event}"),
+        Level::Info => console_log!("{word} {event}"),
+        Level::Warn => console_warn!("{word} {event}"),
+        Level::Error => console_error!("{word} {event}"),
     }
 }
 

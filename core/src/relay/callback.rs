@@ -13,6 +13,7 @@ use core::fmt;
 
 use crate::apps::{RouteError, SignedQuery};
 use crate::config::Settings;
+use crate::http::BodyError;
 use crate::ids::ScopedUser;
 use crate::job::{AgentInput, Job, JobKind};
 use crate::policy::Access;
@@ -28,8 +29,8 @@ pub const DENY_NOTICE_INTERVAL_SECS: u64 = 3600;
 /// Why a callback was refused. The log gets [`fmt::Display`]; the client gets only the status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
-    /// Larger than [`MAX_BODY_BYTES`].
-    TooLarge,
+    /// The body was not read whole: too large, too slow, or cut off.
+    Body(BodyError),
     /// The query lacks a parameter.
     Query(RouteError),
     /// The body is not a WeCom envelope.
@@ -44,13 +45,17 @@ pub enum Rejection {
     Message(XmlError),
     /// The decrypted `ToUserName` is not the app's corp.
     CorpMismatch,
+    /// The decrypted `AgentID` is not the app's (nor a same-keyed sibling's), or a message
+    /// lacks one.
+    AgentMismatch,
 }
 
 impl Rejection {
     /// The HTTP status to answer with.
     pub fn status(&self) -> u16 {
         match self {
-            Self::TooLarge => 413,
+            Self::Body(e) => e.status(),
+            Self::Query(RouteError::QueryTooLong) => 414,
             Self::Signature => 403,
             _ => 400,
         }
@@ -59,7 +64,9 @@ impl Rejection {
     /// A short label for metrics.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::TooLarge => "too_large",
+            Self::Body(BodyError::TooLarge) => "too_large",
+            Self::Body(BodyError::TimedOut) => "body_timeout",
+            Self::Body(BodyError::Broken) => "body_broken",
             Self::Query(_) => "bad_query",
             Self::Envelope(_) => "bad_envelope",
             Self::Signature => "bad_signature",
@@ -67,6 +74,7 @@ impl Rejection {
             Self::Stale(_) => "stale",
             Self::Message(_) => "bad_message",
             Self::CorpMismatch => "corp_mismatch",
+            Self::AgentMismatch => "agent_mismatch",
         }
     }
 }
@@ -74,20 +82,24 @@ impl Rejection {
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::TooLarge => write!(f, "body larger than {MAX_BODY_BYTES} bytes"),
+            Self::Body(e) => write!(f, "{e}"),
             Self::Query(e) | Self::Decrypt(e) => write!(f, "{e}"),
             Self::Envelope(e) => write!(f, "envelope: {e}"),
             Self::Signature => f.write_str("no app verifies the signature"),
             Self::Stale(e) => write!(f, "replay window: {e}"),
             Self::Message(e) => write!(f, "message: {e}"),
             Self::CorpMismatch => f.write_str("message corp differs from the app's"),
+            Self::AgentMismatch => f.write_str("message AgentID is not the app's"),
         }
     }
 }
 
 fn route_rejection(e: RouteError) -> Rejection {
     match e {
-        RouteError::MissingParam(_) => Rejection::Query(e),
+        RouteError::MissingParam(_)
+        | RouteError::DuplicateParam(_)
+        | RouteError::BadParam(_)
+        | RouteError::QueryTooLong => Rejection::Query(e),
         RouteError::Signature => Rejection::Signature,
         other => Rejection::Decrypt(other),
     }
@@ -125,7 +137,7 @@ pub fn open_callback(
     now: u64,
 ) -> Result<Inbound, Rejection> {
     if body.len() > MAX_BODY_BYTES {
-        return Err(Rejection::TooLarge);
+        return Err(Rejection::Body(BodyError::TooLarge));
     }
     let q = SignedQuery::parse(raw_query).map_err(Rejection::Query)?;
     let body = core::str::from_utf8(body)
@@ -147,10 +159,19 @@ pub fn open_callback(
     if message.to_user_name != app.corp_id.as_str() {
         return Err(Rejection::CorpMismatch);
     }
+    // Users' messages always name the app; some events (contact changes) do not.
+    let index = match message.agent_id.as_deref() {
+        Some(id) => settings
+            .apps
+            .by_agent_id(routed.app, id)
+            .ok_or(Rejection::AgentMismatch)?,
+        None if matches!(message.body, MessageBody::Event(_)) => routed.app,
+        None => return Err(Rejection::AgentMismatch),
+    };
     let user = ScopedUser::new(app.corp_id.as_str(), message.from_user_name.as_str());
     let dedup_key = dedup_key(&message);
     Ok(Inbound {
-        app: routed.app,
+        app: index,
         message,
         user,
         dedup_key,

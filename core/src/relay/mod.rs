@@ -15,7 +15,7 @@ use core::time::Duration;
 
 use crate::agent::ConfiguredAgent;
 use crate::config::{AgentSettings, Settings};
-use crate::http::{Answer, BodyTooLarge, HttpRequest, HttpResponse, Incoming, TransportError};
+use crate::http::{Answer, HttpRequest, HttpResponse, Incoming, TransportError};
 use crate::ids::ScopedUser;
 use crate::job::{Job, JobError, JobReport, JobState, Step};
 use crate::ports::{Clock, HttpClient, Platform, Sleeper};
@@ -34,7 +34,7 @@ pub use callback::{
     Outcome, Rejection, DENY_NOTICE_INTERVAL_SECS, MAX_BODY_BYTES,
 };
 pub use commands::{parse_command, Command, APOLOGY_TEXT, HELP_TEXT, RESET_TEXT, THINKING_TEXT};
-pub use send_api::{check_send, SendOrder, SendRefusal};
+pub use send_api::{check_send, SendOrder, SendRefusal, MAX_SEND_TEXT_BYTES};
 
 /// The health route, answered the same whatever the settings.
 pub const HEALTH_PATH: &str = "/health";
@@ -115,6 +115,8 @@ pub enum Event<'a> {
     SendRefused {
         /// The status answered.
         status: u16,
+        /// Why.
+        why: &'a str,
     },
     /// A send-API message went out.
     SendDone {
@@ -164,6 +166,18 @@ pub enum Event<'a> {
     Misconfigured(&'a str),
 }
 
+impl Level {
+    /// `DEBUG`, `INFO`, `WARN` or `ERROR`, as log lines name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "DEBUG",
+            Self::Info => "INFO",
+            Self::Warn => "WARN",
+            Self::Error => "ERROR",
+        }
+    }
+}
+
 impl Event<'_> {
     /// The level to log at.
     pub fn level(&self) -> Level {
@@ -202,7 +216,9 @@ impl fmt::Display for Event<'_> {
                 delay.as_millis()
             ),
             Self::Job(report) => write!(f, "{report}"),
-            Self::SendRefused { status } => write!(f, "send API request refused ({status})"),
+            Self::SendRefused { status, why } => {
+                write!(f, "send API request refused ({status}): {why}")
+            }
             Self::SendDone { user, parts } => {
                 write!(f, "send API message sent user={user} parts={parts}")
             }
@@ -265,7 +281,7 @@ impl<P: Platform> Relay<P> {
     pub async fn handle(&self, req: &Incoming<'_>) -> Answer {
         let method = req.method;
         let answer = if req.path == HEALTH_PATH {
-            route(method, &["GET", "HEAD"], health)
+            route(method, HEALTH_METHODS, health)
         } else if req.path == METRICS_PATH {
             match (method, self.platform.metrics()) {
                 ("GET", Some(text)) => Answer::metrics(text),
@@ -318,7 +334,7 @@ impl<P: Platform> Relay<P> {
                 let (dedup, sink) = (self.platform.dedup(), self.platform.sink());
                 handle_callback(&self.settings, dedup, sink, req.query, body, now).await
             }
-            Err(BodyTooLarge) => Outcome::Rejected(Rejection::TooLarge),
+            Err(e) => Outcome::Rejected(Rejection::Body(e)),
         };
         self.platform.observe(&Event::Callback(&outcome));
         Answer::text(outcome.status(), outcome.body())
@@ -327,13 +343,14 @@ impl<P: Platform> Relay<P> {
     async fn send_api(&self, req: &Incoming<'_>) -> Answer {
         let checked = match req.body {
             Ok(body) => check_send(&self.settings, req.authorization, body),
-            Err(BodyTooLarge) => Err(SendRefusal::new(413, "body too large")),
+            Err(e) => Err(SendRefusal::new(e.status(), &e.to_string())),
         };
         let order = match checked {
             Ok(order) => order,
             Err(refusal) => {
                 self.platform.observe(&Event::SendRefused {
                     status: refusal.status,
+                    why: &refusal.error,
                 });
                 let mut answer = Answer::json(refusal.status, refusal.body);
                 if refusal.status == 401 {
@@ -364,7 +381,8 @@ impl<P: Platform> Relay<P> {
             };
             // A caller waits out the minute budget; the hour budget is theirs to wait out.
             let pace = Pace::WaitUpTo(Duration::from_secs(62));
-            match send_paced(&self.platform, &client, app, user, &content, pace).await {
+            // The caller decides whether to repeat a send: no duplicate check of ours.
+            match send_paced(&self.platform, &client, app, user, &content, pace, None).await {
                 Ok(receipt) => msgids.extend(receipt.map(|r| r.msgid)),
                 Err(JobError::Paced(delay)) => {
                     let sent = msgids.len();
@@ -466,11 +484,14 @@ fn health() -> Answer {
     )
 }
 
-fn route(method: &str, allowed: &[&'static str], answer: fn() -> Answer) -> Answer {
-    if allowed.contains(&method) {
+/// The methods `/health` answers.
+const HEALTH_METHODS: &str = "GET, HEAD";
+
+fn route(method: &str, allowed: &'static str, answer: fn() -> Answer) -> Answer {
+    if allowed.split(", ").any(|m| m == method) {
         answer()
     } else {
-        Answer::method_not_allowed(allowed[0])
+        Answer::method_not_allowed(allowed)
     }
 }
 
@@ -479,7 +500,7 @@ fn route(method: &str, allowed: &[&'static str], answer: fn() -> Answer) -> Answ
 /// [`Event::Misconfigured`] with the reason.
 pub fn answer_misconfigured(req: &Incoming<'_>) -> Answer {
     if req.path == HEALTH_PATH {
-        return route(req.method, &["GET", "HEAD"], health);
+        return route(req.method, HEALTH_METHODS, health);
     }
     Answer::text(500, "configuration error")
 }

@@ -20,7 +20,7 @@ use crate::memory::{Role, Turn};
 use crate::pacing::budget_key;
 use crate::ports::SendBudget;
 use crate::ports::{Clock, ConversationStore, JobSink, Platform, Random, Sleeper};
-use crate::wecom::api::{Content, SendReceipt};
+use crate::wecom::api::{duplicate_check_secs, Content, SendReceipt};
 use crate::wecom::client::MAX_ATTEMPTS;
 use crate::wecom::split::split_for_wecom;
 
@@ -38,7 +38,9 @@ pub(crate) enum Pace {
 }
 
 /// Sends one message through the member's budget: every message the relay sends goes through
-/// here, so none is silently dropped by WeCom for exceeding it.
+/// here, so none is silently dropped by WeCom for exceeding it. `once` names the message
+/// (job and part) for WeCom's duplicate check, so that a retry of a send whose answer was lost
+/// cannot reach the user twice.
 pub(crate) async fn send_paced<P: Platform>(
     platform: &P,
     client: &ClientOf<'_, P>,
@@ -46,6 +48,7 @@ pub(crate) async fn send_paced<P: Platform>(
     user: &str,
     content: &Content,
     pace: Pace,
+    once: Option<(&str, usize)>,
 ) -> Result<Option<SendReceipt>, JobError> {
     let key = budget_key(app, user);
     loop {
@@ -65,8 +68,9 @@ pub(crate) async fn send_paced<P: Platform>(
         }
         platform.sleeper().sleep(wait).await;
     }
+    let check = once.map(|(job, part)| duplicate_check_secs(job, part));
     client
-        .send(app, user, content)
+        .send(app, user, content, check)
         .await
         .map(Some)
         .map_err(JobError::Api)
@@ -180,7 +184,19 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
                     content: part.clone(),
                 }
             };
-            send_paced(self.platform, self.client, app, user, &content, self.pace).await?;
+            // The same part in one answer twice (a repeated block) would be dropped as a
+            // duplicate of itself: such a part goes without the check.
+            let once = (!parts[..i].contains(part)).then_some((job.id.as_str(), i));
+            send_paced(
+                self.platform,
+                self.client,
+                app,
+                user,
+                &content,
+                self.pace,
+                once,
+            )
+            .await?;
             state.parts_sent = i + 1;
             self.platform.sink().progress(job, state).await;
         }
@@ -243,9 +259,18 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
                         // A lost notice is not worth failing the answer for, nor worth a
                         // slot of the member's budget that the answer needs.
                         let user = job.user.user_id.as_str();
-                        let _ =
-                            send_paced(self.platform, self.client, app, user, &notice, Pace::Skip)
-                                .await;
+                        // Part numbers past any answer's name the notice and the apology.
+                        let once = Some((job.id.as_str(), usize::MAX));
+                        let _ = send_paced(
+                            self.platform,
+                            self.client,
+                            app,
+                            user,
+                            &notice,
+                            Pace::Skip,
+                            once,
+                        )
+                        .await;
                         respond.await
                     }
                 }
@@ -285,7 +310,16 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         let user = job.user.user_id.as_str();
         // Rare, and the user's only word on what happened: worth waiting for the budget.
         matches!(
-            send_paced(self.platform, self.client, app, user, &apology, Pace::Wait).await,
+            send_paced(
+                self.platform,
+                self.client,
+                app,
+                user,
+                &apology,
+                Pace::Wait,
+                Some((job.id.as_str(), usize::MAX - 1)),
+            )
+            .await,
             Ok(Some(_))
         )
     }

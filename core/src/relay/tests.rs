@@ -12,6 +12,7 @@ use super::*;
 use crate::agent::{Agent, AgentError, EchoAgent};
 use crate::apps::{AppConfig, Apps};
 use crate::config::RawSettings;
+use crate::http::BodyError;
 use crate::http::{Body, HttpResponse};
 use crate::ids::{AgentId, ScopedUser};
 use crate::job::{AgentInput, JobKind};
@@ -410,7 +411,7 @@ fn the_official_vectors_through_the_front_door() {
     assert_eq!(relay.platform().lines_with("duplicate callback").len(), 1);
 
     let huge = Incoming {
-        body: Err(BodyTooLarge),
+        body: Err(BodyError::TooLarge),
         ..post
     };
     assert_eq!(block_on(relay.handle(&huge)).status, 413);

@@ -412,15 +412,41 @@ struct SendBody<'a> {
     content: &'a Content,
     safe: u8,
     enable_duplicate_check: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate_check_interval: Option<u32>,
 }
 
-/// `POST /cgi-bin/message/send` to one user of the app's corp.
+/// The longest `duplicate_check_interval` WeCom takes: four hours.
+pub const MAX_DUPLICATE_CHECK_SECS: u32 = 4 * 3600;
+
+/// The `duplicate_check_interval` for one message of a job, in [600, 1800) seconds (WeCom's
+/// default is 1800): long enough to cover every retry of the message, and different between
+/// messages (a hash of `job` and `part`).
+///
+/// WeCom drops a message whose request JSON equals one it took within the interval. Every
+/// attempt at one part builds the same JSON, so a retry after a send whose answer was lost
+/// (a timeout, a cut connection, a 5xx from a proxy) is dropped if the first one arrived. Two
+/// jobs that give the same answer build different JSON (the interval differs), so a
+/// genuinely repeated answer still arrives.
+pub fn duplicate_check_secs(job: &str, part: usize) -> u32 {
+    // FNV-1a: stable across builds and platforms, which is all this needs.
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in job.bytes().chain(part.to_le_bytes()) {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    600 + hash % 1200
+}
+
+/// `POST /cgi-bin/message/send` to one user of the app's corp; with `duplicate_check_secs`,
+/// WeCom drops it if the same request arrived within that many seconds.
 pub fn send_message(
     base: &str,
     token: &AccessToken,
     agent_id: AgentId,
     to_user: &str,
     content: &Content,
+    duplicate_check_secs: Option<u32>,
 ) -> Result<HttpRequest, ApiError> {
     content.validate()?;
     if to_user.is_empty() {
@@ -432,7 +458,9 @@ pub fn send_message(
         agentid: agent_id.0,
         content,
         safe: 0,
-        enable_duplicate_check: 0,
+        enable_duplicate_check: u8::from(duplicate_check_secs.is_some()),
+        duplicate_check_interval: duplicate_check_secs
+            .map(|s| s.clamp(1, MAX_DUPLICATE_CHECK_SECS)),
     };
     Ok(HttpRequest {
         method: Method::Post,
@@ -668,6 +696,7 @@ mod tests {
             &Content::Text {
                 content: "hi".into(),
             },
+            None,
         )
         .unwrap();
         let Body::Json(json) = &req.body else {
@@ -678,12 +707,30 @@ mod tests {
             v,
             serde_json::json!({"touser":"alice","msgtype":"text","agentid":1000002,"text":{"content":"hi"},"safe":0,"enable_duplicate_check":0})
         );
+        let hi = Content::Text {
+            content: "hi".into(),
+        };
+        let checked = |job: &str, part| {
+            let secs = duplicate_check_secs(job, part);
+            let req = send_message(DEFAULT_API_BASE, &tok(), AgentId(7), "a", &hi, Some(secs));
+            let Body::Json(json) = req.unwrap().body else {
+                panic!()
+            };
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(v["enable_duplicate_check"], 1);
+            assert!((600..1800).contains(&v["duplicate_check_interval"].as_u64().unwrap()));
+            json
+        };
+        // Every attempt at one part is the same request; other parts and jobs differ.
+        assert_eq!(checked("ww1:7:m:1", 0), checked("ww1:7:m:1", 0));
+        assert_ne!(checked("ww1:7:m:1", 0), checked("ww1:7:m:2", 0));
+        assert_ne!(checked("ww1:7:m:1", 0), checked("ww1:7:m:1", 1));
         let video = Content::Video {
             media_id: "m".into(),
             title: "t".into(),
             description: String::new(),
         };
-        let req = send_message(DEFAULT_API_BASE, &tok(), AgentId(1), "a", &video).unwrap();
+        let req = send_message(DEFAULT_API_BASE, &tok(), AgentId(1), "a", &video, None).unwrap();
         let Body::Json(json) = &req.body else {
             panic!()
         };
@@ -695,7 +742,7 @@ mod tests {
             url: "http://x".into(),
             btntxt: String::new(),
         };
-        let req = send_message(DEFAULT_API_BASE, &tok(), AgentId(1), "a", &card).unwrap();
+        let req = send_message(DEFAULT_API_BASE, &tok(), AgentId(1), "a", &card, None).unwrap();
         let Body::Json(json) = &req.body else {
             panic!()
         };
@@ -712,7 +759,7 @@ mod tests {
         let long = Content::Text {
             content: "字".repeat(683),
         }; // 2049 bytes
-        let e = send_message(DEFAULT_API_BASE, &tok(), AgentId(1), "a", &long).unwrap_err();
+        let e = send_message(DEFAULT_API_BASE, &tok(), AgentId(1), "a", &long, None).unwrap_err();
         assert_eq!(e.class, ErrorClass::ContentTooLong);
         assert!(send_message(
             DEFAULT_API_BASE,
@@ -721,7 +768,8 @@ mod tests {
             "a",
             &Content::Text {
                 content: "字".repeat(682)
-            }
+            },
+            None
         )
         .is_ok());
         assert!(send_message(
@@ -729,7 +777,8 @@ mod tests {
             &tok(),
             AgentId(1),
             "a",
-            &Content::News { articles: vec![] }
+            &Content::News { articles: vec![] },
+            None
         )
         .is_err());
         assert!(send_message(
@@ -739,7 +788,8 @@ mod tests {
             "",
             &Content::Text {
                 content: "x".into()
-            }
+            },
+            None
         )
         .is_err());
         assert!(upload_media(

@@ -146,16 +146,28 @@ impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, 
         }
     }
 
-    /// Sends one message to `to_user` (a UserID of the app's corp).
+    /// Sends one message to `to_user` (a UserID of the app's corp); with
+    /// `duplicate_check_secs`, WeCom drops it if the same request arrived that recently (see
+    /// [`api::duplicate_check_secs`]).
     pub async fn send(
         &self,
         app: &App,
         to_user: &str,
         content: &Content,
+        duplicate_check_secs: Option<u32>,
     ) -> Result<SendReceipt, ApiError> {
         self.call(
             app,
-            |token| api::send_message(self.api_base, token, app.agent_id, to_user, content),
+            |token| {
+                api::send_message(
+                    self.api_base,
+                    token,
+                    app.agent_id,
+                    to_user,
+                    content,
+                    duplicate_check_secs,
+                )
+            },
             api::parse_send,
         )
         .await
