@@ -139,7 +139,12 @@ impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, 
         match first {
             Err(e) if e.class == ErrorClass::TokenInvalid => {
                 self.tokens.invalidate(&token_key(app), &token).await;
-                let fresh = self.fetch_token(app).await?;
+                // Through the cache, so a cache that fetches for everyone (a Durable Object)
+                // does it once; a cache slow to forget (KV) is bypassed.
+                let mut fresh = self.token(app).await?;
+                if fresh == token {
+                    fresh = self.fetch_token(app).await?;
+                }
                 parse(&self.exchange(build(&fresh)?).await?)
             }
             other => other,
