@@ -153,6 +153,21 @@ pub enum JobError {
 }
 
 impl JobError {
+    /// A metrics label: WeCom's errcode (`http_502` for a status without one), `transport`,
+    /// `agent`, `config` or `paced`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Api(api) => match (api.errcode, api.http_status) {
+                (Some(code), _) => format!("{code}"),
+                (None, Some(status)) if !(200..300).contains(&status) => format!("http_{status}"),
+                _ => "transport".into(),
+            },
+            Self::Agent(_) => "agent".into(),
+            Self::UnknownApp(_) => "config".into(),
+            Self::Paced(_) => "paced".into(),
+        }
+    }
+
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -238,14 +253,7 @@ impl JobReport {
 
     /// A metrics label for a failure: WeCom's errcode, `transport`, `agent` or `config`.
     pub fn failure_label(&self) -> Option<String> {
-        Some(match self.error.as_ref()? {
-            JobError::Api(api) => api
-                .errcode
-                .map_or_else(|| "transport".into(), |c| format!("{c}")),
-            JobError::Agent(_) => "agent".into(),
-            JobError::UnknownApp(_) => "config".into(),
-            JobError::Paced(_) => "paced".into(),
-        })
+        self.error.as_ref().map(JobError::label)
     }
 }
 

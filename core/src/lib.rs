@@ -58,6 +58,8 @@ pub mod apps;
 #[cfg(feature = "std")]
 pub mod config;
 pub mod crypto;
+#[cfg(all(feature = "std", any(test, feature = "testing")))]
+pub mod fuzz;
 pub mod http;
 pub mod ids;
 #[cfg(feature = "std")]

@@ -25,6 +25,13 @@ pub struct ReplyLabels {
     pub errcode: String,
 }
 
+/// Label: why a job is tried again.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// WeCom's errcode, `http_<status>`, `transport` or `agent`.
+    pub reason: String,
+}
+
 /// Label: did a token refresh work.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -39,6 +46,7 @@ pub struct Metrics {
     callbacks: Family<OutcomeLabel, Counter>,
     replies: Family<ReplyLabels, Counter>,
     token_refreshes: Family<ResultLabel, Counter>,
+    retries: Family<ReasonLabel, Counter>,
     queue_depth: Gauge,
     agent_latency: Histogram,
 }
@@ -49,6 +57,7 @@ impl Default for Metrics {
         let callbacks = Family::<OutcomeLabel, Counter>::default();
         let replies = Family::<ReplyLabels, Counter>::default();
         let token_refreshes = Family::<ResultLabel, Counter>::default();
+        let retries = Family::<ReasonLabel, Counter>::default();
         let queue_depth = Gauge::default();
         let agent_latency = Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]);
         registry.register(
@@ -65,6 +74,11 @@ impl Default for Metrics {
             "token_refreshes",
             "Access token fetches, by result",
             token_refreshes.clone(),
+        );
+        registry.register(
+            "job_retries",
+            "Job attempts that failed and were scheduled again, by reason",
+            retries.clone(),
         );
         registry.register(
             "queue_depth",
@@ -94,6 +108,7 @@ impl Default for Metrics {
             callbacks,
             replies,
             token_refreshes,
+            retries,
             queue_depth,
             agent_latency,
         }
@@ -159,8 +174,14 @@ impl Metrics {
             Event::SendFailed { sent, .. } => self.replies("sent", "0", *sent as u64),
             Event::TokenFetched { ok } => self.token_refresh(*ok),
             Event::AgentAnswered { millis } => self.agent_latency(*millis as f64 / 1000.0),
-            Event::Retrying { .. }
-            | Event::Paced { .. }
+            Event::Retrying { error, .. } => {
+                self.retries
+                    .get_or_create(&ReasonLabel {
+                        reason: error.label(),
+                    })
+                    .inc();
+            }
+            Event::Paced { .. }
             | Event::SendPaced { .. }
             | Event::SendRefused { .. }
             | Event::Unrouted { .. }

@@ -155,6 +155,14 @@ async fn completions(State(s): State<OpenAiStandin>, headers: HeaderMap, body: B
             return (StatusCode::OK, "<html>upstream error</html>").into_response();
         }
         match f.status {
+            401 => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "Incorrect API key provided.",
+                    "invalid_request_error",
+                    Some("invalid_api_key"),
+                );
+            }
             429 => {
                 let mut resp = error(
                     StatusCode::TOO_MANY_REQUESTS,

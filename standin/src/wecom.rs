@@ -166,6 +166,8 @@ struct Inner {
     /// `enable_duplicate_check`: when each request body was last taken, per app.
     recent: HashMap<(usize, String), Instant>,
     duplicates_dropped: u64,
+    /// Every call per API path, faulted ones included.
+    calls: HashMap<String, u64>,
     gettoken_calls: u64,
     seq: u64,
     refuse_ms: u64,
@@ -219,6 +221,7 @@ impl Standin {
                 per_member: HashMap::new(),
                 recent: HashMap::new(),
                 duplicates_dropped: 0,
+                calls: HashMap::new(),
                 gettoken_calls: 0,
                 seq: 0,
                 refuse_ms: 0,
@@ -243,6 +246,16 @@ impl Standin {
     /// Everything `message/send` accepted, in order.
     pub fn messages(&self) -> Vec<Delivered> {
         self.lock().messages.clone()
+    }
+
+    /// Every access token issued so far (for tests that look for them where they must not be).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().tokens.keys().cloned().collect()
+    }
+
+    /// How many calls reached `path` (faulted ones included).
+    pub fn calls(&self, path: &str) -> u64 {
+        self.lock().calls.get(path).copied().unwrap_or(0)
     }
 
     /// How many messages `enable_duplicate_check` dropped.
@@ -318,6 +331,7 @@ impl Standin {
     async fn take_fault(&self, path: &str) -> Result<Option<Fault>, Response> {
         let fault = {
             let mut inner = self.lock();
+            *inner.calls.entry(path.to_owned()).or_default() += 1;
             let Some(i) = inner.faults.iter().position(|f| f.path == path) else {
                 return Ok(None);
             };

@@ -396,6 +396,8 @@ impl Running {
         let deny = scenario.deny_message.clone();
         let spawn = move |port: u16, log_file: std::fs::File| {
             let mut cmd = Command::new(relay_binary());
+            // A scenario may ask for more (RUST_LOG=debug) below.
+            cmd.env("RUST_LOG", "info");
             for (k, v) in &agent {
                 cmd.env(k, v);
             }
@@ -410,7 +412,6 @@ impl Running {
                 .arg(&config_path)
                 .env("WECOM_CALLBACK_PORT", port.to_string())
                 .env("WECOM_CALLBACK_ALLOWED_USERS", &allowed)
-                .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(log_file)
                 .spawn()

@@ -106,8 +106,9 @@ pub const AGENT_KEYS: &[&str] = &[
     "secret",
 ];
 
-/// Agent settings as written (`agent:` in `config.yaml`, or `AGENT_*`).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Agent settings as written (`agent:` in `config.yaml`, or `AGENT_*`). `Debug` shows the
+/// API key and the webhook secret only as `<redacted>`.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct RawAgentSettings {
@@ -169,6 +170,28 @@ fn http_url(key: &str, value: Option<&str>) -> Result<String, ConfigError> {
         ));
     }
     Ok(v.trim_end_matches('/').to_owned())
+}
+
+impl fmt::Debug for RawAgentSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use super::redacted;
+        f.debug_struct("RawAgentSettings")
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &redacted(&self.api_key))
+            .field("model", &self.model)
+            .field("system_prompt", &self.system_prompt)
+            .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("max_history_turns", &self.max_history_turns)
+            .field("max_history_bytes", &self.max_history_bytes)
+            .field("thinking_notice_secs", &self.thinking_notice_secs)
+            .field("markdown", &self.markdown)
+            .field("url", &self.url)
+            .field("secret", &redacted(&self.secret))
+            .finish()
+    }
 }
 
 impl RawAgentSettings {

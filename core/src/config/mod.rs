@@ -41,11 +41,41 @@ pub const KEYS: &[&str] = &[
     "api_token",
 ];
 
+/// `Some("<redacted>")` for a set secret, so `Debug` says whether it is set and nothing more.
+pub(crate) fn redacted(value: &Option<String>) -> Option<&'static str> {
+    value.as_ref().map(|_| "<redacted>")
+}
+
+impl core::fmt::Debug for RawSettings {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RawSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("path", &self.path)
+            .field("corp_id", &self.corp_id)
+            .field("corp_secret", &redacted(&self.corp_secret))
+            .field("agent_id", &self.agent_id)
+            .field("token", &redacted(&self.token))
+            .field("encoding_aes_key", &redacted(&self.encoding_aes_key))
+            .field("apps", &self.apps)
+            .field("apps_json", &redacted(&self.apps_json))
+            .field("api_base", &self.api_base)
+            .field("max_timestamp_skew_secs", &self.max_timestamp_skew_secs)
+            .field("dedup_ttl_secs", &self.dedup_ttl_secs)
+            .field("allowed_users", &self.allowed_users)
+            .field("allow_all_users", &self.allow_all_users)
+            .field("deny_message", &self.deny_message)
+            .field("api_token", &redacted(&self.api_token))
+            .finish()
+    }
+}
+
 /// The prefix of every environment variable.
 pub const ENV_PREFIX: &str = "WECOM_CALLBACK_";
 
-/// Settings as written: every value optional, numbers and booleans accepted as text.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Settings as written: every value optional, numbers and booleans accepted as text. `Debug`
+/// shows secrets (and `apps_json`, which holds them) only as `<redacted>`.
+#[derive(Clone, Default, Deserialize)]
 pub struct RawSettings {
     /// Bind address (native only).
     #[serde(default, deserialize_with = "opt_scalar")]
@@ -440,6 +470,40 @@ mod tests {
         // apps_json beats apps.
         raw.set("apps_json", format!(r#"[{{"name":"j","corp_id":"ww9","corp_secret":"s","agent_id":"7","token":"t","encoding_aes_key":"{KEY_A}"}}]"#)).unwrap();
         assert_eq!(raw.resolve().unwrap().apps.iter().next().unwrap().name, "j");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let mut raw = RawSettings::default();
+        for (k, v) in [
+            ("corp_id", "ww1"),
+            ("corp_secret", "SECRET-corp-1"),
+            ("agent_id", "1"),
+            ("token", "SECRET-token-2"),
+            ("encoding_aes_key", KEY_A),
+            ("api_token", "SECRET-api-token-3"),
+        ] {
+            raw.set(k, v.into()).unwrap();
+        }
+        let mut agent = super::agent::RawAgentSettings::default();
+        agent.apply_env(|k| match k {
+            "AGENT_KIND" => Some("openai".into()),
+            "AGENT_BASE_URL" => Some("http://127.0.0.1/v1".into()),
+            "AGENT_API_KEY" => Some("SECRET-api-key-4".into()),
+            "AGENT_MODEL" => Some("m".into()),
+            "AGENT_SECRET" => Some("SECRET-hmac-5".into()),
+            _ => None,
+        });
+        let key_bytes = crate::crypto::EncodingAesKey::parse(KEY_A).unwrap();
+        let hex = crate::crypto::to_hex(key_bytes.as_bytes());
+        let shown = format!(
+            "{raw:?} {:?} {agent:?} {:?}",
+            raw.resolve().unwrap(),
+            agent.resolve().unwrap()
+        );
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(!shown.contains(KEY_A) && !shown.contains(&hex), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub use callback::{
     Outcome, Rejection, DENY_NOTICE_INTERVAL_SECS, MAX_BODY_BYTES,
 };
 pub use commands::{parse_command, Command, APOLOGY_TEXT, HELP_TEXT, RESET_TEXT, THINKING_TEXT};
-pub use send_api::{check_send, SendOrder, SendRefusal, MAX_SEND_TEXT_BYTES};
+pub use send_api::{check_send, SendOrder, SendRefusal};
 
 /// The health route, answered the same whatever the settings.
 pub const HEALTH_PATH: &str = "/health";

@@ -346,7 +346,7 @@ fn routes_statuses_and_literals() {
     let answer = block_on(relay.handle(&put));
     assert_eq!(
         (answer.status, &answer.headers[..]),
-        (405, &[("allow", "GET".to_owned())][..])
+        (405, &[("allow", "GET, HEAD".to_owned())][..])
     );
     assert_eq!(block_on(relay.handle(&get("/metrics", ""))).status, 404);
     assert_eq!(block_on(relay.handle(&get("/nope", ""))).status, 404);
