@@ -18,6 +18,8 @@ use wecom_relay_core::{AgentSettings, Relay, Settings};
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod http;
 pub mod jobs;
 pub mod metrics;

@@ -1,0 +1,4 @@
+#![no_main]
+//! See `wecom_relay_core::fuzz::settings_env`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| wecom_relay_core::fuzz::settings_env(data));
