@@ -2,8 +2,8 @@
 # Runs every check and test of wecom-relay, installing whatever a fresh machine lacks:
 # the wasm targets, wasm-bindgen-cli (the version Cargo.lock pins), worker-build, the npm
 # packages (wrangler with workerd, binaryen, esbuild; package-lock.json), redis-server (Debian's
-# package), and the Python peer (wechatpy from PyPI) in .venv/. Safe to re-run: installed pieces
-# are reused.
+# package), the Python peer (wechatpy from PyPI) in .venv/, and for the fuzz smoke pass a
+# nightly toolchain and cargo-fuzz. Safe to re-run: installed pieces are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -45,6 +45,8 @@ export WECOM_RELAY_PYTHON="$PWD/.venv/bin/python"
 
 step "fmt"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+cargo fmt --manifest-path native/fuzz/Cargo.toml -- --check
 
 step "clippy (host and wasm32)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -66,6 +68,10 @@ echo "worker wasm: $(wc -c < "$wasm") bytes raw, $(gzip -9 -c "$wasm" | wc -c) b
 step "tests (unit, property, route, and the behaviour suite on every twin: the wecom-relay binary, and the Worker under wrangler dev with its Durable Objects, with a Queue, and with waitUntil; wechatpy plays WeCom)"
 cargo build -p wecom-relay --locked
 WECOM_RELAY_TWINS=native,worker,worker-queue,worker-objects cargo test --workspace --locked
+
+step "fuzzing: the kept config.yaml inputs, then every core target for 5 s (nightly and cargo-fuzz are installed if missing; the long run is scripts/fuzz.sh 60 all)"
+cargo test -p wecom-relay --features fuzz --test fuzz_regressions --locked
+scripts/fuzz.sh 5 core
 
 step "the README's run command: wecom-relay demo"
 cargo run -q -p wecom-relay --locked -- demo

@@ -82,6 +82,18 @@ pub struct Scenario {
     pub env: Vec<(String, String)>,
     /// Another stand-in's URL to use instead of this scenario's own (a second replica).
     pub api_base: Option<String>,
+    /// How long dedup markers live (default: the replay window, at least 900 s).
+    pub dedup_ttl_secs: Option<u64>,
+    /// Log at debug level (`RUST_LOG=debug`, `wrangler dev --log-level debug`).
+    pub debug_logs: bool,
+}
+
+impl Scenario {
+    /// The dedup TTL to configure.
+    pub fn dedup_ttl(&self) -> u64 {
+        self.dedup_ttl_secs
+            .unwrap_or(self.max_timestamp_skew_secs.max(900))
+    }
 }
 
 impl Scenario {
@@ -98,6 +110,8 @@ impl Scenario {
             port: 0,
             env: Vec::new(),
             api_base: None,
+            dedup_ttl_secs: None,
+            debug_logs: false,
         }
     }
 }
@@ -234,7 +248,7 @@ impl Running {
             "WECOM_CALLBACK_API_BASE": api_base,
             "WECOM_CALLBACK_ALLOWED_USERS": scenario.allowed_users.join(","),
             "WECOM_CALLBACK_MAX_TIMESTAMP_SKEW_SECS": scenario.max_timestamp_skew_secs.to_string(),
-            "WECOM_CALLBACK_DEDUP_TTL_SECS": scenario.max_timestamp_skew_secs.max(900).to_string(),
+            "WECOM_CALLBACK_DEDUP_TTL_SECS": scenario.dedup_ttl().to_string(),
             "WECOM_CALLBACK_DENY_MESSAGE": scenario.deny_message.clone().unwrap_or_default(),
         });
         let map = vars.as_object_mut().unwrap();
@@ -327,6 +341,7 @@ impl Running {
         let state = dir.join("state");
         let work_dir = dir.clone();
         let wrangler_logs = dir.join("wrangler-logs");
+        let log_level = if scenario.debug_logs { "debug" } else { "log" };
         let spawn = move |port: u16, log_file: std::fs::File| {
             let inspector = loop {
                 let p = free_port();
@@ -347,7 +362,11 @@ impl Running {
                 ])
                 .arg("--persist-to")
                 .arg(&state)
-                .args(["--show-interactive-dev-session=false", "--log-level", "log"])
+                .args([
+                    "--show-interactive-dev-session=false",
+                    "--log-level",
+                    log_level,
+                ])
                 .current_dir(&work_dir)
                 .env("CI", "true")
                 .env("WRANGLER_SEND_METRICS", "false")
@@ -381,7 +400,7 @@ impl Running {
                 "apps": apps,
                 "api_base": scenario.api_base.clone().unwrap_or_else(|| standin.base_url()),
                 "max_timestamp_skew_secs": scenario.max_timestamp_skew_secs,
-                "dedup_ttl_secs": scenario.max_timestamp_skew_secs.max(900),
+                "dedup_ttl_secs": scenario.dedup_ttl(),
             }}},
             "agent": {"kind": "echo"},
             "relay": {"drain_timeout_secs": 10, "api_timeout_secs": 5},
@@ -394,10 +413,10 @@ impl Running {
         let api_token = scenario.api_token.clone();
         let allowed = scenario.allowed_users.join(",");
         let deny = scenario.deny_message.clone();
+        let debug_logs = scenario.debug_logs;
         let spawn = move |port: u16, log_file: std::fs::File| {
             let mut cmd = Command::new(relay_binary());
-            // A scenario may ask for more (RUST_LOG=debug) below.
-            cmd.env("RUST_LOG", "info");
+            cmd.env("RUST_LOG", if debug_logs { "debug" } else { "info" });
             for (k, v) in &agent {
                 cmd.env(k, v);
             }

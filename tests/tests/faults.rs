@@ -255,7 +255,7 @@ async fn relay(run: Run, state_dir: &std::path::Path) -> (Running, RunningOpenAi
         ("AGENT_TIMEOUT_SECS".into(), "2".into()),
         ("AGENT_THINKING_NOTICE_SECS".into(), "0".into()),
     ];
-    scenario.env.push(("RUST_LOG".into(), "debug".into()));
+    scenario.debug_logs = true;
     if run.durable {
         scenario.env.extend([
             (
