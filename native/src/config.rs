@@ -103,20 +103,24 @@ pub fn default_config_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathB
     candidates.into_iter().find(|p| p.is_file())
 }
 
-/// Keeps a parser's position and the shape of its complaint, never the quoted value.
+/// Keeps a parser's position and the shape of its complaint, never the quoted value. A quote
+/// escaped inside the value (`"a\"b"`, as serde writes a value that holds one) does not end
+/// it: the fuzzer found a secret leaking that way.
 fn redacted(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
-    let mut in_quote = false;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
     for c in msg.chars() {
-        match c {
-            '"' | '`' => {
-                if !in_quote {
-                    out.push_str("<value>");
-                }
-                in_quote = !in_quote;
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '`' => {
+                out.push_str("<value>");
+                quote = Some(c);
             }
-            _ if in_quote => {}
-            _ => out.push(c),
+            None => out.push(c),
         }
     }
     out
@@ -317,6 +321,14 @@ agent:
         let e = load(Some(&path), &no_env).unwrap_err();
         assert_eq!(e.key, "config.yaml");
         assert!(!e.to_string().contains("TOPSECRET"), "{e}");
+        // Found by the fuzzer: a value with a quote in it, which the error escapes.
+        std::fs::write(&path, "-0nB\\i\n \"api_key:TOPSECRET-123").unwrap();
+        let e = load(Some(&path), &no_env).unwrap_err();
+        assert!(!e.to_string().contains("TOPSECRET"), "{e}");
+        assert_eq!(
+            redacted(r#"string "a\"b TOP\\" at 1"#),
+            "string <value> at 1"
+        );
         std::fs::write(&path, "agent:\n  kind: gpt9\n").unwrap();
         assert_eq!(load(Some(&path), &no_env).unwrap_err().key, "agent.kind");
 
