@@ -333,23 +333,6 @@ impl Apps {
 /// verification is the longest part).
 pub const MAX_QUERY_BYTES: usize = 4096;
 
-impl Apps {
-    /// The app a decrypted message names by `AgentID`: `routed` itself, or another app of the
-    /// same corp with the same token and key (which the signature and key cannot tell apart).
-    /// `None` when no such app has that agent id: the message is not for anything configured.
-    pub fn by_agent_id(&self, routed: usize, agent_id: &str) -> Option<usize> {
-        let first = self.apps.get(routed)?;
-        let wanted: u64 = agent_id.trim().parse().ok()?;
-        self.apps.iter().enumerate().find_map(|(i, app)| {
-            let twin = i == routed
-                || (app.corp_id == first.corp_id
-                    && app.crypt.key() == first.crypt.key()
-                    && app.crypt.token() == first.crypt.token());
-            (twin && app.agent_id.0 == wanted).then_some(i)
-        })
-    }
-}
-
 /// The signed query parameters of a callback.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SignedQuery {

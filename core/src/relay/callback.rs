@@ -45,8 +45,7 @@ pub enum Rejection {
     Message(XmlError),
     /// The decrypted `ToUserName` is not the app's corp.
     CorpMismatch,
-    /// The decrypted `AgentID` is not the app's (nor a same-keyed sibling's), or a message
-    /// lacks one.
+    /// The decrypted `AgentID` is not the app's, or a message lacks one.
     AgentMismatch,
 }
 
@@ -159,19 +158,19 @@ pub fn open_callback(
     if message.to_user_name != app.corp_id.as_str() {
         return Err(Rejection::CorpMismatch);
     }
-    // Users' messages always name the app; some events (contact changes) do not.
-    let index = match message.agent_id.as_deref() {
-        Some(id) => settings
-            .apps
-            .by_agent_id(routed.app, id)
-            .ok_or(Rejection::AgentMismatch)?,
-        None if matches!(message.body, MessageBody::Event(_)) => routed.app,
-        None => return Err(Rejection::AgentMismatch),
+    // Users' messages always name the app; some events (contact changes) do not. (No two
+    // apps share a token and key, so the app that decrypted it is the only candidate.)
+    let agent_ok = match message.agent_id.as_deref() {
+        Some(id) => id.trim().parse() == Ok(app.agent_id.0),
+        None => matches!(message.body, MessageBody::Event(_)),
     };
+    if !agent_ok {
+        return Err(Rejection::AgentMismatch);
+    }
     let user = ScopedUser::new(app.corp_id.as_str(), message.from_user_name.as_str());
     let dedup_key = dedup_key(&message);
     Ok(Inbound {
-        app: index,
+        app: routed.app,
         message,
         user,
         dedup_key,
