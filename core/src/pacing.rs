@@ -37,41 +37,75 @@ pub fn budget_key(app: &App, user_id: &str) -> String {
     )
 }
 
-/// The sends to one member within the last hour, oldest first.
+/// The sends to one member, in constant space: the times of the last [`PER_MINUTE`] sends (the
+/// minute rule, exactly) and a count per clock minute over the last hour (the hour rule,
+/// counted over the current minute and the 60 before it, so never more than WeCom allows in
+/// any 60 minutes). At most about a kilobyte per member, in memory or in a store.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendWindow {
+    /// The last sends' times (ms), oldest first, at most [`PER_MINUTE`].
+    #[serde(default)]
+    recent: VecDeque<u64>,
+    /// `(minute, sends)` for the minutes with sends, oldest first, at most 61.
+    #[serde(default)]
+    minutes: VecDeque<(u64, u32)>,
+    /// Every send of the last hour, as windows were kept before; read once, then folded in.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     sends: VecDeque<u64>,
 }
+
+/// Minutes of the hour rule: the current one and the 60 before it.
+const HOUR_MINUTES: u64 = 61;
 
 impl SendWindow {
     /// Takes one send at `now_ms`, or says how long until one is free (taking nothing).
     pub fn take(&mut self, now_ms: u64) -> Result<(), Duration> {
+        for t in core::mem::take(&mut self.sends) {
+            if t.saturating_add(HOUR_MS) > now_ms {
+                self.record(t);
+            }
+        }
+        // A minute's sends count until 61 minutes after it began (plus the slack).
+        let expires = |m: u64| (m + HOUR_MINUTES) * 60_000 + SLACK_MS;
         while self
-            .sends
+            .minutes
             .front()
-            .is_some_and(|&t| t.saturating_add(HOUR_MS) <= now_ms)
+            .is_some_and(|&(m, _)| expires(m) <= now_ms)
         {
-            self.sends.pop_front();
+            self.minutes.pop_front();
         }
-        let n = self.sends.len();
         let mut free_at = 0;
-        if n >= PER_HOUR {
-            free_at = self.sends[n - PER_HOUR] + HOUR_MS;
+        let in_hour: u64 = self.minutes.iter().map(|&(_, n)| u64::from(n)).sum();
+        if in_hour >= PER_HOUR as u64 {
+            free_at = self.minutes.front().map_or(0, |&(m, _)| expires(m));
         }
-        if n >= PER_MINUTE {
-            free_at = free_at.max(self.sends[n - PER_MINUTE] + MINUTE_MS);
+        if self.recent.len() >= PER_MINUTE {
+            free_at = free_at.max(self.recent[self.recent.len() - PER_MINUTE] + MINUTE_MS);
         }
         if free_at > now_ms {
             return Err(Duration::from_millis(free_at - now_ms));
         }
-        self.sends.push_back(now_ms);
+        self.record(now_ms);
         Ok(())
+    }
+
+    fn record(&mut self, at_ms: u64) {
+        if self.recent.len() >= PER_MINUTE {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(at_ms);
+        let minute = at_ms / 60_000;
+        match self.minutes.back_mut() {
+            Some((m, n)) if *m == minute => *n += 1,
+            _ => self.minutes.push_back((minute, 1)),
+        }
     }
 
     /// Whether nothing in it still counts at `now_ms` (so a store may forget it).
     pub fn is_idle(&self, now_ms: u64) -> bool {
-        self.sends
+        self.recent
             .back()
+            .or(self.sends.back())
             .is_none_or(|&t| t.saturating_add(HOUR_MS) <= now_ms)
     }
 }
@@ -79,6 +113,7 @@ impl SendWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec::Vec;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -117,14 +152,54 @@ mod tests {
             "the minute limit alone lets 1000 through in the hour"
         );
         let wait = w.take(now).unwrap_err();
-        assert_eq!(
-            now + wait.as_millis() as u64,
-            HOUR_MS,
-            "the next one is free when the first leaves the hour"
+        let free = now + wait.as_millis() as u64;
+        assert!(
+            (HOUR_MS..HOUR_MS + 61_000).contains(&free),
+            "the next one is free once the first minute leaves the hour, not before: {free}"
         );
+        assert!(w.take(free - 1).is_err());
         assert!(!w.is_idle(now));
-        assert!(w.is_idle(now + HOUR_MS));
-        w.take(now + HOUR_MS).unwrap();
-        assert_eq!(w.sends.len(), 1, "old sends are forgotten");
+        w.take(free).unwrap();
+        assert!(w.is_idle(free + HOUR_MS));
+        assert!(w.recent.len() <= PER_MINUTE && w.minutes.len() <= HOUR_MINUTES as usize + 1);
+    }
+
+    #[test]
+    fn no_sixty_minutes_hold_more_than_a_thousand_and_space_is_constant() {
+        let mut w = SendWindow::default();
+        let mut sent: Vec<u64> = Vec::new();
+        let mut now = 5_000;
+        // Three hours of a member who is sent something every second when allowed.
+        while now < 3 * 3_600_000 {
+            if w.take(now).is_ok() {
+                sent.push(now);
+            }
+            let json = serde_json::to_string(&w).unwrap();
+            assert!(json.len() < 2_000, "{} bytes", json.len());
+            now += 1_000;
+        }
+        for (i, &t) in sent.iter().enumerate() {
+            let in_hour = sent[i..].iter().take_while(|&&u| u < t + 3_600_000).count();
+            assert!(in_hour <= PER_HOUR, "{in_hour} sends in the hour from {t}");
+            let in_minute = sent[i..].iter().take_while(|&&u| u < t + 60_000).count();
+            assert!(in_minute <= PER_MINUTE);
+        }
+        assert!(
+            sent.len() > 2 * PER_HOUR,
+            "the budget is used, not starved: {}",
+            sent.len()
+        );
+    }
+
+    #[test]
+    fn a_window_kept_the_old_way_still_counts() {
+        let old: SendWindow = serde_json::from_str(&format!(
+            "{{\"sends\":{:?}}}",
+            (0..30).map(|i| 1_000 + i).collect::<Vec<u64>>()
+        ))
+        .unwrap();
+        let mut w = old;
+        assert!(w.take(2_000).is_err(), "30 sends a moment ago");
+        assert!(w.take(1_000 + MINUTE_MS).is_ok());
     }
 }

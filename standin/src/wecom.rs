@@ -166,6 +166,8 @@ struct Inner {
     /// `enable_duplicate_check`: when each request body was last taken, per app.
     recent: HashMap<(usize, String), Instant>,
     duplicates_dropped: u64,
+    /// The request bodies the duplicate check dropped.
+    duplicates: Vec<Value>,
     /// Every call per API path, faulted ones included.
     calls: HashMap<String, u64>,
     gettoken_calls: u64,
@@ -221,6 +223,7 @@ impl Standin {
                 per_member: HashMap::new(),
                 recent: HashMap::new(),
                 duplicates_dropped: 0,
+                duplicates: Vec::new(),
                 calls: HashMap::new(),
                 gettoken_calls: 0,
                 seq: 0,
@@ -256,6 +259,11 @@ impl Standin {
     /// How many calls reached `path` (faulted ones included).
     pub fn calls(&self, path: &str) -> u64 {
         self.lock().calls.get(path).copied().unwrap_or(0)
+    }
+
+    /// The request bodies `enable_duplicate_check` dropped.
+    pub fn duplicates(&self) -> Vec<Value> {
+        self.lock().duplicates.clone()
     }
 
     /// How many messages `enable_duplicate_check` dropped.
@@ -550,6 +558,7 @@ fn deliver(s: &Standin, q: AuthQuery, body: &Bytes) -> Response {
         let seen = inner.recent.get(&key).copied();
         if seen.is_some_and(|t| now.duration_since(t) < Duration::from_secs(interval)) {
             inner.duplicates_dropped += 1;
+            inner.duplicates.push(body.clone());
             return Json(ok).into_response();
         }
         inner.recent.insert(key, now);

@@ -259,8 +259,8 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
                         // A lost notice is not worth failing the answer for, nor worth a
                         // slot of the member's budget that the answer needs.
                         let user = job.user.user_id.as_str();
-                        // Part numbers past any answer's name the notice and the apology.
-                        let once = Some((job.id.as_str(), usize::MAX));
+                        // Sent once, never retried: no duplicate check, which would drop a
+                        // user's next notice (the same text) if the intervals matched.
                         let _ = send_paced(
                             self.platform,
                             self.client,
@@ -268,7 +268,7 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
                             user,
                             &notice,
                             Pace::Skip,
-                            once,
+                            None,
                         )
                         .await;
                         respond.await
@@ -308,7 +308,8 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
             content: APOLOGY_TEXT.to_owned(),
         };
         let user = job.user.user_id.as_str();
-        // Rare, and the user's only word on what happened: worth waiting for the budget.
+        // Rare, and the user's only word on what happened: worth waiting for the budget. Sent
+        // once, never retried, so without the duplicate check.
         matches!(
             send_paced(
                 self.platform,
@@ -317,7 +318,7 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
                 user,
                 &apology,
                 Pace::Wait,
-                Some((job.id.as_str(), usize::MAX - 1)),
+                None,
             )
             .await,
             Ok(Some(_))

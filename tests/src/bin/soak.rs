@@ -215,6 +215,9 @@ async fn main() {
         "  thinking notices {notices}  dropped by the member limit {dropped}  duplicate sends WeCom dropped {}",
         r.standin.standin.duplicates_dropped()
     );
+    for body in r.standin.standin.duplicates().iter().take(5) {
+        println!("  dropped as a duplicate: {body}");
+    }
     println!(
         "  peak RSS per minute (MiB): {}",
         peaks
