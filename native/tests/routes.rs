@@ -265,7 +265,7 @@ async fn the_core_routes_every_request_and_caps_every_body() {
     let put = Request::put("/health").body(Body::empty()).unwrap();
     let resp = f.router.clone().oneshot(put).await.unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(resp.headers()["allow"], "GET");
+    assert_eq!(resp.headers()["allow"], "GET, HEAD");
     assert_eq!(
         send(&f.router, get("/no/such/route")).await.0,
         StatusCode::NOT_FOUND
