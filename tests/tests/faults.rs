@@ -47,68 +47,44 @@ fn fault(f: Fault) -> Vec<Inject> {
 
 /// The table. `late` is longer than the twin's API timeout.
 fn cases(late_ms: u64) -> Vec<Case> {
-    let once = Expect::Once {
-        tokens: 0,
-        dropped: false,
-    };
-    let once_refetched = || Expect::Once {
-        tokens: 1,
-        dropped: false,
-    };
-    let once_deduped = || Expect::Once {
-        tokens: 0,
-        dropped: true,
-    };
+    // The reply arrives once, after `tokens` more token fetches; `dropped`: a retry reached
+    // WeCom and its duplicate check dropped it.
+    let once = |tokens, dropped| Expect::Once { tokens, dropped };
     vec![
         Case {
             name: "40014 mid-flight",
             inject: fault(Fault::errcode(SEND, 40014, 1)),
-            expect: once_refetched(),
+            expect: once(1, false),
         },
         Case {
             name: "42001 mid-flight",
             inject: fault(Fault::errcode(SEND, 42001, 1)),
-            expect: once_refetched(),
+            expect: once(1, false),
         },
         Case {
             name: "-1 twice",
             inject: fault(Fault::errcode(SEND, -1, 2)),
-            expect: Expect::Once {
-                tokens: 0,
-                dropped: false,
-            },
+            expect: once(0, false),
         },
         Case {
             name: "45009",
             inject: fault(Fault::errcode(SEND, 45009, 1)),
-            expect: Expect::Once {
-                tokens: 0,
-                dropped: false,
-            },
+            expect: once(0, false),
         },
         Case {
             name: "45033",
             inject: fault(Fault::errcode(SEND, 45033, 1)),
-            expect: Expect::Once {
-                tokens: 0,
-                dropped: false,
-            },
+            expect: once(0, false),
         },
         Case {
             name: "HTTP 500",
             inject: fault(Fault::http(SEND, 500, 1)),
-            expect: Expect::Once {
-                tokens: 0,
-                dropped: false,
-            },
+            expect: once(0, false),
         },
         Case {
             name: "HTTP 502 from a proxy",
             inject: fault(Fault::http(SEND, 502, 1)),
-            expect: Expect::Once {
-                tokens: 0,
-                dropped: false,
-            },
+            expect: once(0, false),
         },
         Case {
             name: "gettoken answers -1 once",
@@ -116,7 +92,7 @@ fn cases(late_ms: u64) -> Vec<Case> {
                 Inject::WeCom(Fault::errcode(SEND, 42001, 1)),
                 Inject::WeCom(Fault::errcode(TOKEN, -1, 1)),
             ],
-            expect: once_refetched(),
+            expect: once(1, false),
         },
         Case {
             name: "delivered, but answered after the client gave up",
@@ -125,7 +101,7 @@ fn cases(late_ms: u64) -> Vec<Case> {
                 times: 1,
                 ..Fault::slow(SEND, 0)
             }),
-            expect: once_deduped(),
+            expect: once(0, true),
         },
         Case {
             name: "delivered, then the connection broke",
@@ -134,7 +110,7 @@ fn cases(late_ms: u64) -> Vec<Case> {
                 times: 1,
                 ..Fault::slow(SEND, 0)
             }),
-            expect: once_deduped(),
+            expect: once(0, true),
         },
         Case {
             name: "delivered, answer cut off mid-JSON",
@@ -143,12 +119,12 @@ fn cases(late_ms: u64) -> Vec<Case> {
                 times: 1,
                 ..Fault::slow(SEND, 0)
             }),
-            expect: once_deduped(),
+            expect: once(0, true),
         },
         Case {
             name: "connection refused for 2 s",
             inject: vec![Inject::Refuse(2000)],
-            expect: once,
+            expect: once(0, false),
         },
         Case {
             name: "60020: this host's IP is not trusted",
@@ -183,10 +159,7 @@ fn cases(late_ms: u64) -> Vec<Case> {
                 retry_after: Some(1),
                 ..ChatFault::default()
             })],
-            expect: Expect::Once {
-                tokens: 0,
-                dropped: false,
-            },
+            expect: once(0, false),
         },
         Case {
             name: "agent 500",
@@ -194,10 +167,7 @@ fn cases(late_ms: u64) -> Vec<Case> {
                 status: 500,
                 ..ChatFault::default()
             })],
-            expect: Expect::Once {
-                tokens: 0,
-                dropped: false,
-            },
+            expect: once(0, false),
         },
         Case {
             name: "agent slower than its timeout",
@@ -205,10 +175,7 @@ fn cases(late_ms: u64) -> Vec<Case> {
                 delay_ms: 3000,
                 ..ChatFault::default()
             })],
-            expect: Expect::Once {
-                tokens: 0,
-                dropped: false,
-            },
+            expect: once(0, false),
         },
         Case {
             name: "agent answers malformed JSON",
@@ -216,10 +183,7 @@ fn cases(late_ms: u64) -> Vec<Case> {
                 malformed: true,
                 ..ChatFault::default()
             })],
-            expect: Expect::Once {
-                tokens: 0,
-                dropped: false,
-            },
+            expect: once(0, false),
         },
     ]
 }

@@ -545,39 +545,30 @@ async fn every_hostile_request_is_refused_and_explained() {
             r.logs()
         );
         // And the relay still works.
-        let (target, body) = Signer::new(&app).message(&text_xml(
-            "wwcorpA",
-            "alice",
-            1000002,
-            77,
-            "still here",
-            now(),
-        ));
-        let ok = Case {
-            name: "genuine",
-            method: "POST",
-            target,
-            headers: vec![],
-            body,
-            status: &[200],
-            log: None,
-        };
-        assert_eq!(run(&r, &ok).await, 200, "{twin:?}");
+        assert_eq!(post_genuine(&r, 77, "still here").await, 200, "{twin:?}");
         r.wait_for("the genuine message's answer", |m| m.len() == 1)
             .await;
     }
 }
 
-/// Writes `bytes` one at a time, one every `gap`, until the server closes (or `limit` passes).
-/// Returns what the server answered and how long the connection lasted.
-fn dribble(addr: &str, bytes: &[u8], gap: Duration, limit: Duration) -> (String, Duration) {
+/// Writes the first `head` bytes at once, then the rest one at a time, one every `gap` (the
+/// headers' bytes cycle, so a header dribbler never finishes), until the server closes or
+/// `limit` passes. Returns what the server answered and how long the connection lasted.
+fn dribble(
+    addr: &str,
+    bytes: &[u8],
+    head: usize,
+    gap: Duration,
+    limit: Duration,
+) -> (String, Duration) {
     let started = Instant::now();
     let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(&bytes[..head]).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_millis(1)))
         .unwrap();
     let mut answer = Vec::new();
-    for &b in bytes.iter().cycle() {
+    for &b in bytes[head..].iter().cycle() {
         if started.elapsed() > limit || stream.write_all(&[b]).is_err() {
             break;
         }
@@ -596,6 +587,23 @@ fn dribble(addr: &str, bytes: &[u8], gap: Duration, limit: Duration) -> (String,
         String::from_utf8_lossy(&answer).into_owned(),
         started.elapsed(),
     )
+}
+
+/// Posts a genuine, signed text message from alice through app `a`; the status.
+async fn post_genuine(r: &Running, msg_id: u64, text: &str) -> u16 {
+    let app = apps().remove(0);
+    let (target, body) =
+        Signer::new(&app).message(&text_xml("wwcorpA", "alice", 1000002, msg_id, text, now()));
+    let ok = Case {
+        name: "genuine",
+        method: "POST",
+        target,
+        headers: vec![],
+        body,
+        status: &[200],
+        log: None,
+    };
+    run(r, &ok).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -622,53 +630,19 @@ async fn slow_clients_are_cut_off_and_do_not_hold_the_server() {
                 b
             };
             // Headers arrive whole for the body dribblers: only their body is slow.
+            let head = if i % 2 == 1 {
+                bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4
+            } else {
+                0
+            };
             slow.push(std::thread::spawn(move || {
-                if i % 2 == 1 {
-                    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    let started = Instant::now();
-                    let mut stream = TcpStream::connect(&addr).unwrap();
-                    stream.write_all(&bytes[..head_end]).unwrap();
-                    stream
-                        .set_read_timeout(Some(Duration::from_millis(1)))
-                        .unwrap();
-                    let mut answer = Vec::new();
-                    for &b in &bytes[head_end..] {
-                        if started.elapsed() > limit || stream.write_all(&[b]).is_err() {
-                            break;
-                        }
-                        let mut buf = [0u8; 512];
-                        match stream.read(&mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => answer.extend_from_slice(&buf[..n]),
-                            Err(_) => {}
-                        }
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                    (
-                        String::from_utf8_lossy(&answer).into_owned(),
-                        started.elapsed(),
-                    )
-                } else {
-                    dribble(&addr, &bytes, Duration::from_millis(200), limit)
-                }
+                dribble(&addr, &bytes, head, Duration::from_millis(200), limit)
             }));
         }
         // Meanwhile, WeCom's callbacks are answered at once.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let app = apps().remove(0);
-        let (target, body) =
-            Signer::new(&app).message(&text_xml("wwcorpA", "alice", 1000002, 5, "hello", now()));
         let started = Instant::now();
-        let ok = Case {
-            name: "genuine",
-            method: "POST",
-            target,
-            headers: vec![],
-            body,
-            status: &[200],
-            log: None,
-        };
-        assert_eq!(run(&r, &ok).await, 200, "{twin:?}");
+        assert_eq!(post_genuine(&r, 5, "hello").await, 200, "{twin:?}");
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{twin:?}: a callback waited behind slow clients"
@@ -812,20 +786,8 @@ async fn thousands_of_idle_connections_do_not_stop_callbacks() {
             "{twin:?}: only {} connections opened",
             idle.len()
         );
-        let app = apps().remove(0);
-        let (target, body) =
-            Signer::new(&app).message(&text_xml("wwcorpA", "alice", 1000002, 9, "hello", now()));
-        let ok = Case {
-            name: "genuine",
-            method: "POST",
-            target,
-            headers: vec![],
-            body,
-            status: &[200],
-            log: None,
-        };
         let started = Instant::now();
-        assert_eq!(run(&r, &ok).await, 200, "{twin:?}");
+        assert_eq!(post_genuine(&r, 9, "hello").await, 200, "{twin:?}");
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{twin:?}: {:?}",
