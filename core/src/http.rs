@@ -227,6 +227,35 @@ impl CappedBody {
     }
 }
 
+/// How much of a body over the cap a twin reads and drops before it answers 413. Closing a
+/// socket with unread data in it resets the connection, and a client still writing its body
+/// then sees "broken pipe" instead of the answer; Go's net/http drains 256 KiB for the same
+/// reason. A body announced as larger than the cap plus this is not read at all.
+pub const DRAIN_BYTES: usize = 256 * 1024;
+
+/// The rest of a body over the cap, read and dropped up to [`DRAIN_BYTES`].
+#[derive(Debug)]
+pub struct Drain {
+    left: usize,
+}
+
+impl Drain {
+    /// Starts draining a refused body whose `Content-Length` (if any) says `announced`; `None`
+    /// when that is too much to bother reading.
+    pub fn new(announced: Option<&str>) -> Option<Self> {
+        match announced.and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(n) if n > (MAX_BODY_BYTES + DRAIN_BYTES) as u64 => None,
+            _ => Some(Self { left: DRAIN_BYTES }),
+        }
+    }
+
+    /// Drops a chunk; `false` once enough has been read and the twin should stop.
+    pub fn drop_chunk(&mut self, len: usize) -> bool {
+        self.left = self.left.saturating_sub(len);
+        self.left > 0
+    }
+}
+
 /// An inbound HTTP request, as a twin hands it to [`crate::Relay::handle`].
 ///
 /// The twin reads the body through a [`CappedBody`], so no request makes it buffer more than
@@ -324,5 +353,16 @@ mod tests {
         let mut small = CappedBody::new(Some(" 5 ")).unwrap();
         small.push(b"hello").unwrap();
         assert_eq!(small.finish(), b"hello");
+    }
+
+    #[test]
+    fn a_refused_body_is_drained_up_to_a_bound() {
+        let too_much = (MAX_BODY_BYTES + DRAIN_BYTES + 1).to_string();
+        assert!(Drain::new(Some(&too_much)).is_none());
+        let mut drain = Drain::new(Some("70000")).unwrap();
+        assert!(drain.drop_chunk(DRAIN_BYTES - 1));
+        assert!(!drain.drop_chunk(1));
+        let mut chunked = Drain::new(None).unwrap();
+        assert!(!chunked.drop_chunk(DRAIN_BYTES + 10));
     }
 }

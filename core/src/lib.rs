@@ -80,7 +80,7 @@ pub mod wecom;
 #[cfg(feature = "std")]
 pub mod xml;
 
-pub use http::{Answer, BodyError, BodyTooLarge, CappedBody, Incoming};
+pub use http::{Answer, BodyError, BodyTooLarge, CappedBody, Drain, Incoming};
 #[cfg(feature = "std")]
 pub use {
     apps::ConfigError,

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
-use wecom_relay_core::{Answer, BodyError, CappedBody, Incoming};
+use wecom_relay_core::{Answer, BodyError, CappedBody, Drain, Incoming};
 
 use crate::NativeRelay;
 
@@ -98,10 +98,19 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let body = match tokio::time::timeout(served.timeout, read_capped(&headers, body)).await {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok());
+    let mut chunks = body.into_data_stream();
+    let body = match tokio::time::timeout(served.timeout, read_capped(announced, &mut chunks)).await
+    {
         Ok(read) => read,
         Err(_) => Err(BodyError::TimedOut),
     };
+    if matches!(body, Err(BodyError::TooLarge)) {
+        // A client still sending gets the 413 instead of a reset connection.
+        let _ = tokio::time::timeout(served.timeout, drain(announced, &mut chunks)).await;
+    }
     let incoming = Incoming {
         method: method.as_str(),
         path: uri.path(),
@@ -121,13 +130,24 @@ async fn handle(
     response
 }
 
+/// Reads and drops what is left of a refused body, as far as the core's [`Drain`] says.
+async fn drain(announced: Option<&str>, chunks: &mut BodyDataStream) {
+    let Some(mut drain) = Drain::new(announced) else {
+        return;
+    };
+    while let Some(Ok(chunk)) = chunks.next().await {
+        if !drain.drop_chunk(chunk.len()) {
+            break;
+        }
+    }
+}
+
 /// Reads the body through the core's cap, chunk by chunk.
-async fn read_capped(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, BodyError> {
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok());
+async fn read_capped(
+    announced: Option<&str>,
+    chunks: &mut BodyDataStream,
+) -> Result<Vec<u8>, BodyError> {
     let mut capped = CappedBody::new(announced)?;
-    let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
         capped.push(&chunk.map_err(|_| BodyError::Broken)?)?;
     }
