@@ -177,8 +177,19 @@ pub struct Routed {
 }
 
 impl Apps {
-    /// Validates the configured apps. Errors name the key (`apps[i].field`, or the bare field
-    /// for a single app given by `single = true`) and never include a secret.
+    /// No apps (a relay that serves only AI bots).
+    pub fn none() -> Self {
+        Self { apps: Vec::new() }
+    }
+
+    /// Whether there are none (only AI bots are configured).
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+
+    /// Validates the configured apps; at least one is required. Errors name the key
+    /// (`apps[i].field`, or the bare field for a single app given by `single = true`) and never
+    /// include a secret.
     pub fn from_configs(configs: &[AppConfig], single: bool) -> Result<Self, ConfigError> {
         if configs.is_empty() {
             return Err(ConfigError::new("apps", "no app configured: set corp_id, corp_secret, agent_id, token and encoding_aes_key, or an apps list"));

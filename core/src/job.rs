@@ -102,6 +102,15 @@ pub enum JobKind {
         /// The text.
         text: String,
     },
+    /// Ask the agent and stream its answer to an AI bot's stream (`app` names the bot).
+    Stream {
+        /// The user's input.
+        input: AgentInput,
+        /// The stream's id.
+        stream: String,
+        /// The conversation's memory key: `aibotid:chatid` in a group, else `aibotid:userid`.
+        conversation: String,
+    },
 }
 
 /// Follow-up work of an accepted callback. Serialisable, so a durable queue can hold it.
@@ -136,6 +145,9 @@ pub struct JobState {
     pub notice_sent: bool,
     /// Whether the job was a command the relay answered itself.
     pub command: bool,
+    /// A streamed answer's part that goes through the `response_url`, once laid out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<String>,
 }
 
 /// Why a job step failed.

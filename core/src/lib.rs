@@ -54,6 +54,8 @@ extern crate std;
 
 #[cfg(feature = "std")]
 pub mod agent;
+#[cfg(feature = "std")]
+pub mod aibot;
 pub mod apps;
 #[cfg(feature = "std")]
 pub mod config;

@@ -35,6 +35,21 @@ pub trait HttpClient: Send + Sync {
         &self,
         req: HttpRequest,
     ) -> impl Future<Output = Result<HttpResponse, TransportError>> + Send;
+
+    /// Sends the request and hands each piece of the response body to `on_chunk` as it
+    /// arrives (a streamed answer), returning the response with the whole body too. The
+    /// timeout covers the whole exchange. The default reads the body whole, then hands it over.
+    fn send_streaming(
+        &self,
+        req: HttpRequest,
+        on_chunk: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> impl Future<Output = Result<HttpResponse, TransportError>> + Send {
+        async move {
+            let resp = self.send(req).await?;
+            on_chunk(&resp.body);
+            Ok(resp)
+        }
+    }
 }
 
 /// The wall clock.
@@ -198,6 +213,25 @@ pub trait ConversationStore: Send + Sync {
     fn clear(&self, user: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// The AI bot's streams ([`crate::aibot::stream::Stream`]), shared by the job that writes a
+/// stream and the refresh callbacks that read it, which may land on another process.
+///
+/// Contract: `apply` is atomic per id: it reads the stream, computes
+/// [`crate::aibot::stream::Stream::apply`] and stores the result (keeping it at least
+/// [`crate::aibot::stream::STREAM_TTL_SECS`]) with no other `apply` to the same id in between,
+/// and returns what it stored. It must be strongly consistent (never Workers KV): a refresh
+/// that read a stale stream would show content shrinking, or miss the end.
+#[cfg(feature = "std")]
+pub trait StreamStore: Send + Sync {
+    /// Applies `op` at `now` to stream `id`; the stream afterwards (`None`: no such stream).
+    fn apply(
+        &self,
+        id: &str,
+        op: &crate::aibot::stream::StreamOp,
+        now: u64,
+    ) -> impl Future<Output = Result<Option<crate::aibot::stream::Stream>, StoreError>> + Send;
+}
+
 /// Serialises token refreshes per key, so concurrent callers fetch one token, not many.
 ///
 /// Contract: while a guard for a key is held, `lock` for the same key waits. Distinct keys do
@@ -271,6 +305,8 @@ pub trait Platform: Send + Sync {
     type Random: Random;
     /// The members' send budgets.
     type Budget: SendBudget;
+    /// The AI bot's streams.
+    type Streams: StreamStore;
     /// Where accepted jobs go.
     type Sink: JobSink;
 
@@ -296,6 +332,8 @@ pub trait Platform: Send + Sync {
     fn budget(&self) -> &Self::Budget;
     /// The job sink.
     fn sink(&self) -> &Self::Sink;
+    /// The AI bot's streams.
+    fn streams(&self) -> &Self::Streams;
     /// Writes the event's line at its level and counts it. The default drops it.
     fn observe(&self, event: &Event<'_>) {
         let _ = event;
@@ -348,6 +386,20 @@ impl<L: DedupStore, R: DedupStore> DedupStore for Either<L, R> {
         match self {
             Self::Left(l) => l.release(key).await,
             Self::Right(r) => r.release(key).await,
+        }
+    }
+}
+
+impl<L: StreamStore, R: StreamStore> StreamStore for Either<L, R> {
+    async fn apply(
+        &self,
+        id: &str,
+        op: &crate::aibot::stream::StreamOp,
+        now: u64,
+    ) -> Result<Option<crate::aibot::stream::Stream>, StoreError> {
+        match self {
+            Self::Left(l) => l.apply(id, op, now).await,
+            Self::Right(r) => r.apply(id, op, now).await,
         }
     }
 }
@@ -413,7 +465,9 @@ impl DedupStore for NullDedup {
 }
 
 #[cfg(feature = "std")]
-pub use memory::{MemoryConversations, MemoryDedup, MemorySendBudget, MemoryTokenCache};
+pub use memory::{
+    MemoryConversations, MemoryDedup, MemorySendBudget, MemoryStreams, MemoryTokenCache,
+};
 
 #[cfg(feature = "std")]
 mod memory {
@@ -531,6 +585,52 @@ mod memory {
             Ok(())
         }
     }
+
+    /// Streams in process memory, each dropped [`crate::aibot::stream::STREAM_TTL_SECS`] after
+    /// it started (swept as new ones open).
+    #[derive(Debug, Default)]
+    pub struct MemoryStreams {
+        streams: Mutex<HashMap<String, crate::aibot::stream::Stream>>,
+    }
+
+    impl MemoryStreams {
+        /// Streams held, live or not yet swept.
+        pub fn len(&self) -> usize {
+            lock(&self.streams).len()
+        }
+
+        /// Whether none is held.
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+    }
+
+    impl StreamStore for MemoryStreams {
+        async fn apply(
+            &self,
+            id: &str,
+            op: &crate::aibot::stream::StreamOp,
+            now: u64,
+        ) -> Result<Option<crate::aibot::stream::Stream>, StoreError> {
+            use crate::aibot::stream::{Stream, StreamOp, STREAM_TTL_SECS};
+            let mut streams = lock(&self.streams);
+            let alive = |s: &Stream| s.started_at.saturating_add(STREAM_TTL_SECS) > now;
+            if matches!(op, StreamOp::Open { .. }) {
+                streams.retain(|_, s| alive(s));
+            }
+            let current = streams.get(id).filter(|s| alive(s)).cloned();
+            let next = Stream::apply(current, op, now);
+            match &next {
+                Some(s) => {
+                    streams.insert(id.into(), s.clone());
+                }
+                None => {
+                    streams.remove(id);
+                }
+            }
+            Ok(next)
+        }
+    }
 }
 
 #[cfg(all(test, feature = "std"))]
@@ -560,6 +660,12 @@ mod tests {
         #[cfg(target_arch = "wasm32")]
         use wasm_bindgen_test::wasm_bindgen_test as test;
         crate::send_budget_contract_tests!(MemorySendBudget::default(), block_on);
+    }
+    mod memory_streams {
+        use super::*;
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
+        crate::stream_store_contract_tests!(MemoryStreams::default(), block_on);
     }
     mod memory_conversations {
         use super::*;

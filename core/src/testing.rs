@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::http::{HttpRequest, HttpResponse, TransportError};
 use crate::job::Job;
 use crate::ports::{
-    Clock, HttpClient, JobSink, MemoryConversations, MemoryDedup, MemorySendBudget,
+    Clock, HttpClient, JobSink, MemoryConversations, MemoryDedup, MemorySendBudget, MemoryStreams,
     MemoryTokenCache, NoRefreshLock, Platform, Random, SinkError,
 };
 use crate::relay::{Event, Level};
@@ -372,6 +372,8 @@ pub struct TestPlatform {
     pub sink: RecordingSink,
     /// Send budgets.
     pub budget: MemorySendBudget,
+    /// The AI bot's streams.
+    pub streams: MemoryStreams,
     /// Whether `/metrics` has something to serve.
     pub metrics: Option<String>,
     events: Mutex<Vec<(Level, String)>>,
@@ -391,6 +393,7 @@ impl TestPlatform {
             random: SeededRandom::new(7),
             sink: RecordingSink::default(),
             budget: MemorySendBudget::default(),
+            streams: MemoryStreams::default(),
             metrics: None,
             events: Mutex::new(Vec::new()),
         }
@@ -422,6 +425,7 @@ impl Platform for TestPlatform {
     type Random = SeededRandom;
     type Sink = RecordingSink;
     type Budget = MemorySendBudget;
+    type Streams = MemoryStreams;
 
     fn api_http(&self) -> &ScriptedHttp {
         &self.http
@@ -452,6 +456,9 @@ impl Platform for TestPlatform {
     }
     fn budget(&self) -> &MemorySendBudget {
         &self.budget
+    }
+    fn streams(&self) -> &MemoryStreams {
+        &self.streams
     }
     fn sink(&self) -> &RecordingSink {
         &self.sink
@@ -576,6 +583,92 @@ pub mod contract_tests {
                             .await,
                         Ok(())
                     );
+                });
+            }
+        };
+    }
+
+    /// Generates stream-store contract tests in the calling module.
+    #[macro_export]
+    macro_rules! stream_store_contract_tests {
+        ($make:expr, $block_on:path) => {
+            #[test]
+            fn streams_apply_ops_in_order_and_keep_content_growing() {
+                use $crate::aibot::stream::{StreamOp, STREAM_TTL_SECS};
+                use $crate::ports::StreamStore;
+                let store = $make;
+                let open = StreamOp::Open {
+                    bot: "b".into(),
+                    response_url: Some("https://qyapi.weixin.qq.com/r".into()),
+                };
+                let grow = |c: &str| StreamOp::Grow { content: c.into() };
+                let poll = StreamOp::Poll { limit_secs: 330 };
+                $block_on(async {
+                    assert_eq!(store.apply("s1", &poll, 1000).await.unwrap(), None);
+                    let s = store.apply("s1", &open, 1000).await.unwrap().unwrap();
+                    assert_eq!((s.started_at, s.content.as_str()), (1000, ""));
+                    store.apply("s1", &grow("Hel"), 1001).await.unwrap();
+                    let s = store
+                        .apply("s1", &grow("Hello"), 1002)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(s.content, "Hello");
+                    let s = store
+                        .apply("s1", &grow("Nope"), 1003)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(s.content, "Hello");
+                    // A retried message keeps the stream it opened.
+                    let s = store.apply("s1", &open, 1004).await.unwrap().unwrap();
+                    assert_eq!((s.started_at, s.content.as_str()), (1000, "Hello"));
+                    let s = store.apply("s1", &poll, 1005).await.unwrap().unwrap();
+                    assert!(!s.closed);
+                    let done = StreamOp::Finish {
+                        content: "Hello!".into(),
+                    };
+                    store.apply("s1", &done, 1006).await.unwrap();
+                    let s = store.apply("s1", &poll, 1007).await.unwrap().unwrap();
+                    assert!(s.closed && s.finished && !s.late);
+                    let s = store
+                        .apply("s1", &StreamOp::Peek, 1008)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(s.content, "Hello!");
+                    // Another stream is another record; an expired one is gone.
+                    assert_eq!(
+                        store.apply("s2", &StreamOp::Peek, 1008).await.unwrap(),
+                        None
+                    );
+                    let later = 1000 + STREAM_TTL_SECS + 1;
+                    assert_eq!(
+                        store.apply("s1", &StreamOp::Peek, later).await.unwrap(),
+                        None
+                    );
+                });
+            }
+
+            #[test]
+            fn a_stream_past_its_limit_is_closed_once() {
+                use $crate::aibot::stream::StreamOp;
+                use $crate::ports::StreamStore;
+                let store = $make;
+                let open = StreamOp::Open {
+                    bot: "b".into(),
+                    response_url: None,
+                };
+                let poll = StreamOp::Poll { limit_secs: 10 };
+                $block_on(async {
+                    store.apply("late", &open, 2000).await.unwrap();
+                    let s = store.apply("late", &poll, 2010).await.unwrap().unwrap();
+                    assert!(s.closed && s.late);
+                    let done = StreamOp::Finish {
+                        content: "too late".into(),
+                    };
+                    let s = store.apply("late", &done, 2011).await.unwrap().unwrap();
+                    assert!(!s.finished);
                 });
             }
         };

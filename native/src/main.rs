@@ -90,6 +90,12 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
         }
     };
     let apps: Vec<String> = cfg.settings.apps.iter().map(|a| a.name.clone()).collect();
+    let bots: Vec<String> = cfg
+        .settings
+        .bots
+        .iter()
+        .map(|b| format!("{} {}", b.name, b.path))
+        .collect();
     if cfg.settings.policy.denies_all() {
         info!(
             "the allowlist is empty: every user is denied (set allowed_users or allow_all_users)"
@@ -99,6 +105,7 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or(addr),
         path = %cfg.settings.path,
         apps = ?apps,
+        bots = ?bots,
         config = ?cfg.source,
         api_base = %cfg.settings.api_base,
         "wecom-relay listening"

@@ -44,6 +44,7 @@ pub struct ResultLabel {
 pub struct Metrics {
     registry: Registry,
     callbacks: Family<OutcomeLabel, Counter>,
+    bot_callbacks: Family<OutcomeLabel, Counter>,
     replies: Family<ReplyLabels, Counter>,
     token_refreshes: Family<ResultLabel, Counter>,
     retries: Family<ReasonLabel, Counter>,
@@ -55,6 +56,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("wecom_relay");
         let callbacks = Family::<OutcomeLabel, Counter>::default();
+        let bot_callbacks = Family::<OutcomeLabel, Counter>::default();
         let replies = Family::<ReplyLabels, Counter>::default();
         let token_refreshes = Family::<ResultLabel, Counter>::default();
         let retries = Family::<ReasonLabel, Counter>::default();
@@ -64,6 +66,11 @@ impl Default for Metrics {
             "callbacks",
             "Callbacks received, by outcome",
             callbacks.clone(),
+        );
+        registry.register(
+            "bot_callbacks",
+            "AI bot callbacks received, by outcome (feedback counts users' ratings)",
+            bot_callbacks.clone(),
         );
         registry.register(
             "replies",
@@ -106,6 +113,7 @@ impl Default for Metrics {
         Self {
             registry,
             callbacks,
+            bot_callbacks,
             replies,
             token_refreshes,
             retries,
@@ -164,6 +172,15 @@ impl Metrics {
             Event::Verified { .. } => self.callback("verified"),
             Event::VerifyRefused(rejection) => self.callback(rejection.outcome()),
             Event::Callback(outcome) => self.callback(outcome.label()),
+            Event::Bot(outcome) => {
+                self.bot_callbacks
+                    .get_or_create(&OutcomeLabel {
+                        outcome: outcome.label().into(),
+                    })
+                    .inc();
+            }
+            Event::ResponseUrl { ok: true, .. } => self.replies("sent", "0", 1),
+            Event::ResponseUrl { ok: false, .. } => self.replies("failed", "response_url", 1),
             Event::Job(report) => {
                 self.replies("sent", "0", report.parts_sent as u64);
                 if let Some(label) = report.failure_label() {

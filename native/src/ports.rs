@@ -11,8 +11,8 @@ use wecom_relay_core::http::{Body, HttpRequest, HttpResponse, Method, TransportE
 use wecom_relay_core::kv::{KvConversations, KvTokenCache};
 use wecom_relay_core::ports::Either::{self, Left, Right};
 use wecom_relay_core::ports::{
-    Clock, HttpClient, MemoryConversations, MemoryDedup, MemorySendBudget, MemoryTokenCache,
-    Random, RefreshLock, Sleeper,
+    Clock, HttpClient, MemoryConversations, MemoryDedup, MemorySendBudget, MemoryStreams,
+    MemoryTokenCache, Random, RefreshLock, Sleeper,
 };
 use wecom_relay_core::{Event, Level, Platform};
 
@@ -51,8 +51,8 @@ fn transport(e: &reqwest::Error) -> TransportError {
     }
 }
 
-impl HttpClient for ReqwestHttp {
-    async fn send(&self, req: HttpRequest) -> Result<HttpResponse, TransportError> {
+impl ReqwestHttp {
+    async fn start(&self, req: HttpRequest) -> Result<reqwest::Response, TransportError> {
         let builder = match req.method {
             Method::Get => self.client.get(&req.url),
             Method::Post => self.client.post(&req.url),
@@ -74,20 +74,45 @@ impl HttpClient for ReqwestHttp {
                 builder.multipart(reqwest::multipart::Form::new().part(part.field, file))
             }
         };
-        let resp = builder.send().await.map_err(|e| transport(&e))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
+        builder.send().await.map_err(|e| transport(&e))
+    }
+}
+
+fn response(resp: &reqwest::Response, body: Vec<u8>) -> HttpResponse {
+    let headers = resp.headers();
+    HttpResponse::from_parts(
+        resp.status().as_u16(),
+        |name| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        },
+        body,
+    )
+}
+
+impl HttpClient for ReqwestHttp {
+    async fn send(&self, req: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let resp = self.start(req).await?;
+        let head = response(&resp, Vec::new());
         let body = resp.bytes().await.map_err(|e| transport(&e))?.to_vec();
-        Ok(HttpResponse::from_parts(
-            status,
-            |name| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            },
-            body,
-        ))
+        Ok(HttpResponse { body, ..head })
+    }
+
+    async fn send_streaming(
+        &self,
+        req: HttpRequest,
+        on_chunk: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<HttpResponse, TransportError> {
+        let mut resp = self.start(req).await?;
+        let head = response(&resp, Vec::new());
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e))? {
+            on_chunk(&chunk);
+            body.extend_from_slice(&chunk);
+        }
+        Ok(HttpResponse { body, ..head })
     }
 }
 
@@ -158,6 +183,7 @@ type Tokens = Stored<MemoryTokenCache, KvTokenCache<Store>, KvTokenCache<Shared>
 type Dedup = Stored<MemoryDedup, Store, Shared>;
 type Conversations = Stored<MemoryConversations, KvConversations<Store>, KvConversations<Shared>>;
 type Budget = Stored<MemorySendBudget, Store, Shared>;
+type Streams = Stored<MemoryStreams, Store, Shared>;
 
 /// The token-refresh lock: per process, or across replicas through Redis.
 pub enum Lock {
@@ -204,6 +230,7 @@ pub struct NativePlatform {
     dedup: Dedup,
     conversations: Conversations,
     budget: Budget,
+    streams: Streams,
     refresh: Lock,
     clock: Arc<dyn Clock>,
     jobs: JobQueue,
@@ -222,17 +249,19 @@ impl NativePlatform {
         metrics: Arc<Metrics>,
     ) -> Self {
         let mut refresh = Lock::Local(KeyedLock::default());
-        let (tokens, dedup, conversations, budget) = match backing {
+        let (tokens, dedup, conversations, budget, streams) = match backing {
             Backing::Memory => (
                 Left(MemoryTokenCache::default()),
                 Left(MemoryDedup::default()),
                 Left(MemoryConversations::default()),
                 Left(MemorySendBudget::default()),
+                Left(MemoryStreams::default()),
             ),
             Backing::Durable(store) => (
                 Right(Left(KvTokenCache(store.clone()))),
                 Right(Left(store.clone())),
                 Right(Left(KvConversations(store.clone()))),
+                Right(Left(store.clone())),
                 Right(Left(store)),
             ),
             Backing::Shared(shared) => {
@@ -241,6 +270,7 @@ impl NativePlatform {
                     Right(Right(KvTokenCache(shared.clone()))),
                     Right(Right(shared.clone())),
                     Right(Right(KvConversations(shared.clone()))),
+                    Right(Right(shared.clone())),
                     Right(Right(shared)),
                 )
             }
@@ -252,6 +282,7 @@ impl NativePlatform {
             dedup,
             conversations,
             budget,
+            streams,
             refresh,
             clock,
             jobs,
@@ -276,7 +307,11 @@ impl Platform for NativePlatform {
     type Random = OsRandom;
     type Sink = JobQueue;
     type Budget = Budget;
+    type Streams = Streams;
 
+    fn streams(&self) -> &Streams {
+        &self.streams
+    }
     fn api_http(&self) -> &ReqwestHttp {
         &self.api_http
     }

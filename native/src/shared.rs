@@ -23,9 +23,12 @@ use redis::streams::StreamReadReply;
 use redis::{AsyncCommands, Client, Script};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
+use wecom_relay_core::aibot::stream::{Stream, StreamOp, STREAM_TTL_SECS};
 use wecom_relay_core::kv::KeyValue;
 use wecom_relay_core::pacing::SendWindow;
-use wecom_relay_core::ports::{Claim, DedupStore, RefreshLock, SendBudget, StoreError};
+use wecom_relay_core::ports::{
+    Claim, DedupStore, RefreshLock, SendBudget, StoreError, StreamStore,
+};
 use wecom_relay_core::{Job, JobState};
 
 use crate::NativeRelay;
@@ -232,6 +235,57 @@ impl KeyValue for Shared {
             .del(self.key(&format!("kv:{key}")))
             .await
             .map_err(store_error)
+    }
+}
+
+impl StreamStore for Shared {
+    async fn apply(&self, id: &str, op: &StreamOp, now: u64) -> Result<Option<Stream>, StoreError> {
+        // Optimistic: read, change, and write only if nobody wrote in between (a
+        // compare-and-set script); on a race, read again.
+        let script = Script::new(
+            r"local v = redis.call('GET', KEYS[1]) or ''
+              if v ~= ARGV[1] then return 0 end
+              if ARGV[2] == '' then redis.call('DEL', KEYS[1])
+              else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+              return 1",
+        );
+        let key = self.key(&format!("stream:{id}"));
+        for _ in 0..50 {
+            let raw: Option<String> = self.conn().get(&key).await.map_err(store_error)?;
+            let raw = raw.unwrap_or_default();
+            let current = serde_json::from_str::<Stream>(&raw)
+                .ok()
+                .filter(|s| s.started_at.saturating_add(STREAM_TTL_SECS) > now);
+            let next = Stream::apply(current.clone(), op, now);
+            if next == current {
+                return Ok(next);
+            }
+            let (text, ttl) = match &next {
+                Some(stream) => (
+                    serde_json::to_string(stream).map_err(store_error)?,
+                    stream
+                        .started_at
+                        .saturating_add(STREAM_TTL_SECS)
+                        .saturating_sub(now)
+                        .max(1),
+                ),
+                None => (String::new(), 1),
+            };
+            let done: i32 = script
+                .key(&key)
+                .arg(&raw)
+                .arg(&text)
+                .arg(ttl)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(store_error)?;
+            if done == 1 {
+                return Ok(next);
+            }
+        }
+        Err(StoreError(format!(
+            "redis: stream {id} kept changing under us"
+        )))
     }
 }
 
@@ -553,6 +607,10 @@ mod tests {
         use super::*;
         use wecom_relay_core::kv::KvConversations;
         wecom_relay_core::conversation_store_contract_tests!(KvConversations(shared()), block_on);
+    }
+    mod redis_streams {
+        use super::*;
+        wecom_relay_core::stream_store_contract_tests!(shared(), block_on);
     }
     mod redis_budget {
         use super::*;

@@ -15,9 +15,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
+use wecom_relay_core::aibot::stream::{Stream, StreamOp, STREAM_TTL_SECS};
 use wecom_relay_core::kv::KeyValue;
 use wecom_relay_core::pacing::SendWindow;
-use wecom_relay_core::ports::{Claim, DedupStore, SendBudget, StoreError};
+use wecom_relay_core::ports::{Claim, DedupStore, SendBudget, StoreError, StreamStore};
 use wecom_relay_core::{Job, JobState};
 
 /// The database file inside `state_dir`.
@@ -252,6 +253,45 @@ impl KeyValue for Store {
     }
 }
 
+impl StreamStore for Store {
+    async fn apply(&self, id: &str, op: &StreamOp, now: u64) -> Result<Option<Stream>, StoreError> {
+        // Read, change and write under the one connection lock: atomic per stream.
+        let conn = self.conn();
+        let key = format!("stream:{id}");
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        let current: Option<String> = conn
+            .query_row(
+                "SELECT value FROM kv WHERE key = ?1 AND expires_at > ?2",
+                params![key, now_i],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(store_error)?;
+        let current = current.and_then(|text| serde_json::from_str::<Stream>(&text).ok());
+        let next = Stream::apply(current.clone(), op, now);
+        if next == current {
+            return Ok(next);
+        }
+        match &next {
+            Some(stream) => {
+                let text = serde_json::to_string(stream).map_err(store_error)?;
+                let expires_at = stream.started_at.saturating_add(STREAM_TTL_SECS);
+                conn.execute(
+                    "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                    params![key, text, i64::try_from(expires_at).unwrap_or(i64::MAX)],
+                )
+                .map_err(store_error)?;
+            }
+            None => {
+                conn.execute("DELETE FROM kv WHERE key = ?1", params![key])
+                    .map_err(store_error)?;
+            }
+        }
+        Ok(next)
+    }
+}
+
 /// True about once in 256 calls.
 fn rand_tick() -> bool {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -289,6 +329,10 @@ mod tests {
             KvConversations(temp_store("conv")),
             block_on
         );
+    }
+    mod sqlite_streams {
+        use super::*;
+        wecom_relay_core::stream_store_contract_tests!(temp_store("streams"), block_on);
     }
     mod sqlite_budget {
         use super::*;

@@ -34,6 +34,12 @@ pub struct ChatFault {
     pub delay_ms: u64,
     /// Answer 200 with a body that is not JSON.
     pub malformed: bool,
+    /// A streamed answer: pause this long between its pieces (default 30 ms).
+    #[serde(default)]
+    pub piece_delay_ms: Option<u64>,
+    /// A streamed answer: break the connection after this many pieces, without `[DONE]`.
+    #[serde(default)]
+    pub cut_after: Option<usize>,
 }
 
 struct Inner {
@@ -150,7 +156,7 @@ async fn completions(State(s): State<OpenAiStandin>, headers: HeaderMap, body: B
     if !authorized {
         return error(StatusCode::UNAUTHORIZED, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", Some("invalid_api_key"));
     }
-    if let Some(f) = fault {
+    if let Some(f) = &fault {
         if f.malformed {
             return (StatusCode::OK, "<html>upstream error</html>").into_response();
         }
@@ -233,7 +239,11 @@ async fn completions(State(s): State<OpenAiStandin>, headers: HeaderMap, body: B
     let earlier = messages.iter().filter(|m| m["role"] != "system").count() - 1;
     let answer = format!("reply to {last} (history: {earlier} earlier messages)");
     let model = model.to_owned();
+    let stream = req["stream"] == true;
     s.lock().requests.push(req);
+    if stream {
+        return event_stream(&model, &answer, fault.as_ref());
+    }
     Json(json!({
         "id": format!("chatcmpl-standin{}", s.lock().requests.len()),
         "object": "chat.completion",
@@ -243,4 +253,57 @@ async fn completions(State(s): State<OpenAiStandin>, headers: HeaderMap, body: B
         "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
     }))
     .into_response()
+}
+
+/// A streamed answer as OpenAI sends it (`stream: true`): `text/event-stream`, a first chunk
+/// with the role, one chunk per piece of content, a last chunk with `finish_reason`, then
+/// `data: [DONE]`.
+fn event_stream(model: &str, answer: &str, fault: Option<&ChatFault>) -> Response {
+    let delay = Duration::from_millis(fault.and_then(|f| f.piece_delay_ms).unwrap_or(30));
+    let cut_after = fault.and_then(|f| f.cut_after);
+    let chunk = |delta: Value, finish: Value| {
+        let obj = json!({
+            "id": "chatcmpl-standin-stream",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000u64,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        format!("data: {obj}\n\n")
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    // Pieces of about eight characters, cut anywhere (inside a word, a CJK character's
+    // neighbours): the client must not care where.
+    let chars: Vec<char> = answer.chars().collect();
+    for piece in chars.chunks(8) {
+        let text: String = piece.iter().collect();
+        events.push(chunk(json!({"content": text}), Value::Null));
+    }
+    events.push(chunk(json!({}), json!("stop")));
+    events.push("data: [DONE]\n\n".to_owned());
+    let total = events.len();
+    let stream = futures_util::stream::unfold(0usize, move |i| {
+        let events = events.clone();
+        async move {
+            if i >= total || cut_after.is_some_and(|n| i > n) {
+                return None;
+            }
+            if cut_after.is_some_and(|n| i == n) {
+                return Some((Err(std::io::Error::other("cut")), i + 1));
+            }
+            if i > 0 {
+                tokio::time::sleep(delay).await;
+            }
+            Some((Ok::<_, std::io::Error>(events[i].clone()), i + 1))
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(axum::body::Body::from_stream(stream))
+        .expect("a valid response")
 }

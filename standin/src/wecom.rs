@@ -173,7 +173,26 @@ struct Inner {
     gettoken_calls: u64,
     seq: u64,
     refuse_ms: u64,
+    /// AI bot `response_url` codes: when each was issued, and whether it was used.
+    response_codes: HashMap<String, (Instant, bool)>,
+    bot_replies: Vec<BotReply>,
 }
+
+/// What arrived through an AI bot message's `response_url`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BotReply {
+    /// The `response_code` of the URL.
+    pub code: String,
+    /// `markdown` (or what else was sent).
+    pub msgtype: String,
+    /// The content.
+    pub content: String,
+}
+
+/// How long a `response_url` is valid.
+const RESPONSE_URL_TTL: Duration = Duration::from_secs(3600);
+/// The most a `response_url` markdown message may hold, in UTF-8 bytes.
+const RESPONSE_URL_MAX_BYTES: usize = 20_480;
 
 /// The stand-in's shared state.
 #[derive(Clone)]
@@ -228,9 +247,28 @@ impl Standin {
                 gettoken_calls: 0,
                 seq: 0,
                 refuse_ms: 0,
+                response_codes: HashMap::new(),
+                bot_replies: Vec::new(),
             })),
             refuse: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Issues a fresh `response_code`, as WeCom does with each AI bot message: the URL is
+    /// `<base>/cgi-bin/aibot/response?response_code=<it>`, usable once within an hour.
+    pub fn issue_response_code(&self) -> String {
+        let mut inner = self.lock();
+        inner.seq += 1;
+        let code = format!("rc{:08}", inner.seq);
+        inner
+            .response_codes
+            .insert(code.clone(), (Instant::now(), false));
+        code
+    }
+
+    /// What arrived through `response_url`s, in order.
+    pub fn bot_replies(&self) -> Vec<BotReply> {
+        self.lock().bot_replies.clone()
     }
 
     /// Closes the listening socket for `ms` milliseconds, so that connecting is refused, then
@@ -296,6 +334,9 @@ impl Standin {
             .route("/cgi-bin/message/send", post(send))
             .route("/cgi-bin/media/upload", post(upload))
             .route("/cgi-bin/media/get", get(media_get))
+            .route("/cgi-bin/aibot/response", post(aibot_response))
+            .route("/__standin/response_code", post(control_response_code))
+            .route("/__standin/bot_replies", get(control_bot_replies))
             .route("/__standin/messages", get(control_messages))
             .route("/__standin/fault", post(control_fault))
             .route("/__standin/expire_tokens", post(control_expire))
@@ -690,6 +731,60 @@ async fn media_get(State(s): State<Standin>, Query(q): Query<MediaQuery>) -> Res
             .into_response(),
         None => err(40007, "invalid media_id"),
     }
+}
+
+#[derive(Deserialize)]
+struct ResponseCode {
+    #[serde(default)]
+    response_code: String,
+}
+
+/// `POST /cgi-bin/aibot/response?response_code=..`: an AI bot's late answer, markdown of at
+/// most 20,480 bytes, once per code, within an hour of the message. WeCom documents no
+/// errcode for a used or expired code; the stand-in answers 40058 (invalid parameter) for
+/// those, as for content over the limit or a body it cannot read.
+async fn aibot_response(
+    State(s): State<Standin>,
+    Query(q): Query<ResponseCode>,
+    body: Bytes,
+) -> Response {
+    if let Err(answer) = s.take_fault("/cgi-bin/aibot/response").await {
+        return answer;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return err(47001, "data format error");
+    };
+    let msgtype = v["msgtype"].as_str().unwrap_or_default().to_owned();
+    let content = match msgtype.as_str() {
+        "markdown" => v["markdown"]["content"].as_str().map(str::to_owned),
+        "template_card" => Some(v["template_card"].to_string()),
+        _ => None,
+    };
+    let Some(content) = content.filter(|c| !c.is_empty()) else {
+        return err(44004, "empty content or unsupported msgtype");
+    };
+    if content.len() > RESPONSE_URL_MAX_BYTES {
+        return err(40058, "markdown.content exceeds 20480 bytes");
+    }
+    let mut inner = s.lock();
+    match inner.response_codes.get_mut(&q.response_code) {
+        Some((issued, used)) if !*used && issued.elapsed() < RESPONSE_URL_TTL => *used = true,
+        _ => return err(40058, "invalid response_code: unknown, used or expired"),
+    }
+    inner.bot_replies.push(BotReply {
+        code: q.response_code,
+        msgtype,
+        content,
+    });
+    err(0, "ok")
+}
+
+async fn control_response_code(State(s): State<Standin>) -> String {
+    s.issue_response_code()
+}
+
+async fn control_bot_replies(State(s): State<Standin>) -> Json<Vec<BotReply>> {
+    Json(s.bot_replies())
 }
 
 async fn control_messages(State(s): State<Standin>) -> Json<Vec<Delivered>> {

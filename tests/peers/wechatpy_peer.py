@@ -7,6 +7,12 @@ It speaks JSON lines on stdin/stdout, one request per line, one answer per line:
       -> {"query", "echostr", "signature"}            what WeCom GETs to verify the URL
   {"op": "decrypt", token, key, corp_id, encrypt, signature, timestamp, nonce}
       -> {"plaintext"} or {"error"}                   how a WeCom client reads a passive reply
+  {"op": "bot_callback", token, key, plaintext, timestamp, nonce}
+      -> {"query", "body"}                            what WeCom POSTs to an AI bot (JSON, receive id "")
+  {"op": "bot_verify_url", token, key, echo, timestamp, nonce}
+      -> {"query"}                                    what WeCom GETs to verify an AI bot's URL
+  {"op": "bot_open_reply", token, key, body}
+      -> {"plaintext", "timestamp", "nonce"} or {"error"}   how WeCom reads an AI bot's passive reply
 Errors never end the process: they come back as {"error": "..."}.
 """
 import json
@@ -57,7 +63,47 @@ def decrypt(r):
     return {"plaintext": plaintext}
 
 
-OPS = {"encrypt_callback": encrypt_callback, "verify_url_request": verify_url_request, "decrypt": decrypt}
+def bot_prp(r):
+    return PrpCrypto(WeChatCrypto(r["token"], r["key"], "").key)
+
+
+def bot_callback(r):
+    # The AI bot's scheme: the same AES and signature, receive id "", JSON instead of XML.
+    encrypt = bot_prp(r).encrypt(r["plaintext"], "").decode()
+    signature = _get_signature(r["token"], r["timestamp"], r["nonce"], encrypt)
+    query = urllib.parse.urlencode(
+        {"msg_signature": signature, "timestamp": r["timestamp"], "nonce": r["nonce"]}
+    )
+    return {"query": query, "body": json.dumps({"encrypt": encrypt})}
+
+
+def bot_verify_url(r):
+    echostr = bot_prp(r).encrypt(r["echo"], "").decode()
+    signature = _get_signature(r["token"], r["timestamp"], r["nonce"], echostr)
+    query = urllib.parse.urlencode(
+        {"msg_signature": signature, "timestamp": r["timestamp"], "nonce": r["nonce"], "echostr": echostr}
+    )
+    return {"query": query}
+
+
+def bot_open_reply(r):
+    reply = json.loads(r["body"])
+    timestamp, nonce = str(reply["timestamp"]), reply["nonce"]
+    expected = _get_signature(r["token"], timestamp, nonce, reply["encrypt"])
+    if expected != reply["msgsignature"]:
+        raise ValueError("the reply's msgsignature does not verify")
+    plaintext = bot_prp(r).decrypt(reply["encrypt"], "")
+    return {"plaintext": plaintext, "timestamp": timestamp, "nonce": nonce}
+
+
+OPS = {
+    "encrypt_callback": encrypt_callback,
+    "verify_url_request": verify_url_request,
+    "decrypt": decrypt,
+    "bot_callback": bot_callback,
+    "bot_verify_url": bot_verify_url,
+    "bot_open_reply": bot_open_reply,
+}
 
 
 def main():

@@ -31,6 +31,59 @@ pub struct AppSpec {
     pub trusted: bool,
 }
 
+/// One AI bot of a scenario.
+#[derive(Debug, Clone)]
+pub struct BotSpec {
+    /// Name.
+    pub name: String,
+    /// Callback token.
+    pub token: String,
+    /// EncodingAESKey.
+    pub key: String,
+    /// The bot's id in callbacks (`aibotid`).
+    pub aibotid: String,
+    /// Callback path (default `/wecom/aibot`).
+    pub path: Option<String>,
+    /// Its own `welcome_message`.
+    pub welcome: Option<String>,
+}
+
+impl BotSpec {
+    /// A bot with a key derived from `seed`.
+    pub fn new(name: &str, seed: u8) -> Self {
+        let key: String = (0..43)
+            .map(|i| {
+                let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+                alphabet[(usize::from(seed) * 7 + i * 13) % alphabet.len()] as char
+            })
+            .collect();
+        Self {
+            name: name.into(),
+            token: format!("bottoken{seed}"),
+            key,
+            aibotid: format!("aibot{seed}"),
+            path: None,
+            welcome: None,
+        }
+    }
+
+    fn config(&self) -> Value {
+        let mut v = json!({"name": self.name, "token": self.token, "encoding_aes_key": self.key});
+        if let Some(path) = &self.path {
+            v["path"] = json!(path);
+        }
+        if let Some(welcome) = &self.welcome {
+            v["welcome_message"] = json!(welcome);
+        }
+        v
+    }
+
+    /// Where the relay serves it.
+    pub fn path(&self) -> &str {
+        self.path.as_deref().unwrap_or("/wecom/aibot")
+    }
+}
+
 impl AppSpec {
     /// An app with a key derived from `seed`.
     pub fn new(name: &str, corp_id: &str, agent_id: u64, seed: char, users: &[&str]) -> Self {
@@ -86,6 +139,10 @@ pub struct Scenario {
     pub dedup_ttl_secs: Option<u64>,
     /// Log at debug level (`RUST_LOG=debug`, `wrangler dev --log-level debug`).
     pub debug_logs: bool,
+    /// AI bots.
+    pub bots: Vec<BotSpec>,
+    /// `stream_limit_secs`.
+    pub stream_limit_secs: Option<u64>,
 }
 
 impl Scenario {
@@ -112,6 +169,8 @@ impl Scenario {
             api_base: None,
             dedup_ttl_secs: None,
             debug_logs: false,
+            bots: Vec::new(),
+            stream_limit_secs: None,
         }
     }
 }
@@ -261,6 +320,19 @@ impl Running {
                 Value::String(token.clone()),
             );
         }
+        if !scenario.bots.is_empty() {
+            let bots: Vec<Value> = scenario.bots.iter().map(BotSpec::config).collect();
+            map.insert(
+                "WECOM_AIBOT_BOTS_JSON".into(),
+                Value::String(serde_json::to_string(&bots).unwrap()),
+            );
+        }
+        if let Some(secs) = scenario.stream_limit_secs {
+            map.insert(
+                "WECOM_CALLBACK_STREAM_LIMIT_SECS".into(),
+                Value::String(secs.to_string()),
+            );
+        }
         vars
     }
 
@@ -300,6 +372,7 @@ impl Running {
             "WECOM_CALLBACK_TOKEN",
             "WECOM_CALLBACK_ENCODING_AES_KEY",
             "WECOM_CALLBACK_API_TOKEN",
+            "WECOM_AIBOT_BOTS_JSON",
             "AGENT_API_KEY",
             "AGENT_SECRET",
         ] {
@@ -320,13 +393,21 @@ impl Running {
             "kv_namespaces": [{"binding": "WECOM_RELAY_KV", "id": "wecom-relay-test-kv"}],
             "vars": vars,
         });
+        // Every Worker setup binds the AI bot's stream objects: bots need them.
+        let streams = json!({"name": "WECOM_RELAY_STREAMS", "class_name": "BotStreams"});
         if twin == Twin::WorkerObjects {
             config["durable_objects"] = json!({"bindings": [
                 {"name": "WECOM_RELAY_USERS", "class_name": "UserJobs"},
                 {"name": "WECOM_RELAY_TOKENS", "class_name": "AppTokens"},
+                streams,
             ]});
-            config["migrations"] =
-                json!([{"tag": "v1", "new_sqlite_classes": ["UserJobs", "AppTokens"]}]);
+            config["migrations"] = json!([
+                {"tag": "v1", "new_sqlite_classes": ["UserJobs", "AppTokens"]},
+                {"tag": "v2", "new_sqlite_classes": ["BotStreams"]},
+            ]);
+        } else {
+            config["durable_objects"] = json!({"bindings": [streams]});
+            config["migrations"] = json!([{"tag": "v1", "new_sqlite_classes": ["BotStreams"]}]);
         }
         if twin == Twin::WorkerQueue {
             config["queues"] = json!({
@@ -401,6 +482,8 @@ impl Running {
                 "api_base": scenario.api_base.clone().unwrap_or_else(|| standin.base_url()),
                 "max_timestamp_skew_secs": scenario.max_timestamp_skew_secs,
                 "dedup_ttl_secs": scenario.dedup_ttl(),
+                "bots": scenario.bots.iter().map(BotSpec::config).collect::<Vec<_>>(),
+                "stream_limit_secs": scenario.stream_limit_secs,
             }}},
             "agent": {"kind": "echo"},
             "relay": {"drain_timeout_secs": 10, "api_timeout_secs": 5},

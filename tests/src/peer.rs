@@ -157,6 +157,77 @@ impl WechatpyPeer {
     }
 }
 
+/// What the peer needs of an AI bot: its token and key (the receive id is always "").
+#[derive(Debug, Clone)]
+pub struct PeerBot {
+    /// Callback token.
+    pub token: String,
+    /// EncodingAESKey.
+    pub key: String,
+}
+
+impl WechatpyPeer {
+    fn bot_base(bot: &PeerBot, op: &str) -> Value {
+        json!({"op": op, "token": bot.token, "key": bot.key})
+    }
+
+    /// The peer encrypts `plaintext` (JSON) as an AI bot callback: (query, body).
+    pub fn bot_callback(
+        &mut self,
+        bot: &PeerBot,
+        plaintext: &str,
+        timestamp: &str,
+        nonce: &str,
+    ) -> (String, String) {
+        let mut req = Self::bot_base(bot, "bot_callback");
+        req["plaintext"] = plaintext.into();
+        req["timestamp"] = timestamp.into();
+        req["nonce"] = nonce.into();
+        let out = self.call(req);
+        assert!(out.get("error").is_none(), "peer failed: {out}");
+        (
+            out["query"].as_str().expect("query").into(),
+            out["body"].as_str().expect("body").into(),
+        )
+    }
+
+    /// The peer builds an AI bot's URL-verification query for `echo`.
+    pub fn bot_verify_url(
+        &mut self,
+        bot: &PeerBot,
+        echo: &str,
+        timestamp: &str,
+        nonce: &str,
+    ) -> String {
+        let mut req = Self::bot_base(bot, "bot_verify_url");
+        req["echo"] = echo.into();
+        req["timestamp"] = timestamp.into();
+        req["nonce"] = nonce.into();
+        let out = self.call(req);
+        assert!(out.get("error").is_none(), "peer failed: {out}");
+        out["query"].as_str().expect("query").into()
+    }
+
+    /// The peer verifies and opens an AI bot's passive reply: (plaintext, timestamp, nonce).
+    pub fn bot_open_reply(
+        &mut self,
+        bot: &PeerBot,
+        body: &str,
+    ) -> Result<(String, String, String), String> {
+        let mut req = Self::bot_base(bot, "bot_open_reply");
+        req["body"] = body.into();
+        let out = self.call(req);
+        match out.get("plaintext").and_then(Value::as_str) {
+            Some(p) => Ok((
+                p.into(),
+                out["timestamp"].as_str().unwrap_or_default().into(),
+                out["nonce"].as_str().unwrap_or_default().into(),
+            )),
+            None => Err(out["error"].to_string()),
+        }
+    }
+}
+
 impl Drop for WechatpyPeer {
     fn drop(&mut self) {
         let _ = self.child.kill();

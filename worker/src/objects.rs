@@ -15,8 +15,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use wecom_relay_core::aibot::stream::{Stream, StreamOp, STREAM_TTL_SECS};
 use wecom_relay_core::kv::{KeyValue, KvSendBudget, KvTokenCache};
-use wecom_relay_core::ports::{CachedToken, Clock, HttpClient, SendBudget, StoreError, TokenCache};
+use wecom_relay_core::ports::{
+    CachedToken, Clock, HttpClient, SendBudget, StoreError, StreamStore, TokenCache,
+};
 use wecom_relay_core::wecom::api;
 use wecom_relay_core::wecom::client::token_key;
 use wecom_relay_core::{Job, JobState, Relay, Step};
@@ -34,6 +37,8 @@ use crate::ports::{log, DateClock, FetchHttp, Home, WorkerPlatform, WorkersKv, A
 pub const USERS_BINDING: &str = "WECOM_RELAY_USERS";
 /// The binding of the per-app token objects.
 pub const TOKENS_BINDING: &str = "WECOM_RELAY_TOKENS";
+/// The binding of the AI bot's stream objects (one per stream).
+pub const STREAMS_BINDING: &str = "WECOM_RELAY_STREAMS";
 
 /// A Durable Object's storage as the core's [`KeyValue`] (entries never expire by themselves;
 /// the stores over it do not rely on expiry).
@@ -454,5 +459,118 @@ impl TokenCache for ObjectTokens {
             let _ = self.call(app, &path, Method::Post).await;
             self.kv.invalidate(app, &token).await;
         })
+    }
+}
+
+/// One AI bot stream's state: the job writes it, refreshes read it, and no two changes
+/// interleave (an object runs one event at a time, and input gates hold others while its
+/// storage is read and written). Deleted an hour after the stream started.
+#[durable_object(alarm)]
+pub struct BotStreams {
+    state: State,
+}
+
+/// What a stream object is asked to do.
+#[derive(Debug, Serialize, Deserialize)]
+struct StreamCall {
+    op: StreamOp,
+    now: u64,
+}
+
+impl DurableObject for BotStreams {
+    fn new(state: State, _env: Env) -> Self {
+        Self { state }
+    }
+
+    /// `POST /apply` with `{"op", "now"}`: the stream afterwards (`null`: no such stream).
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let call: StreamCall = req.json().await?;
+        let storage = self.state.storage();
+        let current: Option<Stream> = storage
+            .get::<String>("stream")
+            .await?
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let next = Stream::apply(current.clone(), &call.op, call.now);
+        if next != current {
+            match &next {
+                Some(stream) => {
+                    let text = serde_json::to_string(stream)
+                        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+                    storage.put("stream", text).await?;
+                    if current.is_none() {
+                        storage
+                            .set_alarm(Duration::from_secs(STREAM_TTL_SECS))
+                            .await?;
+                    }
+                }
+                None => storage.delete_all().await?,
+            }
+        }
+        Response::from_json(&next)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.state.storage().delete_all().await?;
+        Response::ok("expired")
+    }
+}
+
+/// The stream store over the stream objects. Without the binding every call fails, and the
+/// bot's messages are answered 503 with a log line that says what to bind.
+#[derive(Clone)]
+pub struct ObjectStreams {
+    env: SendWrapper<Env>,
+}
+
+impl ObjectStreams {
+    /// Over `env`'s stream objects.
+    pub fn new(env: &Env) -> Self {
+        Self {
+            env: SendWrapper::new(env.clone()),
+        }
+    }
+
+    async fn call(
+        &self,
+        id: &str,
+        op: &StreamOp,
+        now: u64,
+    ) -> std::result::Result<Option<Stream>, String> {
+        let namespace = self.env.durable_object(STREAMS_BINDING).map_err(|_| {
+            format!("AI bots need the {STREAMS_BINDING} Durable Object binding (class BotStreams): see wrangler.toml")
+        })?;
+        let stub = namespace
+            .id_from_name(id)
+            .and_then(|id| id.get_stub())
+            .map_err(|e| e.to_string())?;
+        let body = serde_json::to_string(&StreamCall {
+            op: op.clone(),
+            now,
+        })
+        .map_err(|e| e.to_string())?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(body.into()));
+        let req =
+            Request::new_with_init("https://stream/apply", &init).map_err(|e| e.to_string())?;
+        let mut resp = stub
+            .fetch_with_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
+        if resp.status_code() != 200 {
+            return Err(format!("the stream object answered {}", resp.status_code()));
+        }
+        resp.json().await.map_err(|e| e.to_string())
+    }
+}
+
+impl StreamStore for ObjectStreams {
+    fn apply(
+        &self,
+        id: &str,
+        op: &StreamOp,
+        now: u64,
+    ) -> impl std::future::Future<Output = std::result::Result<Option<Stream>, StoreError>> + Send
+    {
+        SendFuture::new(async move { self.call(id, op, now).await.map_err(StoreError) })
     }
 }

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
+use futures_util::StreamExt;
 use wecom_relay_core::http::{
     Body, HttpRequest, HttpResponse, Method as ApiMethod, TransportError,
 };
@@ -24,7 +25,9 @@ use worker::{
 };
 
 use crate::jobs::Sink;
-use crate::objects::{ObjectBudget, ObjectKv, ObjectTokens, TOKENS_BINDING, USERS_BINDING};
+use crate::objects::{
+    ObjectBudget, ObjectKv, ObjectStreams, ObjectTokens, TOKENS_BINDING, USERS_BINDING,
+};
 use crate::KV_BINDING;
 
 /// KV refuses TTLs under 60 seconds.
@@ -50,7 +53,16 @@ pub struct FetchHttp {
     pub timeout: Duration,
 }
 
-async fn fetch(req: HttpRequest, timeout: Duration) -> Result<HttpResponse, TransportError> {
+/// What takes a streamed body's pieces (none here: read whole).
+type OnChunk = dyn FnMut(&[u8]) + Send;
+
+/// Fetches `req` within `timeout` (the whole exchange, body included), handing the body's
+/// pieces to `on_chunk` as they arrive when given.
+async fn fetch<F: FnMut(&[u8]) + Send + ?Sized>(
+    req: HttpRequest,
+    timeout: Duration,
+    on_chunk: Option<&mut F>,
+) -> Result<HttpResponse, TransportError> {
     let mut init = RequestInit::new();
     init.with_method(match req.method {
         ApiMethod::Get => Method::Get,
@@ -95,15 +107,33 @@ async fn fetch(req: HttpRequest, timeout: Duration) -> Result<HttpResponse, Tran
     let request = Request::new_with_init(&req.url, &init).map_err(|_| TransportError::Connect)?;
     let fetch = Fetch::Request(request);
     let sent = Box::pin(fetch.send());
-    let timer = Box::pin(Delay::from(timeout));
-    let mut resp = match select(sent, timer).await {
+    let mut timer = Box::pin(Delay::from(timeout));
+    let mut resp = match select(sent, &mut timer).await {
         Either::Left((Ok(resp), _)) => resp,
         Either::Left((Err(_), _)) => return Err(TransportError::Connect),
         Either::Right(_) => return Err(TransportError::Timeout),
     };
     let status = resp.status_code();
     let headers = resp.headers().clone();
-    let body = resp.bytes().await.map_err(|_| TransportError::Io)?;
+    let read = Box::pin(async {
+        let Some(on_chunk) = on_chunk else {
+            return resp.bytes().await.map_err(|_| TransportError::Io);
+        };
+        let mut body = Vec::new();
+        let Ok(mut chunks) = resp.stream() else {
+            return Ok(body);
+        };
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|_| TransportError::Io)?;
+            on_chunk(&chunk);
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    });
+    let body = match select(read, timer).await {
+        Either::Left((body, _)) => body?,
+        Either::Right(_) => return Err(TransportError::Timeout),
+    };
     Ok(HttpResponse::from_parts(
         status,
         |name| headers.get(name).ok().flatten(),
@@ -116,7 +146,15 @@ impl HttpClient for FetchHttp {
         &self,
         req: HttpRequest,
     ) -> impl std::future::Future<Output = Result<HttpResponse, TransportError>> + Send {
-        SendFuture::new(fetch(req, self.timeout))
+        SendFuture::new(fetch(req, self.timeout, None::<&mut OnChunk>))
+    }
+
+    fn send_streaming(
+        &self,
+        req: HttpRequest,
+        on_chunk: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> impl std::future::Future<Output = Result<HttpResponse, TransportError>> + Send {
+        SendFuture::new(fetch(req, self.timeout, Some(on_chunk)))
     }
 }
 
@@ -243,6 +281,7 @@ pub struct WorkerPlatform {
     dedup: KvDedup<WorkersKv>,
     conversations: Conversations,
     budget: Budget,
+    streams: ObjectStreams,
     sink: Sink,
     kv: WorkersKv,
 }
@@ -282,6 +321,7 @@ impl WorkerPlatform {
             dedup: KvDedup(kv.clone()),
             conversations,
             budget,
+            streams: ObjectStreams::new(env),
             sink,
             kv,
         })
@@ -321,7 +361,11 @@ impl Platform for WorkerPlatform {
     type Random = WebCryptoRandom;
     type Sink = Sink;
     type Budget = Budget;
+    type Streams = ObjectStreams;
 
+    fn streams(&self) -> &ObjectStreams {
+        &self.streams
+    }
     fn api_http(&self) -> &FetchHttp {
         &self.api_http
     }

@@ -15,7 +15,7 @@ use crate::http::TransportError;
 use crate::ids::ScopedUser;
 use crate::job::{Job, JobKind};
 use crate::memory::Turn;
-use crate::ports::{Clock, HttpClient};
+use crate::ports::{Clock, HttpClient, Sleeper};
 
 pub mod openai;
 pub mod webhook;
@@ -79,6 +79,33 @@ pub fn system_prompt(custom: Option<&str>, markdown: bool, user: &ScopedUser) ->
     prompt
 }
 
+/// The answer so far, as an agent streams it: the agent adds text, the relay reads it.
+#[derive(Debug, Default)]
+pub struct Progress(std::sync::Mutex<String>);
+
+impl Progress {
+    fn text(&self) -> std::sync::MutexGuard<'_, String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a piece of the answer.
+    pub fn push(&self, piece: &str) {
+        self.text().push_str(piece);
+    }
+
+    /// The answer so far.
+    pub fn snapshot(&self) -> String {
+        self.text().clone()
+    }
+
+    /// Starts over (a new attempt).
+    pub fn clear(&self) {
+        self.text().clear();
+    }
+}
+
 /// An AI backend.
 pub trait Agent: Send + Sync {
     /// Answers one job's input given the stored conversation. An empty list means the backend
@@ -88,6 +115,21 @@ pub trait Agent: Send + Sync {
         job: &Job,
         history: &[Turn],
     ) -> impl Future<Output = Result<Vec<String>, AgentError>> + Send;
+
+    /// Like [`Agent::respond`], adding the answer to `progress` as it arrives, so a stream can
+    /// show it. The default adds it whole once it is there.
+    fn respond_streaming(
+        &self,
+        job: &Job,
+        history: &[Turn],
+        progress: &Progress,
+    ) -> impl Future<Output = Result<Vec<String>, AgentError>> + Send {
+        async move {
+            let answer = self.respond(job, history).await?;
+            progress.push(&answer.join("\n\n"));
+            Ok(answer)
+        }
+    }
 }
 
 /// Replies with exactly the text it received (media as their `[kind media_id=...]` form).
@@ -102,7 +144,7 @@ impl Agent for EchoAgent {
 
 fn job_text(job: &Job) -> String {
     match &job.kind {
-        JobKind::Answer { input } => input.to_text(),
+        JobKind::Answer { input } | JobKind::Stream { input, .. } => input.to_text(),
         JobKind::Notice { text } => text.clone(),
     }
 }
@@ -122,40 +164,133 @@ fn transport(e: TransportError, backend: &str) -> AgentError {
 }
 
 /// The configured backend over the HTTP port.
-pub struct ConfiguredAgent<'a, H, K> {
+pub struct ConfiguredAgent<'a, H, K, S> {
     /// Settings.
     pub settings: &'a AgentSettings,
     /// HTTP for the backend (with the agent's timeout).
     pub http: &'a H,
     /// Clock (webhook signatures carry a timestamp).
     pub clock: &'a K,
+    /// Timers (the echo agent streams in steps).
+    pub sleeper: &'a S,
 }
 
-impl<H: HttpClient, K: Clock> Agent for ConfiguredAgent<'_, H, K> {
+/// How many steps the echo agent streams its echo in, and the pause between them.
+const ECHO_STEPS: usize = 4;
+const ECHO_STEP_MS: u64 = 500;
+
+impl<H: HttpClient, K: Clock, S: Sleeper> ConfiguredAgent<'_, H, K, S> {
+    async fn stream_echo(&self, job: &Job, progress: &Progress) -> Vec<String> {
+        let text = job_text(job);
+        let chars: Vec<char> = text.chars().collect();
+        let step = chars.len().div_ceil(ECHO_STEPS).max(1);
+        for (i, piece) in chars.chunks(step).enumerate() {
+            if i > 0 {
+                self.sleeper
+                    .sleep(core::time::Duration::from_millis(ECHO_STEP_MS))
+                    .await;
+            }
+            progress.push(&piece.iter().collect::<String>());
+        }
+        alloc::vec![text]
+    }
+
+    async fn stream_openai(
+        &self,
+        req: crate::http::HttpRequest,
+        progress: &Progress,
+    ) -> Result<Vec<String>, AgentError> {
+        let mut reader = openai::SseReader::default();
+        let resp = self
+            .http
+            .send_streaming(openai::streaming(req), &mut |chunk| {
+                reader.feed(chunk, &mut |text| progress.push(text));
+            })
+            .await
+            .map_err(|e| transport(e, "agent API"))?;
+        let is_events = resp
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        if !(200..300).contains(&resp.status) || !is_events {
+            // An error, or a provider that ignored `stream` and answered whole.
+            let text = parse_chat(&resp)?;
+            progress.clear();
+            progress.push(&text);
+            return Ok(alloc::vec![text]);
+        }
+        if let Some(e) = reader.error {
+            return Err(AgentError::retry(alloc::format!(
+                "the agent API failed mid-answer: {e}"
+            )));
+        }
+        if !reader.done {
+            return Err(AgentError::retry(
+                "the agent API's answer stream ended before the answer did",
+            ));
+        }
+        Ok(alloc::vec![progress.snapshot()])
+    }
+
+    fn openai_request(&self, job: &Job, history: &[Turn]) -> Option<crate::http::HttpRequest> {
+        let Backend::OpenAi {
+            base_url,
+            api_key,
+            model,
+            system_prompt: custom,
+            temperature,
+            max_tokens,
+        } = &self.settings.backend
+        else {
+            return None;
+        };
+        let system = system_prompt(custom.as_deref(), self.settings.markdown, &job.user);
+        let end_user = job.user.key();
+        Some(chat_request(
+            base_url,
+            api_key.expose(),
+            model,
+            &system,
+            history,
+            &job_text(job),
+            *temperature,
+            *max_tokens,
+            Some(&end_user),
+        ))
+    }
+}
+
+impl<H: HttpClient, K: Clock, S: Sleeper> Agent for ConfiguredAgent<'_, H, K, S> {
+    async fn respond_streaming(
+        &self,
+        job: &Job,
+        history: &[Turn],
+        progress: &Progress,
+    ) -> Result<Vec<String>, AgentError> {
+        progress.clear();
+        match &self.settings.backend {
+            Backend::Echo => Ok(self.stream_echo(job, progress).await),
+            Backend::OpenAi { .. } => {
+                let req = self
+                    .openai_request(job, history)
+                    .expect("the backend is OpenAI");
+                self.stream_openai(req, progress).await
+            }
+            Backend::Webhook { .. } => {
+                let answer = self.respond(job, history).await?;
+                progress.push(&answer.join("\n\n"));
+                Ok(answer)
+            }
+        }
+    }
+
     async fn respond(&self, job: &Job, history: &[Turn]) -> Result<Vec<String>, AgentError> {
         match &self.settings.backend {
             Backend::Echo => EchoAgent.respond(job, history).await,
-            Backend::OpenAi {
-                base_url,
-                api_key,
-                model,
-                system_prompt: custom,
-                temperature,
-                max_tokens,
-            } => {
-                let system = system_prompt(custom.as_deref(), self.settings.markdown, &job.user);
-                let end_user = job.user.key();
-                let req = chat_request(
-                    base_url,
-                    api_key.expose(),
-                    model,
-                    &system,
-                    history,
-                    &job_text(job),
-                    *temperature,
-                    *max_tokens,
-                    Some(&end_user),
-                );
+            Backend::OpenAi { .. } => {
+                let req = self
+                    .openai_request(job, history)
+                    .expect("the backend is OpenAI");
                 let resp = self
                     .http
                     .send(req)

@@ -90,6 +90,89 @@ pub fn chat_request(
     }
 }
 
+/// The same request asking for the answer as server-sent events (`"stream": true`).
+pub fn streaming(mut req: HttpRequest) -> HttpRequest {
+    if let Body::Json(json) = &req.body {
+        if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(json) {
+            value["stream"] = serde_json::Value::Bool(true);
+            req.body = Body::Json(value.to_string());
+        }
+    }
+    req
+}
+
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    choices: Vec<StreamChoice>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice {
+    #[serde(default)]
+    delta: Option<AnswerMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+/// Reads a Chat Completions event stream (`data: {...}` lines, then `data: [DONE]`) as it
+/// arrives, piece by piece, however the pieces cut the lines.
+#[derive(Debug, Default)]
+pub struct SseReader {
+    line: Vec<u8>,
+    /// The `[DONE]` line or a `finish_reason` arrived: the answer is whole.
+    pub done: bool,
+    /// An `error` object arrived in the stream.
+    pub error: Option<String>,
+}
+
+impl SseReader {
+    /// Feeds a piece of the body; calls `on_text` with each piece of answer text in it.
+    pub fn feed(&mut self, chunk: &[u8], on_text: &mut dyn FnMut(&str)) {
+        for &b in chunk {
+            if b != b'\n' {
+                self.line.push(b);
+                continue;
+            }
+            let line = core::mem::take(&mut self.line);
+            self.line_done(&line, on_text);
+        }
+    }
+
+    fn line_done(&mut self, line: &[u8], on_text: &mut dyn FnMut(&str)) {
+        let Ok(line) = core::str::from_utf8(line) else {
+            return;
+        };
+        let Some(data) = line.trim_end_matches('\r').strip_prefix("data:") else {
+            return;
+        };
+        let data = data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return;
+        }
+        if let Ok(err) = serde_json::from_str::<ErrorBody>(data) {
+            if let Some(e) = err.error {
+                self.error = Some(e.message.chars().take(200).collect());
+                return;
+            }
+        }
+        let Ok(chunk) = serde_json::from_str::<StreamChunk>(data) else {
+            return;
+        };
+        for choice in chunk.choices {
+            if let Some(text) = choice.delta.and_then(|d| d.content) {
+                if !text.is_empty() {
+                    on_text(&text);
+                }
+            }
+            if choice.finish_reason.is_some() {
+                self.done = true;
+            }
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ChatResponse {
     #[serde(default)]
@@ -272,5 +355,54 @@ mod tests {
                 .retryable
         );
         assert!(parse_chat(&with(200, r#"{"choices":[]}"#, None)).is_err());
+    }
+
+    #[test]
+    fn an_event_stream_is_read_across_any_cuts() {
+        let body = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n\
+                    data: {\"choices\":[{\"delta\":{\"content\":\"你好\"}}]}\r\n\r\n\
+                    : keep-alive\n\n\
+                    data: {\"choices\":[{\"delta\":{\"content\":\", world\"},\"finish_reason\":null}]}\n\n\
+                    data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+                    data: [DONE]\n\n";
+        for size in [1, 2, 3, 7, 64, body.len()] {
+            let mut reader = SseReader::default();
+            let mut text = String::new();
+            for piece in body.as_bytes().chunks(size) {
+                reader.feed(piece, &mut |t| text.push_str(t));
+            }
+            assert_eq!(text, "你好, world", "pieces of {size}");
+            assert!(reader.done);
+        }
+        let mut reader = SseReader::default();
+        reader.feed(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"cut\"}}]}\n",
+            &mut |_| {},
+        );
+        assert!(!reader.done, "no end yet");
+        reader.feed(
+            b"data: {\"error\":{\"message\":\"overloaded\"}}\n",
+            &mut |_| {},
+        );
+        assert_eq!(reader.error.as_deref(), Some("overloaded"));
+    }
+
+    #[test]
+    fn a_streaming_request_says_so() {
+        let req = streaming(chat_request(
+            "http://x/v1",
+            "k",
+            "m",
+            "",
+            &[],
+            "hi",
+            None,
+            None,
+            None,
+        ));
+        let Body::Json(json) = &req.body else {
+            panic!()
+        };
+        assert!(json.contains("\"stream\":true"), "{json}");
     }
 }

@@ -47,13 +47,27 @@ pub struct WebhookEvent {
     pub message_id: String,
     /// When WeCom created the message.
     pub create_time: u64,
+    /// An AI bot's message: the stream the answer goes to. Answer at once, or later by
+    /// passing it as `stream` to `/api/send`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// An AI bot's message: the conversation (`aibotid:chatid` in a group chat, else
+    /// `aibotid:userid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<String>,
 }
 
 impl WebhookEvent {
     /// The event for a job.
     pub fn from_job(job: &Job, corp_id: &str) -> Option<Self> {
-        let JobKind::Answer { input } = &job.kind else {
-            return None;
+        let (input, stream, conversation) = match &job.kind {
+            JobKind::Answer { input } => (input, None, None),
+            JobKind::Stream {
+                input,
+                stream,
+                conversation,
+            } => (input, Some(stream.clone()), Some(conversation.clone())),
+            JobKind::Notice { .. } => return None,
         };
         let msg_type = serde_json::to_value(input)
             .ok()
@@ -70,6 +84,8 @@ impl WebhookEvent {
             input: input.clone(),
             message_id: job.id.clone(),
             create_time: job.create_time,
+            stream,
+            conversation,
         })
     }
 }

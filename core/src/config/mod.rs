@@ -12,6 +12,8 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::aibot::stream::{DEFAULT_STREAM_LIMIT_SECS, WECOM_STREAM_SECS};
+use crate::aibot::{BotConfig, Bots};
 use crate::apps::{AppConfig, Apps, ConfigError};
 use crate::ids::ApiToken;
 use crate::policy::AccessPolicy;
@@ -39,7 +41,16 @@ pub const KEYS: &[&str] = &[
     "allow_all_users",
     "deny_message",
     "api_token",
+    "welcome_message",
+    "stream_limit_secs",
 ];
+
+/// The AI bot's variables: `WECOM_AIBOT_` + upper-case key, for one bot (or the whole list as
+/// JSON).
+pub const BOT_KEYS: &[&str] = &["token", "encoding_aes_key", "path", "bots_json"];
+
+/// The prefix of the AI bot's variables.
+pub const BOT_ENV_PREFIX: &str = "WECOM_AIBOT_";
 
 /// `Some("<redacted>")` for a set secret, so `Debug` says whether it is set and nothing more.
 pub(crate) fn redacted(value: &Option<String>) -> Option<&'static str> {
@@ -66,6 +77,16 @@ impl core::fmt::Debug for RawSettings {
             .field("allow_all_users", &self.allow_all_users)
             .field("deny_message", &self.deny_message)
             .field("api_token", &redacted(&self.api_token))
+            .field("bots", &self.bots)
+            .field("bots_json", &redacted(&self.bots_json))
+            .field("bot_token", &redacted(&self.bot_token))
+            .field(
+                "bot_encoding_aes_key",
+                &redacted(&self.bot_encoding_aes_key),
+            )
+            .field("bot_path", &self.bot_path)
+            .field("welcome_message", &self.welcome_message)
+            .field("stream_limit_secs", &self.stream_limit_secs)
             .finish()
     }
 }
@@ -128,6 +149,27 @@ pub struct RawSettings {
     /// Bearer token for `POST /api/send`; without it the endpoint is off.
     #[serde(default, deserialize_with = "opt_scalar")]
     pub api_token: Option<String>,
+    /// The AI bots.
+    #[serde(default)]
+    pub bots: Option<Vec<BotConfig>>,
+    /// The AI bots as JSON; takes precedence over `bots`.
+    #[serde(default, deserialize_with = "opt_scalar")]
+    pub bots_json: Option<String>,
+    /// One bot's Token (`WECOM_AIBOT_TOKEN`), when no list is given.
+    #[serde(skip)]
+    pub bot_token: Option<String>,
+    /// One bot's EncodingAESKey (`WECOM_AIBOT_ENCODING_AES_KEY`).
+    #[serde(skip)]
+    pub bot_encoding_aes_key: Option<String>,
+    /// One bot's path (`WECOM_AIBOT_PATH`).
+    #[serde(skip)]
+    pub bot_path: Option<String>,
+    /// What bots answer `enter_chat` with, unless a bot sets its own; empty for nothing.
+    #[serde(default, deserialize_with = "opt_scalar")]
+    pub welcome_message: Option<String>,
+    /// How long after a bot message its stream is ended with what has arrived.
+    #[serde(default, deserialize_with = "opt_scalar")]
+    pub stream_limit_secs: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +260,10 @@ pub struct Settings {
     pub deny_message: Option<String>,
     /// Bearer token of `POST /api/send`, if enabled.
     pub api_token: Option<ApiToken>,
+    /// The AI bots.
+    pub bots: Bots,
+    /// How long after a bot message its stream is ended with what has arrived.
+    pub stream_limit_secs: u64,
 }
 
 impl RawSettings {
@@ -239,6 +285,9 @@ impl RawSettings {
             "allow_all_users" => &mut self.allow_all_users,
             "deny_message" => &mut self.deny_message,
             "api_token" => &mut self.api_token,
+            "bots_json" => &mut self.bots_json,
+            "welcome_message" => &mut self.welcome_message,
+            "stream_limit_secs" => &mut self.stream_limit_secs,
             "allowed_users" => {
                 self.allowed_users = Some(split_csv(&value));
                 return Ok(());
@@ -262,7 +311,47 @@ impl RawSettings {
                     .map_err(|e| ConfigError::new(var.clone(), e.problem))?;
             }
         }
+        for key in BOT_KEYS {
+            let var = format!("{BOT_ENV_PREFIX}{}", key.to_ascii_uppercase());
+            if let Some(value) = lookup(&var).filter(|v| !v.trim().is_empty()) {
+                let slot = match *key {
+                    "token" => &mut self.bot_token,
+                    "encoding_aes_key" => &mut self.bot_encoding_aes_key,
+                    "path" => &mut self.bot_path,
+                    _ => &mut self.bots_json,
+                };
+                *slot = Some(value);
+            }
+        }
         Ok(())
+    }
+
+    /// The bots, by precedence: `bots_json`, then `bots`, then the single-bot variables.
+    fn bot_configs(&self) -> Result<Vec<BotConfig>, ConfigError> {
+        if let Some(json) = self.bots_json.as_deref().filter(|j| !j.trim().is_empty()) {
+            return serde_json::from_str(json).map_err(|e| {
+                ConfigError::new(
+                    "bots_json",
+                    format!(
+                        "is not a JSON list of bots: {}",
+                        redact_serde(&e.to_string())
+                    ),
+                )
+            });
+        }
+        if let Some(bots) = self.bots.as_ref().filter(|b| !b.is_empty()) {
+            return Ok(bots.clone());
+        }
+        if self.bot_token.is_none() && self.bot_encoding_aes_key.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(alloc::vec![BotConfig {
+            name: None,
+            token: self.bot_token.clone().unwrap_or_default(),
+            encoding_aes_key: self.bot_encoding_aes_key.clone().unwrap_or_default(),
+            path: self.bot_path.clone(),
+            welcome_message: None,
+        }])
     }
 
     /// The apps, by precedence: `apps_json`, then `apps`, then the single-app keys.
@@ -312,7 +401,12 @@ impl RawSettings {
     /// Validates and fills defaults.
     pub fn resolve(&self) -> Result<Settings, ConfigError> {
         let (configs, single) = self.app_configs()?;
-        let apps = Apps::from_configs(&configs, single)?;
+        let bots = Bots::from_configs(&self.bot_configs()?, self.welcome_message.as_deref())?;
+        let apps = if configs.is_empty() && !bots.is_empty() {
+            Apps::none()
+        } else {
+            Apps::from_configs(&configs, single)?
+        };
         let port = match self.port.as_deref() {
             Some(p) => {
                 parse_num::<u16>("port", p, "a port number from 1 to 65535").and_then(|p| {
@@ -363,7 +457,39 @@ impl RawSettings {
         };
         let users = self.allowed_users.clone().unwrap_or_default();
         let policy = AccessPolicy::new(users.iter().map(String::as_str), allow_all);
+        let stream_limit_secs = match self.stream_limit_secs.as_deref() {
+            Some(v) => {
+                let secs: u64 = parse_num("stream_limit_secs", v, "a number of seconds")?;
+                if !(1..WECOM_STREAM_SECS).contains(&secs) {
+                    return Err(ConfigError::new(
+                        "stream_limit_secs",
+                        format!(
+                            "must be between 1 and {} (WeCom stops asking at {WECOM_STREAM_SECS})",
+                            WECOM_STREAM_SECS - 1
+                        ),
+                    ));
+                }
+                secs
+            }
+            None => DEFAULT_STREAM_LIMIT_SECS,
+        };
+        if let Some(bot) = bots.iter().find(|b| {
+            b.path == path
+                || b.path.starts_with("/health")
+                || b.path == "/api/send"
+                || b.path == "/metrics"
+        }) {
+            return Err(ConfigError::new(
+                "bots",
+                format!(
+                    "bot {} listens on {}, which another route uses",
+                    bot.name, bot.path
+                ),
+            ));
+        }
         Ok(Settings {
+            bots,
+            stream_limit_secs,
             host: self.host.clone().unwrap_or_else(|| "0.0.0.0".into()),
             port,
             path,

@@ -47,6 +47,10 @@ pub enum Rejection {
     CorpMismatch,
     /// The decrypted `AgentID` is not the app's, or a message lacks one.
     AgentMismatch,
+    /// An AI bot's body is not its JSON envelope.
+    Json(String),
+    /// An AI bot's decrypted callback is not understood.
+    BotMessage(crate::aibot::MessageError),
 }
 
 impl Rejection {
@@ -74,6 +78,8 @@ impl Rejection {
             Self::Message(_) => "bad_message",
             Self::CorpMismatch => "corp_mismatch",
             Self::AgentMismatch => "agent_mismatch",
+            Self::Json(_) => "bad_envelope",
+            Self::BotMessage(_) => "bad_message",
         }
     }
 }
@@ -89,6 +95,8 @@ impl fmt::Display for Rejection {
             Self::Message(e) => write!(f, "message: {e}"),
             Self::CorpMismatch => f.write_str("message corp differs from the app's"),
             Self::AgentMismatch => f.write_str("message AgentID is not the app's"),
+            Self::Json(e) => write!(f, "envelope: {e}"),
+            Self::BotMessage(e) => write!(f, "message: {e}"),
         }
     }
 }

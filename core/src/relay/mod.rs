@@ -24,11 +24,14 @@ use crate::wecom::client::WeComClient;
 use crate::wecom::split::split_for_wecom;
 use runner::{send_paced, Pace};
 
+mod bot;
 mod callback;
 mod commands;
 mod runner;
 mod send_api;
+mod streaming;
 
+pub use bot::{stream_id, BotOutcome};
 pub use callback::{
     decide, deny_notice_key, handle_callback, open_callback, verify_url, Decision, Inbound,
     Outcome, Rejection, DENY_NOTICE_INTERVAL_SECS, MAX_BODY_BYTES,
@@ -93,6 +96,17 @@ pub enum Event<'a> {
     VerifyRefused(&'a Rejection),
     /// What became of a callback `POST`.
     Callback(&'a Outcome),
+    /// What became of an AI bot's callback `POST`.
+    Bot(&'a BotOutcome),
+    /// A streamed answer went on through its `response_url` (or could not).
+    ResponseUrl {
+        /// The job id.
+        job: &'a str,
+        /// Whether WeCom took it.
+        ok: bool,
+        /// Why not, if not.
+        why: &'a str,
+    },
     /// A job attempt failed and will be tried again.
     Retrying {
         /// The job id.
@@ -188,6 +202,11 @@ impl Event<'_> {
             | Self::Paced { .. } => Level::Info,
             Self::Callback(o) if o.is_warning() => Level::Warn,
             Self::Callback(_) => Level::Info,
+            Self::Bot(o) if o.is_warning() => Level::Warn,
+            Self::Bot(o) if o.is_chatter() => Level::Debug,
+            Self::Bot(_) => Level::Info,
+            Self::ResponseUrl { ok: true, .. } => Level::Info,
+            Self::ResponseUrl { ok: false, .. } => Level::Error,
             Self::VerifyRefused(_)
             | Self::Retrying { .. }
             | Self::SendRefused { .. }
@@ -205,6 +224,13 @@ impl fmt::Display for Event<'_> {
             Self::Verified { app } => write!(f, "callback URL verified app={app}"),
             Self::VerifyRefused(r) => write!(f, "URL verification refused ({}): {r}", r.status()),
             Self::Callback(outcome) => write!(f, "{outcome}"),
+            Self::Bot(outcome) => write!(f, "{outcome}"),
+            Self::ResponseUrl { job, ok: true, .. } => {
+                write!(f, "answer continued through response_url job={job}")
+            }
+            Self::ResponseUrl { job, ok: false, why } => {
+                write!(f, "answer could not go through response_url job={job}: {why}")
+            }
             Self::Retrying { job, error, delay } => write!(
                 f,
                 "retrying job={job} error={error} in {}ms",
@@ -293,10 +319,16 @@ impl<P: Platform> Relay<P> {
                 return self.send_api(req).await;
             }
             Answer::method_not_allowed("POST")
-        } else if req.path == self.settings.path {
+        } else if req.path == self.settings.path && !self.settings.apps.is_empty() {
             match method {
                 "GET" => return self.verify(req.query),
                 "POST" => return self.callback(req).await,
+                _ => Answer::method_not_allowed("GET, POST"),
+            }
+        } else if self.settings.bots.serves(req.path) {
+            match method {
+                "GET" => return self.verify_bot(req.path, req.query),
+                "POST" => return self.bot_callback(req).await,
                 _ => Answer::method_not_allowed("GET, POST"),
             }
         } else {
@@ -463,9 +495,13 @@ impl<P: Platform> Relay<P> {
             settings: &self.agent,
             http: self.platform.agent_http(),
             clock: self.platform.clock(),
+            sleeper: self.platform.sleeper(),
         };
         runner::Runner {
             apps: &self.settings.apps,
+            bots: &self.settings.bots,
+            stream_limit_secs: self.settings.stream_limit_secs,
+            api_base: &self.settings.api_base,
             settings: &self.agent,
             agent: &agent,
             client: &client,

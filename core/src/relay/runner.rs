@@ -79,6 +79,12 @@ pub(crate) async fn send_paced<P: Platform>(
 /// Everything one job needs, borrowed from the relay.
 pub(crate) struct Runner<'a, P: Platform, A> {
     pub(crate) apps: &'a Apps,
+    /// The AI bots (a stream job's `app` names one).
+    pub(crate) bots: &'a crate::aibot::Bots,
+    /// How long after its message a stream is ended with what has arrived.
+    pub(crate) stream_limit_secs: u64,
+    /// The WeCom API base (a `response_url` goes there, or through it).
+    pub(crate) api_base: &'a str,
     pub(crate) settings: &'a AgentSettings,
     pub(crate) agent: &'a A,
     pub(crate) client: &'a ClientOf<'a, P>,
@@ -164,6 +170,9 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
     /// agent), then sends the parts not yet sent.
     pub async fn run(&self, job: &Job, state: &mut JobState) -> Result<(), JobError> {
         state.attempts += 1;
+        if matches!(job.kind, JobKind::Stream { .. }) {
+            return self.run_stream(job, state).await;
+        }
         let app = self.app(job)?;
         let user = job.user.user_id.as_str();
         if state.replies.is_none() {
@@ -212,28 +221,10 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         let key = job.user.key();
         let input = match &job.kind {
             JobKind::Notice { text } => return Ok(alloc::vec![text.clone()]),
-            JobKind::Answer { input } => input,
+            JobKind::Answer { input } | JobKind::Stream { input, .. } => input,
         };
-        if let AgentInput::Text { text } = input {
-            match parse_command(text) {
-                Some(Command::Reset) => {
-                    state.command = true;
-                    // Failing to forget must not pretend it forgot.
-                    self.platform
-                        .conversations()
-                        .clear(&key)
-                        .await
-                        .map_err(|e| {
-                            JobError::Agent(AgentError::retry(format!("conversation store: {e}")))
-                        })?;
-                    return Ok(alloc::vec![RESET_TEXT.to_owned()]);
-                }
-                Some(Command::Help) => {
-                    state.command = true;
-                    return Ok(alloc::vec![HELP_TEXT.to_owned()]);
-                }
-                None => {}
-            }
+        if let Some(answer) = self.command(&key, input, state).await? {
+            return Ok(answer);
         }
         // Memory is best-effort: an unreadable history means answering without it.
         let history = self
@@ -279,6 +270,44 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
             }
         }
         .map_err(JobError::Agent)?;
+        self.remember(&key, input, &answer).await;
+        Ok(answer)
+    }
+
+    /// A command's answer, if `input` is one: the relay answers `/reset`, `/new` and `/help`
+    /// itself.
+    pub(crate) async fn command(
+        &self,
+        key: &str,
+        input: &AgentInput,
+        state: &mut JobState,
+    ) -> Result<Option<Vec<String>>, JobError> {
+        let AgentInput::Text { text } = input else {
+            return Ok(None);
+        };
+        match parse_command(text) {
+            Some(Command::Reset) => {
+                state.command = true;
+                // Failing to forget must not pretend it forgot.
+                self.platform
+                    .conversations()
+                    .clear(key)
+                    .await
+                    .map_err(|e| {
+                        JobError::Agent(AgentError::retry(format!("conversation store: {e}")))
+                    })?;
+                Ok(Some(alloc::vec![RESET_TEXT.to_owned()]))
+            }
+            Some(Command::Help) => {
+                state.command = true;
+                Ok(Some(alloc::vec![HELP_TEXT.to_owned()]))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Keeps the exchange in the conversation's memory (best effort).
+    pub(crate) async fn remember(&self, key: &str, input: &AgentInput, answer: &[String]) {
         let mut turns = alloc::vec![Turn {
             role: Role::User,
             text: input.to_text()
@@ -292,15 +321,20 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         let _ = self
             .platform
             .conversations()
-            .append(&key, turns, self.settings.history)
+            .append(key, turns, self.settings.history)
             .await;
-        Ok(answer)
     }
 
     /// After the last attempt failed: if the agent never answered, tell the user to try
     /// again. Returns whether an apology went out.
     pub async fn apologize(&self, job: &Job, state: &JobState) -> bool {
-        if state.replies.is_some() || !matches!(job.kind, JobKind::Answer { .. }) {
+        if state.replies.is_some() {
+            return false;
+        }
+        if matches!(job.kind, JobKind::Stream { .. }) {
+            return self.apologize_in_stream(job).await;
+        }
+        if !matches!(job.kind, JobKind::Answer { .. }) {
             return false;
         }
         let Ok(app) = self.app(job) else { return false };

@@ -94,8 +94,12 @@ fn with_runner<A: Agent, T>(
         clock: p.clock(),
         refresh: &NoRefreshLock,
     };
+    let bots = crate::aibot::Bots::default();
     let runner = Runner {
         apps: &apps,
+        bots: &bots,
+        stream_limit_secs: 330,
+        api_base: "http://x",
         settings: &settings,
         agent,
         client: &client,

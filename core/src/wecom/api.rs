@@ -502,6 +502,22 @@ pub fn parse_send(resp: &HttpResponse) -> Result<SendReceipt, ApiError> {
     Ok(receipt)
 }
 
+/// A POST of `json` to an AI bot message's `response_url` (already checked by
+/// [`crate::aibot::response_url_target`]); it carries its own credentials, no token.
+pub fn response_url_post(target: &str, json: String) -> HttpRequest {
+    HttpRequest {
+        method: Method::Post,
+        url: target.into(),
+        headers: Vec::new(),
+        body: Body::Json(json),
+    }
+}
+
+/// Parses a `response_url` answer: `{"errcode": 0, "errmsg": "ok"}`.
+pub fn parse_response_url(resp: &HttpResponse) -> Result<(), ApiError> {
+    parse_json::<serde::de::IgnoredAny>(resp).map(drop)
+}
+
 /// The media kinds of `media/upload`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

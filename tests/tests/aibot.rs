@@ -1,0 +1,416 @@
+//! WeCom's AI bot (智能机器人) in callback mode, on every twin in `WECOM_RELAY_TWINS`: the
+//! Python peer (wechatpy's own AES, receive id "") plays WeCom, polling streams as WeCom does;
+//! the stand-in takes `response_url` messages; the OpenAI stand-in streams over server-sent
+//! events.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wecom_relay_core::aibot::stream::{CONTINUED_NOTE, MAX_STREAM_BYTES, UNKNOWN_STREAM_TEXT};
+use wecom_relay_core::relay::HELP_TEXT;
+use wecom_relay_standin::openai::{ChatFault, OpenAiStandin};
+use wecom_relay_tests::harness::{now, AppSpec, BotSpec, Running, Scenario, Twin};
+use wecom_relay_tests::peer::{PeerBot, WechatpyPeer};
+
+fn bot() -> BotSpec {
+    BotSpec::new("helper", 3)
+}
+
+fn scenario() -> Scenario {
+    let mut s = Scenario::new(vec![AppSpec::new("a", "wwcorpA", 1000002, 'a', &["alice"])]);
+    s.bots = vec![bot()];
+    s
+}
+
+/// WeCom's side of one bot: signs and seals callbacks, opens and checks the replies.
+struct Wecom<'a> {
+    r: &'a Running,
+    bot: BotSpec,
+    peer: WechatpyPeer,
+    seq: u64,
+}
+
+/// A passive reply, opened.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    json: Option<Value>,
+}
+
+impl<'a> Wecom<'a> {
+    fn new(r: &'a Running) -> Self {
+        Self {
+            r,
+            bot: r.scenario.bots[0].clone(),
+            peer: WechatpyPeer::start(),
+            seq: 0,
+        }
+    }
+
+    fn peer_bot(&self) -> PeerBot {
+        PeerBot {
+            token: self.bot.token.clone(),
+            key: self.bot.key.clone(),
+        }
+    }
+
+    fn url(&self, query: &str) -> String {
+        format!("{}{}?{query}", self.r.base, self.bot.path())
+    }
+
+    /// POSTs `plain` as WeCom would and opens the reply, checking that it is sealed for
+    /// this callback (its nonce) and signed with the bot's token.
+    async fn post(&mut self, plain: &Value) -> Reply {
+        self.seq += 1;
+        let nonce = format!("nonce{}", self.seq);
+        let (query, body) = self.peer.bot_callback(
+            &self.peer_bot(),
+            &plain.to_string(),
+            &now().to_string(),
+            &nonce,
+        );
+        let resp = reqwest::Client::new()
+            .post(self.url(&query))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        if text.is_empty() {
+            return Reply { status, json: None };
+        }
+        let (plain, _ts, reply_nonce) = self
+            .peer
+            .bot_open_reply(&self.peer_bot(), &text)
+            .unwrap_or_else(|e| panic!("the reply does not open: {e}: {text}"));
+        assert_eq!(reply_nonce, nonce, "the reply reuses the callback's nonce");
+        Reply {
+            status,
+            json: Some(serde_json::from_str(&plain).unwrap()),
+        }
+    }
+
+    fn message(&self, msgid: &str, user: &str, text: &str, response_code: Option<&str>) -> Value {
+        let mut m = json!({
+            "msgid": msgid,
+            "aibotid": self.bot.aibotid,
+            "chattype": "single",
+            "from": {"userid": user},
+            "msgtype": "text",
+            "text": {"content": text},
+        });
+        if let Some(code) = response_code {
+            m["response_url"] = json!(format!(
+                "{}/cgi-bin/aibot/response?response_code={code}",
+                self.r.standin.base_url()
+            ));
+        }
+        m
+    }
+
+    fn refresh(&self, stream: &str, user: &str) -> Value {
+        json!({
+            "msgid": format!("refresh-{}", self.seq),
+            "aibotid": self.bot.aibotid,
+            "chattype": "single",
+            "from": {"userid": user},
+            "msgtype": "stream",
+            "stream": {"id": stream},
+        })
+    }
+
+    /// Polls a stream as WeCom does (about every 300 ms here) until `finish: true`, checking
+    /// that every answer starts with the one before. The answers, in order.
+    async fn poll(&mut self, stream: &str, user: &str, limit: Duration) -> Vec<String> {
+        let started = Instant::now();
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let reply = self.post(&self.refresh(stream, user)).await;
+            assert_eq!(reply.status, 200);
+            let json = reply.json.expect("a refresh is answered");
+            assert_eq!(json["msgtype"], "stream");
+            assert_eq!(json["stream"]["id"], stream);
+            let content = json["stream"]["content"].as_str().unwrap().to_owned();
+            assert!(content.len() <= MAX_STREAM_BYTES, "{} bytes", content.len());
+            if let Some(last) = seen.last() {
+                assert!(
+                    content.starts_with(last.as_str()),
+                    "content shrank or changed: {last:?} then {content:?}"
+                );
+            }
+            if seen.last() != Some(&content) {
+                seen.push(content);
+            }
+            if json["stream"]["finish"] == true {
+                return seen;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the stream did not finish: {seen:?}\n{}",
+                self.r.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+/// The stream id of a first answer.
+fn stream_of(reply: &Reply) -> String {
+    let json = reply.json.as_ref().expect("a stream answer");
+    assert_eq!(json["msgtype"], "stream", "{json}");
+    assert_eq!(json["stream"]["finish"], false, "{json}");
+    assert_eq!(
+        json["stream"]["content"], "",
+        "no placeholder: content only grows"
+    );
+    json["stream"]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_streams_to_completion_and_a_retry_finds_the_same_stream() {
+    for twin in Twin::selected() {
+        let r = Running::start(twin, scenario()).await;
+        let mut wecom = Wecom::new(&r);
+        // URL verification: the plaintext, at once.
+        let query =
+            wecom
+                .peer
+                .bot_verify_url(&wecom.peer_bot(), "echo-123", &now().to_string(), "v1");
+        let resp = reqwest::get(wecom.url(&query)).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{twin:?}");
+        assert_eq!(resp.text().await.unwrap(), "echo-123");
+
+        let text = "Streaming is the point of the bot: this sentence arrives in pieces.";
+        let first = wecom.post(&wecom.message("m-1", "alice", text, None)).await;
+        assert_eq!(first.status, 200, "{twin:?}: {}", r.logs());
+        let stream = stream_of(&first);
+        // WeCom's retry of the same msgid: the same stream, no second job.
+        let again = wecom.post(&wecom.message("m-1", "alice", text, None)).await;
+        assert_eq!(again.json.unwrap()["stream"]["id"], stream.as_str());
+        let seen = wecom.poll(&stream, "alice", Duration::from_secs(20)).await;
+        assert_eq!(seen.last().unwrap(), text, "{twin:?}");
+        assert!(
+            seen.iter().any(|c| !c.is_empty() && c != text),
+            "{twin:?}: the echo grows in steps, not at once: {seen:?}"
+        );
+        // A refresh after the end still says finished, with the same content.
+        let after = wecom.post(&wecom.refresh(&stream, "alice")).await;
+        let after = after.json.unwrap();
+        assert_eq!(after["stream"]["finish"], true);
+        assert_eq!(after["stream"]["content"], text);
+        // Exactly one job: the retry did not ask the agent again.
+        let logs = r.logs();
+        assert_eq!(
+            logs.matches("bot message accepted").count(),
+            1,
+            "{twin:?}: {logs}"
+        );
+        assert!(logs.contains("bot message seen before"), "{logs}");
+        // No message went through the app's API: the bot answers in its stream.
+        assert!(r.standin.standin.messages().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_mentions_commands_events_and_strangers() {
+    for twin in Twin::selected() {
+        let mut scenario = scenario();
+        scenario.allowed_users = vec!["alice".into(), "bob".into()];
+        scenario.deny_message = Some("not for you".into());
+        let r = Running::start(twin, scenario).await;
+        let mut wecom = Wecom::new(&r);
+        // A group @-mention: the mention is not part of the question.
+        let mut group = wecom.message("g-1", "bob", "@helper what now?", None);
+        group["chattype"] = json!("group");
+        group["chatid"] = json!("chat42");
+        let stream = stream_of(&wecom.post(&group).await);
+        let seen = wecom.poll(&stream, "bob", Duration::from_secs(20)).await;
+        assert_eq!(seen.last().unwrap(), "what now?", "{twin:?}");
+        // /help is answered by the relay itself.
+        let help = wecom
+            .post(&wecom.message("c-1", "alice", "/help", None))
+            .await;
+        let stream = stream_of(&help);
+        let seen = wecom.poll(&stream, "alice", Duration::from_secs(20)).await;
+        assert_eq!(seen.last().unwrap(), HELP_TEXT);
+        // enter_chat: the default greeting, mentioning /help.
+        let enter = json!({"aibotid": r.scenario.bots[0].aibotid, "from": {"userid": "alice"},
+                           "msgtype": "event", "event": {"eventtype": "enter_chat"}, "msgid": "e-1"});
+        let welcome = wecom.post(&enter).await.json.unwrap();
+        assert_eq!(welcome["msgtype"], "text");
+        assert!(welcome["text"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("/help"));
+        // A rating of an answer: logged.
+        let feedback = json!({"aibotid": r.scenario.bots[0].aibotid, "from": {"userid": "alice"},
+                              "msgtype": "event", "msgid": "f-1",
+                              "event": {"eventtype": "feedback_event",
+                                        "feedback_event": {"id": "fb1", "type": 2}}});
+        let rated = wecom.post(&feedback).await;
+        assert_eq!((rated.status, rated.json.is_none()), (200, true));
+        // A stranger: the stream ends at once with the deny message.
+        let denied = wecom
+            .post(&wecom.message("d-1", "mallory", "hi", None))
+            .await;
+        let denied = denied.json.unwrap();
+        assert_eq!(denied["stream"]["finish"], true);
+        assert_eq!(denied["stream"]["content"], "not for you");
+        // A refresh for a stream nobody opened: finished, saying so.
+        let unknown = wecom.post(&wecom.refresh("nosuchstream", "alice")).await;
+        let unknown = unknown.json.unwrap();
+        assert_eq!(unknown["stream"]["finish"], true);
+        assert_eq!(unknown["stream"]["content"], UNKNOWN_STREAM_TEXT);
+        for line in [
+            "bot feedback bot=helper id=fb1 type=2",
+            "bot enter_chat bot=helper welcome=true",
+            "bot message denied user=aibot3:mallory",
+            "bot stream unknown stream=nosuchstream",
+        ] {
+            let logs = r.wait_for_log(line).await;
+            assert!(logs.contains(line), "{twin:?}: {line}\n{logs}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_signature_and_a_foreign_key_are_refused() {
+    for twin in Twin::selected() {
+        let r = Running::start(twin, scenario()).await;
+        let mut wecom = Wecom::new(&r);
+        let plain = wecom.message("x-1", "alice", "hi", None).to_string();
+        let (query, body) =
+            wecom
+                .peer
+                .bot_callback(&wecom.peer_bot(), &plain, &now().to_string(), "n");
+        let tampered: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some(("msg_signature", _)) => format!("msg_signature={}", "0".repeat(40)),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        let tampered = tampered.join("&");
+        let resp = reqwest::Client::new()
+            .post(wecom.url(&tampered))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 403, "{twin:?}");
+        // Sealed with another key (signed with the right token): refused, not answered.
+        let stranger = PeerBot {
+            token: wecom.bot.token.clone(),
+            key: BotSpec::new("other", 9).key,
+        };
+        let (query, body) = wecom
+            .peer
+            .bot_callback(&stranger, &plain, &now().to_string(), "n");
+        let resp = reqwest::Client::new()
+            .post(wecom.url(&query))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{twin:?}");
+        let logs = r.wait_for_log("bot callback refused (400)").await;
+        assert!(
+            logs.contains("bot callback refused (403): no app verifies the signature"),
+            "{logs}"
+        );
+        assert!(!logs.contains("bot message accepted"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_answer_continues_through_the_response_url() {
+    for twin in Twin::selected() {
+        let r = Running::start(twin, scenario()).await;
+        let mut wecom = Wecom::new(&r);
+        // 30 paragraphs of 1,000 bytes: 30 KB, more than one stream holds.
+        let paragraphs: Vec<String> = (0..30)
+            .map(|i| format!("{i:03} {}", "x".repeat(996)))
+            .collect();
+        let text = paragraphs.join("\n\n");
+        let code = r.standin.standin.issue_response_code();
+        let first = wecom
+            .post(&wecom.message("long-1", "alice", &text, Some(&code)))
+            .await;
+        assert_eq!(first.status, 200, "{twin:?}: {}", r.logs());
+        let stream = stream_of(&first);
+        let seen = wecom.poll(&stream, "alice", Duration::from_secs(30)).await;
+        let last = seen.last().unwrap();
+        let head = last
+            .strip_suffix(CONTINUED_NOTE)
+            .unwrap_or_else(|| panic!("{twin:?}: the stream says it continues: {last:?}"));
+        // The rest arrives through the response_url, once, and nothing is lost.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while r.standin.standin.bot_replies().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let replies = r.standin.standin.bot_replies();
+        assert_eq!(replies.len(), 1, "{twin:?}: {}", r.logs());
+        assert_eq!(replies[0].code, code);
+        assert_eq!(replies[0].msgtype, "markdown");
+        assert_eq!(
+            format!("{head}\n\n{}", replies[0].content),
+            text,
+            "{twin:?}"
+        );
+        assert!(head.ends_with('x'), "cut at a paragraph");
+        r.wait_for_log("answer continued through response_url")
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_is_cut_over_at_the_limit_and_finished_through_the_response_url() {
+    for twin in Twin::selected() {
+        let ai = OpenAiStandin::new("sk-standin-0000").serve().await.unwrap();
+        // Pieces 400 ms apart: the answer takes longer than the 3 s stream limit.
+        ai.standin.inject(ChatFault {
+            piece_delay_ms: Some(400),
+            ..ChatFault::default()
+        });
+        let mut scenario = scenario();
+        scenario.stream_limit_secs = Some(3);
+        scenario.agent = vec![
+            ("AGENT_KIND".into(), "openai".into()),
+            ("AGENT_BASE_URL".into(), ai.base_url()),
+            ("AGENT_API_KEY".into(), "sk-standin-0000".into()),
+            ("AGENT_MODEL".into(), "standin-model".into()),
+            ("AGENT_THINKING_NOTICE_SECS".into(), "0".into()),
+        ];
+        let r = Running::start(twin, scenario).await;
+        let mut wecom = Wecom::new(&r);
+        let code = r.standin.standin.issue_response_code();
+        let question = "tell me something that takes a while to say";
+        let first = wecom
+            .post(&wecom.message("slow-1", "alice", question, Some(&code)))
+            .await;
+        let stream = stream_of(&first);
+        let seen = wecom.poll(&stream, "alice", Duration::from_secs(15)).await;
+        let expected = format!("reply to {question} (history: 0 earlier messages)");
+        let last = seen.last().unwrap();
+        assert!(
+            seen.len() >= 2 && last.len() < expected.len() + 60,
+            "{twin:?}: the stream grew, then ended early: {seen:?}"
+        );
+        // The model was asked to stream.
+        assert_eq!(ai.standin.requests()[0]["stream"], true);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while r.standin.standin.bot_replies().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let replies = r.standin.standin.bot_replies();
+        assert_eq!(replies.len(), 1, "{twin:?}: {}", r.logs());
+        let shown = last.split("\n\n").next().unwrap();
+        assert!(expected.starts_with(shown), "{shown:?}");
+        assert_eq!(
+            format!("{shown}{}", replies[0].content),
+            expected,
+            "{twin:?}: what the stream did not show follows, nothing more"
+        );
+    }
+}
