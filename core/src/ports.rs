@@ -390,6 +390,7 @@ impl<L: DedupStore, R: DedupStore> DedupStore for Either<L, R> {
     }
 }
 
+#[cfg(feature = "std")]
 impl<L: StreamStore, R: StreamStore> StreamStore for Either<L, R> {
     async fn apply(
         &self,

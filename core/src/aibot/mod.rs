@@ -5,7 +5,7 @@
 //! A user's message is answered at once with a stream (`finish: false`); WeCom then keeps
 //! asking for it ("refresh" callbacks naming the stream) until an answer says `finish: true`,
 //! for at most six minutes. Each answer carries the whole content so far, at most
-//! [`MAX_STREAM_BYTES`]. What does not fit, or arrives too late, goes once through the
+//! [`stream::MAX_STREAM_BYTES`]. What does not fit, or arrives too late, goes once through the
 //! message's `response_url`.
 //!
 //! - [`Bots`]: the configured bots, found by path and signature.
