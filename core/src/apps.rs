@@ -192,7 +192,7 @@ impl Apps {
     /// include a secret.
     pub fn from_configs(configs: &[AppConfig], single: bool) -> Result<Self, ConfigError> {
         if configs.is_empty() {
-            return Err(ConfigError::new("apps", "no app configured: set corp_id, corp_secret, agent_id, token and encoding_aes_key, or an apps list"));
+            return Err(ConfigError::new("apps", "no app configured: set corp_id, corp_secret, agent_id, token and encoding_aes_key, or an apps list (or configure an AI bot)"));
         }
         let mut apps: Vec<App> = Vec::with_capacity(configs.len());
         for (i, c) in configs.iter().enumerate() {

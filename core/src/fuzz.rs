@@ -25,6 +25,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("webhook_answer", webhook_answer),
     ("openai_answer", openai_answer),
     ("split", split_reply),
+    ("bot_callback", bot_callback),
+    ("event_stream", event_stream),
+    ("stream_layout", stream_layout),
 ];
 
 const TOKEN: &str = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo";
@@ -163,5 +166,75 @@ pub fn split_reply(data: &[u8]) {
     }
     for part in split_for_wecom(&text) {
         assert!(part.len() <= MAX_TEXT_BYTES);
+    }
+}
+
+/// The AI bot's JSON callbacks: never a panic, and the ids of what parses are bounded.
+pub fn bot_callback(data: &[u8]) {
+    use crate::aibot::{parse_callback, BotCallback, MAX_ID_BYTES};
+    let Ok(text) = core::str::from_utf8(data) else {
+        return;
+    };
+    match parse_callback(text) {
+        Ok(BotCallback::Message(m)) => {
+            for id in [&m.msgid, &m.aibotid, &m.user_id] {
+                assert!(!id.is_empty() && id.len() <= MAX_ID_BYTES);
+            }
+            let _ = m.conversation();
+        }
+        Ok(BotCallback::Refresh { stream_id, .. }) => {
+            assert!(!stream_id.is_empty() && stream_id.len() <= MAX_ID_BYTES);
+        }
+        Ok(_) | Err(_) => {}
+    }
+}
+
+/// A streamed Chat Completions answer: however the body is cut into pieces (the first byte
+/// picks the piece size), the text read is the same as from the body whole.
+pub fn event_stream(data: &[u8]) {
+    use crate::agent::openai::SseReader;
+    let Some((&size, body)) = data.split_first() else {
+        return;
+    };
+    let read = |size: usize| {
+        let mut reader = SseReader::default();
+        let mut text = String::new();
+        for piece in body.chunks(size.max(1)) {
+            reader.feed(piece, &mut |t| text.push_str(t));
+        }
+        (text, reader.done, reader.error)
+    };
+    assert_eq!(read(usize::from(size)), read(body.len().max(1)));
+}
+
+/// Where a streamed answer is cut: what the stream shows only grows, stays within the limit,
+/// and the finished layout loses nothing that fits in the stream and one more message.
+pub fn stream_layout(data: &[u8]) {
+    use crate::aibot::stream::{layout, showable, CONTINUED_NOTE, MAX_STREAM_BYTES};
+    // Small inputs are stretched so the interesting sizes (16 to 40 KB) are reached.
+    let text = String::from_utf8_lossy(data).repeat(1 + 40_000 / data.len().max(1));
+    let mut shown = 0;
+    let mut end = 0;
+    while end < text.len() {
+        end = (end + 997).min(text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        let now = showable(&text[..end], shown);
+        assert!(now >= shown && now <= end && now <= MAX_STREAM_BYTES);
+        assert!(text.is_char_boundary(now));
+        shown = now;
+    }
+    let out = layout(&text, shown);
+    assert!(out.stream.len() <= MAX_STREAM_BYTES);
+    if let Some(rest) = &out.rest {
+        assert!(rest.len() <= MAX_STREAM_BYTES);
+        let head = out
+            .stream
+            .strip_suffix(CONTINUED_NOTE)
+            .expect("says it continues");
+        assert!(text.starts_with(head));
+    } else {
+        assert_eq!(out.stream, text);
     }
 }

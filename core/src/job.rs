@@ -102,6 +102,15 @@ pub enum JobKind {
         /// The text.
         text: String,
     },
+    /// Pass a user's rating of an AI bot's answer to the webhook agent (`app` names the bot).
+    Feedback {
+        /// The `feedback.id` the answer carried.
+        feedback_id: String,
+        /// 1 accurate, 2 inaccurate, 3 cancelled.
+        rating: u8,
+        /// What the user wrote.
+        comment: String,
+    },
     /// Ask the agent and stream its answer to an AI bot's stream (`app` names the bot).
     Stream {
         /// The user's input.

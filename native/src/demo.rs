@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use wecom_relay_core::aibot::{BotConfig, DEFAULT_BOT_PATH};
 use wecom_relay_core::crypto::MsgCrypt;
 use wecom_relay_core::ports::{Clock, Random};
 use wecom_relay_core::wecom::split::split_for_wecom;
@@ -29,6 +30,10 @@ pub const DEMO_AGENT_ID: u64 = 1000002;
 pub const DEMO_TOKEN: &str = "DemoToken";
 /// Demo EncodingAESKey.
 pub const DEMO_AES_KEY: &str = "DemoKeyDemoKeyDemoKeyDemoKeyDemoKeyDemoKey0";
+/// The demo AI bot's callback token.
+pub const DEMO_BOT_TOKEN: &str = "DemoBotToken";
+/// The demo AI bot's EncodingAESKey.
+pub const DEMO_BOT_AES_KEY: &str = "DemoBotKeyDemoBotKeyDemoBotKeyDemoBotKey012";
 
 fn nonce() -> String {
     let mut b = [0u8; 6];
@@ -67,6 +72,12 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     ] {
         raw.set(k, v)?;
     }
+    raw.bots = Some(vec![BotConfig {
+        name: Some("helper".into()),
+        token: DEMO_BOT_TOKEN.into(),
+        encoding_aes_key: DEMO_BOT_AES_KEY.into(),
+        ..BotConfig::default()
+    }]);
     let settings = raw.resolve()?;
     let path = settings.path.clone();
     let relay = crate::start(
@@ -234,6 +245,8 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         delivered.iter().filter(|m| m.touser == "alice").count() == 1
     );
     println!();
+    ok &= bot_demo(&format!("http://{addr}{DEFAULT_BOT_PATH}"), &http).await?;
+    println!();
     println!("Next: put your app's settings in config.yaml (or WECOM_CALLBACK_* variables) and run `wecom-relay serve`.");
 
     relay
@@ -242,6 +255,83 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         .shutdown(Duration::from_secs(5))
         .await;
     server.abort();
+    Ok(ok)
+}
+
+/// The AI bot: alice asks, the relay answers with a stream, and WeCom polls it as it grows.
+async fn bot_demo(url: &str, http: &reqwest::Client) -> Result<bool, Box<dyn std::error::Error>> {
+    let crypt = MsgCrypt::new(DEMO_BOT_TOKEN, DEMO_BOT_AES_KEY, "")?;
+    let call = |plain: String| {
+        let crypt = crypt.clone();
+        let http = http.clone();
+        let url = url.to_owned();
+        async move {
+            let ts = SystemClock.now_unix().to_string();
+            let n = nonce();
+            let mut random = [0u8; 16];
+            OsRandom.fill(&mut random);
+            let sealed = crypt.encrypt(&plain, &random, &ts, &n)?;
+            let query = form_query(&[
+                ("msg_signature", &sealed.signature),
+                ("timestamp", &ts),
+                ("nonce", &n),
+            ]);
+            let body = serde_json::json!({"encrypt": sealed.encrypt}).to_string();
+            let text = http
+                .post(format!("{url}?{query}"))
+                .body(body)
+                .send()
+                .await?
+                .text()
+                .await?;
+            let reply: serde_json::Value = serde_json::from_str(&text)?;
+            let opened = crypt.decrypt(
+                reply["msgsignature"].as_str().unwrap_or_default(),
+                &reply["timestamp"].to_string(),
+                reply["nonce"].as_str().unwrap_or_default(),
+                reply["encrypt"].as_str().unwrap_or_default(),
+            )?;
+            Ok::<serde_json::Value, Box<dyn std::error::Error>>(serde_json::from_str(&opened)?)
+        }
+    };
+    let question = "Streams grow while the agent writes: this echo arrives in four steps.";
+    println!("AI bot (智能机器人, callback mode) at {url}");
+    println!("   alice asks the bot: {question:?}");
+    let first = call(
+        serde_json::json!({"msgid": "demo-bot-1", "aibotid": "demobot", "chattype": "single",
+            "from": {"userid": "alice"}, "msgtype": "text", "text": {"content": question}})
+        .to_string(),
+    )
+    .await?;
+    let stream = first["stream"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    println!(
+        "   <- stream {stream}, finish: {}",
+        first["stream"]["finish"]
+    );
+    let mut last = String::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let reply = call(
+            serde_json::json!({"msgid": "demo-refresh", "aibotid": "demobot", "chattype": "single",
+                "from": {"userid": "alice"}, "msgtype": "stream", "stream": {"id": stream}})
+            .to_string(),
+        )
+        .await?;
+        let content = reply["stream"]["content"].as_str().unwrap_or_default();
+        let finish = reply["stream"]["finish"] == true;
+        if content != last || finish {
+            println!("   WeCom refreshes <- {content:?}  finish: {finish}");
+            last = content.to_owned();
+        }
+        if finish {
+            break;
+        }
+    }
+    let ok = last == question;
+    println!("   the streamed answer is the whole echo: {ok}");
     Ok(ok)
 }
 

@@ -3,6 +3,7 @@
 It verifies X-WeCom-Relay-Signature (t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">) with
 Python's hmac module, refuses bad or stale signatures with 401, and answers by the text:
   "later: ..."  -> 202, then a second later POSTs the answer to the relay's /api/send
+                   (to the user, or to the AI bot's stream when the event names one)
   "many: ..."   -> {"replies": ["first of many", "second of many"]}
   anything else -> {"reply": "webhook got: <text>"}
 Usage: webhook_receiver.py SECRET API_TOKEN. Prints its port, then serves.
@@ -39,9 +40,15 @@ def valid(header, body):
 
 def answer_later(event):
     time.sleep(1)
+    answer = "later reply to " + event["text"]
+    # An AI bot's message names its stream: the answer goes there.
+    if event.get("stream"):
+        order = {"stream": event["stream"], "markdown": answer}
+    else:
+        order = {"to": event["user"], "text": answer}
     req = urllib.request.Request(
         CONFIG["send_url"],
-        data=json.dumps({"to": event["user"], "text": "later reply to " + event["text"]}).encode(),
+        data=json.dumps(order).encode(),
         headers={"Authorization": "Bearer " + API_TOKEN, "Content-Type": "application/json"},
         method="POST",
     )
@@ -78,6 +85,8 @@ class Handler(BaseHTTPRequestHandler):
             STATS["verified"] += 1
             STATS["events"].append(event)
         text = event["text"]
+        if event["event"] == "feedback":
+            return self.reply(200, {})
         if text.startswith("later:"):
             threading.Thread(target=answer_later, args=(event,), daemon=True).start()
             return self.reply(202)

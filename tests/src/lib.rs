@@ -8,6 +8,7 @@
 
 pub mod harness;
 pub mod peer;
+pub mod webhook;
 
 use std::path::PathBuf;
 

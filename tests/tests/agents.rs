@@ -2,14 +2,13 @@
 //! follows the real API's shapes and errors, and a webhook receiver in Python that verifies the
 //! HMAC with its own code. wechatpy plays WeCom; the WeCom stand-in records what users receive.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wecom_relay_core::relay::{APOLOGY_TEXT, HELP_TEXT, RESET_TEXT, THINKING_TEXT};
 use wecom_relay_standin::openai::{ChatFault, OpenAiStandin, RunningOpenAi};
 use wecom_relay_tests::harness::{free_port, now, text_xml, AppSpec, Running, Scenario, Twin};
-use wecom_relay_tests::peer::{python, WechatpyPeer};
+use wecom_relay_tests::peer::WechatpyPeer;
+use wecom_relay_tests::webhook::Receiver;
 
 const KEY: &str = "sk-standin-0123456789";
 
@@ -252,60 +251,6 @@ async fn the_send_api_needs_the_right_bearer_token() {
             .await
             .unwrap();
         assert_eq!(bad.status().as_u16(), 400);
-    }
-}
-
-struct Receiver {
-    child: Child,
-    port: u16,
-}
-
-impl Receiver {
-    fn start(secret: &str, api_token: &str) -> Self {
-        let script = wecom_relay_tests::workspace_root().join("tests/peers/webhook_receiver.py");
-        let mut child = Command::new(python())
-            .arg(script)
-            .args([secret, api_token])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the webhook receiver");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Self {
-            port: line.trim().parse().expect("the receiver prints its port"),
-            child,
-        }
-    }
-
-    async fn set_send_url(&self, url: &str) {
-        let resp = reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{}/config", self.port))
-            .body(serde_json::json!({"send_url": url}).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 204);
-    }
-
-    async fn stats(&self) -> serde_json::Value {
-        serde_json::from_str(
-            &reqwest::get(format!("http://127.0.0.1:{}/stats", self.port))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-        .unwrap()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use wecom_relay_core::aibot::stream::{CONTINUED_NOTE, MAX_STREAM_BYTES, UNKNOWN_STREAM_TEXT};
 use wecom_relay_core::relay::HELP_TEXT;
 use wecom_relay_standin::openai::{ChatFault, OpenAiStandin};
-use wecom_relay_tests::harness::{now, AppSpec, BotSpec, Running, Scenario, Twin};
+use wecom_relay_tests::harness::{now, redis_url, AppSpec, BotSpec, Running, Scenario, Twin};
 use wecom_relay_tests::peer::{PeerBot, WechatpyPeer};
 
 fn bot() -> BotSpec {
@@ -24,6 +24,7 @@ fn scenario() -> Scenario {
 
 /// WeCom's side of one bot: signs and seals callbacks, opens and checks the replies.
 struct Wecom<'a> {
+    /// The relay it calls (switch it to call another replica).
     r: &'a Running,
     bot: BotSpec,
     peer: WechatpyPeer,
@@ -314,6 +315,73 @@ async fn a_bad_signature_and_a_foreign_key_are_refused() {
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), 400, "{twin:?}");
+        // Hostile shapes, each refused with its status and a line saying why.
+        let good_query = {
+            let (q, _) =
+                wecom
+                    .peer
+                    .bot_callback(&wecom.peer_bot(), &plain, &now().to_string(), "n");
+            q
+        };
+        let (stale_query, stale_body) =
+            wecom
+                .peer
+                .bot_callback(&wecom.peer_bot(), &plain, &(now() - 3600).to_string(), "n");
+        let client = reqwest::Client::new();
+        for (what, query, body, status, why) in [
+            (
+                "not JSON",
+                good_query.clone(),
+                "<xml/>".to_owned(),
+                400,
+                "envelope",
+            ),
+            (
+                "no encrypt",
+                good_query.clone(),
+                r#"{"x":1}"#.to_owned(),
+                400,
+                "envelope",
+            ),
+            (
+                "over the cap",
+                good_query.clone(),
+                "x".repeat(70_000),
+                413,
+                "body larger than",
+            ),
+            (
+                "a repeated parameter",
+                format!("{good_query}&nonce=m"),
+                r#"{"encrypt":"x"}"#.to_owned(),
+                400,
+                "query parameter nonce given more than once",
+            ),
+            ("an hour old", stale_query, stale_body, 400, "replay window"),
+        ] {
+            // Worker logs arrive late: count this case's line, not an earlier one.
+            let needle = format!("bot callback refused ({status}): {why}");
+            let before = r.logs().matches(&needle).count();
+            let resp = client
+                .post(wecom.url(&query))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), status, "{twin:?}: {what}");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while r.logs().matches(&needle).count() == before {
+                assert!(
+                    Instant::now() < deadline,
+                    "{twin:?}: {what}: no line {needle:?}\n{}",
+                    r.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        let put = client.put(wecom.url("")).send().await.unwrap();
+        assert_eq!(put.status().as_u16(), 405);
+        assert_eq!(put.headers()["allow"], "GET, POST");
         let logs = r.wait_for_log("bot callback refused (400)").await;
         assert!(
             logs.contains("bot callback refused (403): no app verifies the signature"),
@@ -413,4 +481,168 @@ async fn a_slow_answer_is_cut_over_at_the_limit_and_finished_through_the_respons
             "{twin:?}: what the stream did not show follows, nothing more"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_agent_answers_a_stream_later_and_hears_of_ratings() {
+    use wecom_relay_tests::harness::free_port;
+    use wecom_relay_tests::webhook::Receiver;
+    for twin in Twin::selected() {
+        let secret = "webhook-secret-0123456789abcdef";
+        let token = "send-api-token-0123456789";
+        let receiver = Receiver::start(secret, token);
+        let port = free_port();
+        receiver
+            .set_send_url(&format!("http://127.0.0.1:{port}/api/send"))
+            .await;
+        let mut scenario = scenario();
+        scenario.port = port;
+        scenario.api_token = Some(token.into());
+        scenario.agent = vec![
+            ("AGENT_KIND".into(), "webhook".into()),
+            (
+                "AGENT_URL".into(),
+                format!("http://127.0.0.1:{}/hook", receiver.port),
+            ),
+            ("AGENT_SECRET".into(), secret.into()),
+        ];
+        let r = Running::start(twin, scenario).await;
+        let mut wecom = Wecom::new(&r);
+        // At once.
+        let now_msg = wecom.post(&wecom.message("w-1", "alice", "hi", None)).await;
+        let seen = wecom
+            .poll(&stream_of(&now_msg), "alice", Duration::from_secs(20))
+            .await;
+        assert_eq!(seen.last().unwrap(), "webhook got: hi", "{twin:?}");
+        // Later: the webhook answers 202, then POSTs to /api/send with the stream.
+        let later = wecom
+            .post(&wecom.message("w-2", "alice", "later: think", None))
+            .await;
+        let stream = stream_of(&later);
+        let seen = wecom.poll(&stream, "alice", Duration::from_secs(20)).await;
+        assert_eq!(
+            seen.last().unwrap(),
+            "later reply to later: think",
+            "{twin:?}"
+        );
+        // A rating reaches the webhook as a signed `feedback` event.
+        let feedback = json!({"aibotid": r.scenario.bots[0].aibotid, "from": {"userid": "alice"},
+                              "msgtype": "event", "msgid": "f-9",
+                              "event": {"eventtype": "feedback_event",
+                                        "feedback_event": {"id": "fb9", "type": 1, "content": "great"}}});
+        assert_eq!(wecom.post(&feedback).await.status, 200);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let stats = loop {
+            let stats = receiver.stats().await;
+            if stats["events"].as_array().unwrap().len() >= 3 || Instant::now() > deadline {
+                break stats;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let events = stats["events"].as_array().unwrap();
+        assert_eq!(events.len(), 3, "{twin:?}: {stats}");
+        assert_eq!(events[1]["stream"], stream.as_str());
+        assert_eq!(events[1]["conversation"], "aibot3:alice");
+        assert_eq!(events[2]["event"], "feedback");
+        assert_eq!(events[2]["feedback"]["feedback_id"], "fb9");
+        assert_eq!(events[2]["feedback"]["rating"], 1);
+        assert_eq!(events[2]["text"], "great");
+        assert_eq!(stats["rejected"], 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_one_across_replicas_on_redis() {
+    if !Twin::selected().contains(&Twin::Native) {
+        return;
+    }
+    let redis = |s: &mut Scenario| {
+        s.env = vec![
+            ("WECOM_RELAY_REDIS_URL".into(), redis_url(5)),
+            ("WECOM_RELAY_REDIS_LEASE_SECS".into(), "2".into()),
+        ];
+    };
+    let mut scenario_a = scenario();
+    redis(&mut scenario_a);
+    let a = Running::start(Twin::Native, scenario_a).await;
+    let mut scenario_b = scenario();
+    redis(&mut scenario_b);
+    scenario_b.api_base = Some(a.standin.base_url());
+    let b = Running::start(Twin::Native, scenario_b).await;
+    let mut wecom = Wecom::new(&a);
+    let text = "one stream, whichever replica WeCom's refresh lands on";
+    let stream = stream_of(&wecom.post(&wecom.message("r-1", "alice", text, None)).await);
+    // The retry lands on B: the same stream, no second job.
+    wecom.r = &b;
+    let again = wecom.post(&wecom.message("r-1", "alice", text, None)).await;
+    assert_eq!(again.json.unwrap()["stream"]["id"], stream.as_str());
+    // Refreshes alternate between the replicas, and the content only grows.
+    let mut seen: Vec<String> = Vec::new();
+    for i in 0.. {
+        wecom.r = if i % 2 == 0 { &a } else { &b };
+        let json = wecom
+            .post(&wecom.refresh(&stream, "alice"))
+            .await
+            .json
+            .unwrap();
+        let content = json["stream"]["content"].as_str().unwrap().to_owned();
+        if let Some(last) = seen.last() {
+            assert!(
+                content.starts_with(last.as_str()),
+                "{last:?} then {content:?}"
+            );
+        }
+        seen.push(content);
+        if json["stream"]["finish"] == true {
+            break;
+        }
+        assert!(i < 100, "never finished: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen.last().unwrap(), text);
+    let accepted = a.logs().matches("bot message accepted").count()
+        + b.logs().matches("bot message accepted").count();
+    assert_eq!(accepted, 1, "one job for the message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_survives_kill_9_with_the_durable_store() {
+    if !Twin::selected().contains(&Twin::Native) {
+        return;
+    }
+    let state =
+        std::env::temp_dir().join(format!("wecom-relay-aibot-durable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let mut scenario = scenario();
+    scenario.env = vec![("WECOM_RELAY_STATE_DIR".into(), state.display().to_string())];
+    let mut r = Running::start(Twin::Native, scenario).await;
+    let text = "Accepted means delivered, for streams too: this answer outlives its process.";
+    let stream = {
+        let mut wecom = Wecom::new(&r);
+        let stream = stream_of(&wecom.post(&wecom.message("k-1", "alice", text, None)).await);
+        // Mid-answer: the echo takes 1.5 s in four steps.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let json = wecom
+            .post(&wecom.refresh(&stream, "alice"))
+            .await
+            .json
+            .unwrap();
+        assert_eq!(
+            json["stream"]["finish"], false,
+            "killed too late to prove anything"
+        );
+        stream
+    };
+    r.kill_and_restart().await;
+    let mut wecom = Wecom::new(&r);
+    let seen = wecom.poll(&stream, "alice", Duration::from_secs(20)).await;
+    assert_eq!(seen.last().unwrap(), text, "{}", r.logs());
+    assert!(
+        r.logs().contains("resuming jobs pending at the last stop"),
+        "{}",
+        r.logs()
+    );
+    drop(wecom);
+    drop(r);
+    let _ = std::fs::remove_dir_all(&state);
 }

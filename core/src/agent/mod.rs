@@ -116,6 +116,13 @@ pub trait Agent: Send + Sync {
         history: &[Turn],
     ) -> impl Future<Output = Result<Vec<String>, AgentError>> + Send;
 
+    /// Passes a user's rating of an answer on (a [`JobKind::Feedback`] job). The default
+    /// keeps it to itself: only the webhook agent hears of ratings.
+    fn feedback(&self, job: &Job) -> impl Future<Output = Result<(), AgentError>> + Send {
+        let _ = job;
+        core::future::ready(Ok(()))
+    }
+
     /// Like [`Agent::respond`], adding the answer to `progress` as it arrives, so a stream can
     /// show it. The default adds it whole once it is there.
     fn respond_streaming(
@@ -146,6 +153,7 @@ fn job_text(job: &Job) -> String {
     match &job.kind {
         JobKind::Answer { input } | JobKind::Stream { input, .. } => input.to_text(),
         JobKind::Notice { text } => text.clone(),
+        JobKind::Feedback { comment, .. } => comment.clone(),
     }
 }
 
@@ -261,6 +269,23 @@ impl<H: HttpClient, K: Clock, S: Sleeper> ConfiguredAgent<'_, H, K, S> {
 }
 
 impl<H: HttpClient, K: Clock, S: Sleeper> Agent for ConfiguredAgent<'_, H, K, S> {
+    async fn feedback(&self, job: &Job) -> Result<(), AgentError> {
+        let Backend::Webhook { url, secret } = &self.settings.backend else {
+            return Ok(());
+        };
+        let Some(event) = WebhookEvent::feedback(job) else {
+            return Ok(());
+        };
+        let req = webhook_request(url, secret.expose(), &event, self.clock.now_unix());
+        let resp = self
+            .http
+            .send(req)
+            .await
+            .map_err(|e| transport(e, "webhook"))?;
+        // Whatever it answers, a rating needs no reply: only a failure counts.
+        parse_webhook(&resp).map(drop)
+    }
+
     async fn respond_streaming(
         &self,
         job: &Job,

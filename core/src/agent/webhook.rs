@@ -55,6 +55,19 @@ pub struct WebhookEvent {
     /// `aibotid:userid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<String>,
+    /// A `feedback` event: the rated answer's `feedback_id` and the `rating` (1 accurate,
+    /// 2 inaccurate, 3 cancelled); `text` holds the user's comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Feedback>,
+}
+
+/// A user's rating of an AI bot's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feedback {
+    /// The `feedback.id` the answer carried.
+    pub feedback_id: String,
+    /// 1 accurate, 2 inaccurate, 3 cancelled.
+    pub rating: u8,
 }
 
 impl WebhookEvent {
@@ -67,7 +80,7 @@ impl WebhookEvent {
                 stream,
                 conversation,
             } => (input, Some(stream.clone()), Some(conversation.clone())),
-            JobKind::Notice { .. } => return None,
+            JobKind::Notice { .. } | JobKind::Feedback { .. } => return None,
         };
         let msg_type = serde_json::to_value(input)
             .ok()
@@ -86,6 +99,39 @@ impl WebhookEvent {
             create_time: job.create_time,
             stream,
             conversation,
+            feedback: None,
+        })
+    }
+
+    /// The `feedback` event for a [`JobKind::Feedback`] job.
+    pub fn feedback(job: &Job) -> Option<Self> {
+        let JobKind::Feedback {
+            feedback_id,
+            rating,
+            comment,
+        } = &job.kind
+        else {
+            return None;
+        };
+        Some(Self {
+            event: "feedback".into(),
+            app: job.app.clone(),
+            corp_id: job.user.corp_id.as_str().to_string(),
+            agent_id: 0,
+            user: job.user.to_string(),
+            msg_type: "feedback".into(),
+            text: comment.clone(),
+            input: AgentInput::Text {
+                text: comment.clone(),
+            },
+            message_id: job.id.clone(),
+            create_time: job.create_time,
+            stream: None,
+            conversation: None,
+            feedback: Some(Feedback {
+                feedback_id: feedback_id.clone(),
+                rating: *rating,
+            }),
         })
     }
 }

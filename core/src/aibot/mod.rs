@@ -29,7 +29,9 @@ mod message;
 pub mod reply;
 pub mod stream;
 
-pub use message::{parse_callback, BotCallback, BotEvent, BotMessage, ChatType, MessageError};
+pub use message::{
+    parse_callback, BotCallback, BotEvent, BotMessage, ChatType, MessageError, MAX_ID_BYTES,
+};
 
 /// The bots' default callback path.
 pub const DEFAULT_BOT_PATH: &str = "/wecom/aibot";

@@ -581,6 +581,62 @@ mod tests {
     }
 
     #[test]
+    fn ai_bots_alone_or_beside_apps() {
+        // One bot from the environment, no app: a bot-only relay.
+        let mut raw = RawSettings::default();
+        raw.apply_env(env(&[
+            ("WECOM_AIBOT_TOKEN", "SECRET-bot-token"),
+            ("WECOM_AIBOT_ENCODING_AES_KEY", KEY_A),
+            ("WECOM_CALLBACK_WELCOME_MESSAGE", "hello there"),
+            ("WECOM_CALLBACK_STREAM_LIMIT_SECS", "120"),
+        ]))
+        .unwrap();
+        let s = raw.resolve().unwrap();
+        assert!(s.apps.is_empty());
+        let bot = s.bots.iter().next().unwrap();
+        assert_eq!(
+            (bot.name.as_str(), bot.path.as_str(), bot.welcome.as_deref()),
+            ("bot1", "/wecom/aibot", Some("hello there"))
+        );
+        assert_eq!(s.stream_limit_secs, 120);
+        let shown = format!("{raw:?} {s:?}");
+        assert!(
+            !shown.contains("SECRET") && !shown.contains(KEY_A),
+            "{shown}"
+        );
+        // A list beats the single bot; the JSON list beats the YAML one.
+        let json = serde_json::json!({
+            "bots": [{"name": "yaml", "token": "t", "encoding_aes_key": KEY_A, "path": "/bot"}],
+            "corp_id": "ww1", "corp_secret": "s", "agent_id": 5, "token": "t", "encoding_aes_key": KEY_A,
+        });
+        let mut raw: RawSettings = serde_json::from_value(json).unwrap();
+        let s = raw.resolve().unwrap();
+        assert_eq!(s.apps.iter().count(), 1);
+        assert_eq!(s.bots.iter().next().unwrap().name, "yaml");
+        assert_eq!(s.stream_limit_secs, 330);
+        raw.bots_json = Some(format!(
+            r#"[{{"name":"j","token":"t","encoding_aes_key":"{KEY_A}","welcome_message":""}}]"#
+        ));
+        let s = raw.resolve().unwrap();
+        let bot = s.bots.iter().next().unwrap();
+        assert_eq!((bot.name.as_str(), bot.welcome.as_deref()), ("j", None));
+        // Refusals name the key.
+        raw.stream_limit_secs = Some("360".into());
+        assert_eq!(raw.resolve().unwrap_err().key, "stream_limit_secs");
+        raw.stream_limit_secs = None;
+        raw.bots_json = Some(format!(
+            r#"[{{"token":"t","encoding_aes_key":"{KEY_A}","path":"/wecom/callback"}}]"#
+        ));
+        assert_eq!(raw.resolve().unwrap_err().key, "bots");
+        raw.bots_json = Some(r#"[{"token":"SECRET-x","encoding_aes_key":"short"}]"#.into());
+        let err = raw.resolve().unwrap_err();
+        assert_eq!(err.key, "bots[0].encoding_aes_key");
+        assert!(!err.to_string().contains("SECRET"));
+        raw.bots_json = Some(r#"{"not": "a list"}"#.into());
+        assert_eq!(raw.resolve().unwrap_err().key, "bots_json");
+    }
+
+    #[test]
     fn yaml_shaped_values_and_precedence() {
         let json = serde_json::json!({
             "port": 9000, "allow_all_users": true, "allowed_users": ["a", "b"],

@@ -17,6 +17,7 @@ use crate::aibot::reply::{seal_reply, stream_json, text_json};
 use crate::aibot::stream::{StreamOp, UNKNOWN_STREAM_TEXT};
 use crate::aibot::{parse_callback, Bot, BotCallback, BotEvent, BotMessage};
 use crate::apps::{RouteError, SignedQuery};
+use crate::config::Backend;
 use crate::crypto::to_hex;
 use crate::http::{Answer, Incoming};
 use crate::ids::{AgentId, ScopedUser};
@@ -316,7 +317,11 @@ impl<P: Platform> Relay<P> {
                     }
                 }
             }
-            BotCallback::Event { event, .. } => match event {
+            BotCallback::Event {
+                event,
+                aibotid,
+                user_id,
+            } => match event {
                 BotEvent::EnterChat => {
                     let reply = bot
                         .welcome
@@ -328,14 +333,30 @@ impl<P: Platform> Relay<P> {
                     };
                     (outcome, reply)
                 }
-                BotEvent::Feedback { id, kind, .. } => (
-                    BotOutcome::Feedback {
+                BotEvent::Feedback { id, kind, content } => {
+                    if matches!(self.agent.backend, Backend::Webhook { .. }) {
+                        // Best effort: a rating lost to a full queue is not worth a retry.
+                        let job = Job {
+                            id: format!("bot:{aibotid}:feedback:{id}:{now}"),
+                            app: bot.name.clone(),
+                            agent_id: AgentId(0),
+                            user: ScopedUser::new(aibotid.as_str(), user_id.as_str()),
+                            create_time: now,
+                            kind: JobKind::Feedback {
+                                feedback_id: id.clone(),
+                                rating: kind,
+                                comment: content,
+                            },
+                        };
+                        let _ = self.platform.sink().submit(job).await;
+                    }
+                    let outcome = BotOutcome::Feedback {
                         bot: bot.name.clone(),
                         id,
                         kind,
-                    },
-                    None,
-                ),
+                    };
+                    (outcome, None)
+                }
                 BotEvent::TemplateCard => (
                     BotOutcome::Ignored {
                         bot: bot.name.clone(),

@@ -37,7 +37,7 @@ pub use callback::{
     Outcome, Rejection, DENY_NOTICE_INTERVAL_SECS, MAX_BODY_BYTES,
 };
 pub use commands::{parse_command, Command, APOLOGY_TEXT, HELP_TEXT, RESET_TEXT, THINKING_TEXT};
-pub use send_api::{check_send, SendOrder, SendRefusal};
+pub use send_api::{check_send, Recipient, SendOrder, SendRefusal};
 
 /// The health route, answered the same whatever the settings.
 pub const HEALTH_PATH: &str = "/health";
@@ -391,14 +391,18 @@ impl<P: Platform> Relay<P> {
                 return answer;
             }
         };
+        let (app, recipient) = match &order.to {
+            Recipient::Stream(stream) => return self.send_to_stream(stream, &order.text).await,
+            Recipient::User { app, user } => (*app, user),
+        };
         let http = ObservedHttp(&self.platform);
         let client = self.client(&http);
         let app = self
             .settings
             .apps
-            .get(order.app)
+            .get(app)
             .expect("check_send returns a valid index");
-        let user = order.user.user_id.as_str();
+        let user = recipient.user_id.as_str();
         let parts = split_for_wecom(&order.text);
         let mut msgids = Vec::with_capacity(parts.len());
         for part in &parts {
@@ -419,7 +423,7 @@ impl<P: Platform> Relay<P> {
                 Err(JobError::Paced(delay)) => {
                     let sent = msgids.len();
                     self.platform.observe(&Event::SendPaced {
-                        user: &order.user,
+                        user: recipient,
                         sent,
                         delay,
                     });
@@ -434,7 +438,7 @@ impl<P: Platform> Relay<P> {
                 Err(JobError::Api(error)) => {
                     let sent = msgids.len();
                     self.platform.observe(&Event::SendFailed {
-                        user: &order.user,
+                        user: recipient,
                         error: &error,
                         sent,
                     });
@@ -448,7 +452,7 @@ impl<P: Platform> Relay<P> {
             }
         }
         self.platform.observe(&Event::SendDone {
-            user: &order.user,
+            user: recipient,
             parts: msgids.len(),
         });
         Answer::json(200, send_api::sent_body(msgids.len(), &msgids))

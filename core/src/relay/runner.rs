@@ -170,8 +170,12 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
     /// agent), then sends the parts not yet sent.
     pub async fn run(&self, job: &Job, state: &mut JobState) -> Result<(), JobError> {
         state.attempts += 1;
-        if matches!(job.kind, JobKind::Stream { .. }) {
-            return self.run_stream(job, state).await;
+        match job.kind {
+            JobKind::Stream { .. } => return self.run_stream(job, state).await,
+            JobKind::Feedback { .. } => {
+                return self.agent.feedback(job).await.map_err(JobError::Agent)
+            }
+            JobKind::Answer { .. } | JobKind::Notice { .. } => {}
         }
         let app = self.app(job)?;
         let user = job.user.user_id.as_str();
@@ -221,6 +225,7 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         let key = job.user.key();
         let input = match &job.kind {
             JobKind::Notice { text } => return Ok(alloc::vec![text.clone()]),
+            JobKind::Feedback { .. } => return Ok(Vec::new()),
             JobKind::Answer { input } | JobKind::Stream { input, .. } => input,
         };
         if let Some(answer) = self.command(&key, input, state).await? {

@@ -5,6 +5,10 @@
 //! `{"to": ..., "markdown": "..."}`. The message goes through the app of the user's corp (or
 //! the app named by `"app"`), split at 2048 bytes like any reply. Without a configured
 //! `api_token` the endpoint does not exist (404).
+//!
+//! `{"stream": "<id>", "markdown": "..."}` instead answers an AI bot's message whose webhook
+//! agent said it would answer later: the answer ends the stream (what does not fit, or comes
+//! after the stream's time limit, goes through the message's `response_url`).
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -15,13 +19,25 @@ use subtle::ConstantTimeEq;
 use crate::config::Settings;
 use crate::ids::ScopedUser;
 
+/// Who a send order goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A member, through an app.
+    User {
+        /// Index of the app in `settings.apps`.
+        app: usize,
+        /// The member.
+        user: ScopedUser,
+    },
+    /// An AI bot's stream, by id.
+    Stream(String),
+}
+
 /// A checked send order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendOrder {
-    /// Index of the app in `settings.apps`.
-    pub app: usize,
     /// The recipient.
-    pub user: ScopedUser,
+    pub to: Recipient,
     /// What to send.
     pub text: String,
     /// Whether it is markdown.
@@ -57,7 +73,10 @@ fn refuse(status: u16, error: &str) -> SendRefusal {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {
-    to: String,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    stream: Option<String>,
     #[serde(default)]
     text: Option<String>,
     #[serde(default)]
@@ -90,8 +109,6 @@ pub fn check_send(
     }
     let body: Body =
         serde_json::from_slice(body).map_err(|e| refuse(400, &format!("body: {e}")))?;
-    let user =
-        ScopedUser::parse(&body.to).ok_or_else(|| refuse(400, "to must be corp_id:user_id"))?;
     let (text, markdown) = match (body.text, body.markdown) {
         (Some(t), None) => (t, false),
         (None, Some(m)) => (m, true),
@@ -100,30 +117,44 @@ pub fn check_send(
     if text.trim().is_empty() {
         return Err(refuse(400, "empty message"));
     }
-    let app = match body.app {
-        Some(name) => settings
-            .apps
-            .iter()
-            .position(|a| a.name == name && a.corp_id == user.corp_id)
-            .ok_or_else(|| refuse(404, "no such app for that corp"))?,
-        None => {
-            let app = settings
-                .apps
-                .for_user(&user, None)
-                .ok_or_else(|| refuse(404, "no app for that corp"))?;
-            settings
-                .apps
-                .iter()
-                .position(|a| a.name == app.name)
-                .unwrap_or(0)
+    let to = match (body.to, body.stream) {
+        (None, Some(stream)) if body.app.is_none() => {
+            if stream.is_empty() || stream.len() > 128 {
+                return Err(refuse(400, "stream must be a stream id"));
+            }
+            Recipient::Stream(stream)
+        }
+        (Some(to), None) => {
+            let user =
+                ScopedUser::parse(&to).ok_or_else(|| refuse(400, "to must be corp_id:user_id"))?;
+            let app = match body.app {
+                Some(name) => settings
+                    .apps
+                    .iter()
+                    .position(|a| a.name == name && a.corp_id == user.corp_id)
+                    .ok_or_else(|| refuse(404, "no such app for that corp"))?,
+                None => {
+                    let app = settings
+                        .apps
+                        .for_user(&user, None)
+                        .ok_or_else(|| refuse(404, "no app for that corp"))?;
+                    settings
+                        .apps
+                        .iter()
+                        .position(|a| a.name == app.name)
+                        .unwrap_or(0)
+                }
+            };
+            Recipient::User { app, user }
+        }
+        _ => {
+            return Err(refuse(
+                400,
+                "give exactly one of to and stream (app only with to)",
+            ))
         }
     };
-    Ok(SendOrder {
-        app,
-        user,
-        text,
-        markdown,
-    })
+    Ok(SendOrder { to, text, markdown })
 }
 
 /// The success body.
@@ -191,15 +222,33 @@ mod tests {
             401
         );
         let order = check_send(&s, Some("Bearer a-long-enough-token"), body).unwrap();
+        let Recipient::User { app, user } = &order.to else {
+            panic!("{order:?}")
+        };
         assert_eq!(
-            (
-                order.app,
-                order.user.to_string(),
-                order.text.as_str(),
-                order.markdown
-            ),
+            (*app, user.to_string(), order.text.as_str(), order.markdown),
             (0, "ww1:alice".into(), "hello", false)
         );
+        let order = check_send(
+            &s,
+            Some("Bearer a-long-enough-token"),
+            br#"{"stream":"abc","markdown":"**later**"}"#,
+        )
+        .unwrap();
+        assert_eq!(order.to, Recipient::Stream("abc".into()));
+        for bad in [
+            &br#"{"stream":"abc","to":"ww1:a","text":"x"}"#[..],
+            br#"{"stream":"abc","app":"x","text":"x"}"#,
+            br#"{"stream":"","text":"x"}"#,
+            br#"{"text":"x"}"#,
+        ] {
+            assert_eq!(
+                check_send(&s, Some("Bearer a-long-enough-token"), bad)
+                    .unwrap_err()
+                    .status,
+                400
+            );
+        }
         assert_eq!(
             check_send(
                 &s,

@@ -3,7 +3,8 @@
 //! the message's `response_url`.
 //!
 //! Steps, kept in [`JobState`] so a retry repeats none: the answer (`replies`), the stream
-//! finished and the rest laid out (`parts_sent` 1, `rest`), the rest posted (`parts_sent` 2).
+//! finished and the rest laid out (`parts_sent` 1, `rest`, `parts_total` 1 or 2), the rest
+//! posted (`parts_sent` 2).
 
 use alloc::borrow::ToOwned;
 use alloc::format;
@@ -16,11 +17,13 @@ use futures_util::future::{select, Either};
 
 use super::commands::APOLOGY_TEXT;
 use super::runner::Runner;
+use super::send_api::{self, SendRefusal};
 use super::Event;
 use crate::agent::{Agent, AgentError, Progress};
 use crate::aibot::reply::markdown_json;
 use crate::aibot::response_url_target;
 use crate::aibot::stream::{fit_message, layout, showable, Stream, StreamOp, LATE_NOTE};
+use crate::http::Answer;
 use crate::job::{AgentInput, Job, JobError, JobKind, JobState};
 use crate::ports::{Clock, ConversationStore, HttpClient, JobSink, Platform, Sleeper, StreamStore};
 use crate::wecom::api::{parse_response_url, response_url_post, ApiError};
@@ -85,16 +88,15 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
             // The agent answers later (a webhook's 202), through /api/send with the stream.
             return Ok(());
         }
-        state.parts_total = 2;
+        // Parts: the stream's last answer, then the rest through the response_url, if any.
         if state.parts_sent == 0 {
             state.rest = self.finish_stream(stream, &answer).await?;
+            state.parts_total = 1 + usize::from(state.rest.is_some());
             state.parts_sent = 1;
             self.platform.sink().progress(job, state).await;
         }
-        if state.parts_sent == 1 {
-            if let Some(rest) = state.rest.clone() {
-                self.post_rest(job, stream, &rest).await?;
-            }
+        if let (1, Some(rest)) = (state.parts_sent, state.rest.clone()) {
+            self.post_rest(job, stream, &rest).await?;
             state.parts_sent = 2;
             self.platform.sink().progress(job, state).await;
         }
@@ -209,50 +211,7 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
             }
         };
         let url = current.and_then(|s| s.response_url);
-        let Some(url) = url else {
-            self.platform.observe(&Event::ResponseUrl {
-                job: &job.id,
-                ok: false,
-                why: "the message came without a response_url (or it expired)",
-            });
-            return Ok(());
-        };
-        let Some(target) = response_url_target(&url, self.api_base) else {
-            self.platform.observe(&Event::ResponseUrl {
-                job: &job.id,
-                ok: false,
-                why: "its response_url is neither on WeCom's API host nor on api_base: not contacted",
-            });
-            return Ok(());
-        };
-        let req = response_url_post(&target, markdown_json(rest));
-        let resp = self
-            .platform
-            .api_http()
-            .send(req)
-            .await
-            .map_err(|e| JobError::Api(ApiError::transport(e)))?;
-        match parse_response_url(&resp) {
-            Ok(()) => {
-                self.platform.observe(&Event::ResponseUrl {
-                    job: &job.id,
-                    ok: true,
-                    why: "",
-                });
-                Ok(())
-            }
-            // Usable once: a refusal is final, and says so.
-            Err(e) if !e.class.is_retryable() => {
-                let why = e.to_string();
-                self.platform.observe(&Event::ResponseUrl {
-                    job: &job.id,
-                    ok: false,
-                    why: &why,
-                });
-                Ok(())
-            }
-            Err(e) => Err(JobError::Api(e)),
-        }
+        post_response_url(self.platform, self.api_base, &job.id, url.as_deref(), rest).await
     }
 
     /// After the agent never answered: the apology ends the stream, or (if the stream is
@@ -287,5 +246,107 @@ fn rest_after(stream: &Stream, answer: &str) -> String {
     match answer.strip_prefix(shown) {
         Some(rest) if !shown.is_empty() => fit_message(rest.trim_start_matches('\n')),
         _ => fit_message(answer),
+    }
+}
+
+/// Posts `content` (markdown) to a message's `response_url`, if it has one on WeCom's host or
+/// the API base; what became of it is observed under `label`. Transport failures and WeCom's
+/// retryable errors are the caller's to retry; a refusal is final (the URL is usable once).
+pub(crate) async fn post_response_url<P: Platform>(
+    platform: &P,
+    api_base: &str,
+    label: &str,
+    url: Option<&str>,
+    content: &str,
+) -> Result<(), JobError> {
+    let refused = |why: &str| {
+        platform.observe(&Event::ResponseUrl {
+            job: label,
+            ok: false,
+            why,
+        });
+        Ok(())
+    };
+    let Some(url) = url else {
+        return refused("the message came without a response_url (or it expired)");
+    };
+    let Some(target) = response_url_target(url, api_base) else {
+        return refused(
+            "its response_url is neither on WeCom's API host nor on api_base: not contacted",
+        );
+    };
+    let req = response_url_post(&target, markdown_json(content));
+    let resp = platform
+        .api_http()
+        .send(req)
+        .await
+        .map_err(|e| JobError::Api(ApiError::transport(e)))?;
+    match parse_response_url(&resp) {
+        Ok(()) => {
+            platform.observe(&Event::ResponseUrl {
+                job: label,
+                ok: true,
+                why: "",
+            });
+            Ok(())
+        }
+        Err(e) if !e.class.is_retryable() => refused(&e.to_string()),
+        Err(e) => Err(JobError::Api(e)),
+    }
+}
+
+impl<P: Platform> crate::Relay<P> {
+    /// `/api/send` to a stream: a webhook agent's later answer ends it; what does not fit, or
+    /// comes after the stream closed, goes through its `response_url`.
+    pub(crate) async fn send_to_stream(&self, stream: &str, text: &str) -> Answer {
+        let now = self.platform.clock().now_unix();
+        let streams = self.platform.streams();
+        let refuse = |status: u16, why: &str| {
+            self.platform.observe(&Event::SendRefused { status, why });
+            Answer::json(status, SendRefusal::new(status, why).body)
+        };
+        let poll = StreamOp::Poll {
+            limit_secs: self.settings.stream_limit_secs,
+        };
+        let current = match streams.apply(stream, &poll, now).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return refuse(404, "no such stream (unknown, or older than an hour)"),
+            Err(e) => return refuse(503, &format!("stream store: {e}")),
+        };
+        if current.finished {
+            return refuse(409, "the stream is already answered");
+        }
+        let label = format!("stream:{stream}");
+        let mut rest = None;
+        if !current.closed {
+            let out = layout(text, 0);
+            let done = StreamOp::Finish {
+                content: match shown_answer(&current) {
+                    "" => out.stream,
+                    shown => format!("{shown}\n\n{}", out.stream),
+                },
+            };
+            match streams.apply(stream, &done, now).await {
+                Ok(Some(after)) if after.finished => rest = out.rest,
+                Ok(_) => rest = Some(fit_message(text)),
+                Err(e) => return refuse(503, &format!("stream store: {e}")),
+            }
+        } else {
+            rest = rest.or(Some(fit_message(text)));
+        }
+        let continued = rest.is_some();
+        if let Some(rest) = rest {
+            let url = current.response_url.as_deref();
+            if let Err(e) =
+                post_response_url(&self.platform, &self.settings.api_base, &label, url, &rest).await
+            {
+                let body = send_api::failed_body(0, 1, &e.to_string());
+                return Answer::json(502, body);
+            }
+        }
+        Answer::json(
+            200,
+            serde_json::json!({"ok": true, "stream": stream, "continued": continued}).to_string(),
+        )
     }
 }

@@ -560,3 +560,105 @@ fn the_send_api_waits_out_a_minute_and_refuses_an_hour_with_retry_after() {
         1
     );
 }
+
+const BOT_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+
+/// A relay with one app and one bot (`/wecom/aibot`, token `bt`).
+fn bot_relay(now: u64) -> Relay<TestPlatform> {
+    let bots = format!(r#"[{{"name":"helper","token":"bt","encoding_aes_key":"{BOT_KEY}"}}]"#);
+    relay_with(now, &[("bots_json", &bots)])
+}
+
+/// POSTs `plain` to the bot as WeCom would; the status and the opened reply.
+fn bot_post(
+    relay: &Relay<TestPlatform>,
+    plain: &str,
+    now: u64,
+) -> (u16, Option<serde_json::Value>) {
+    let crypt = crate::crypto::MsgCrypt::new("bt", BOT_KEY, "").unwrap();
+    let ts = now.to_string();
+    let sealed = crypt.encrypt(plain, &[1; 16], &ts, "n1").unwrap();
+    let query = format!("msg_signature={}&timestamp={ts}&nonce=n1", sealed.signature);
+    let body = serde_json::json!({"encrypt": sealed.encrypt}).to_string();
+    let answer = block_on(relay.handle(&Incoming {
+        method: "POST",
+        path: "/wecom/aibot",
+        query: &query,
+        authorization: None,
+        body: Ok(body.as_bytes()),
+    }));
+    if answer.body.is_empty() {
+        return (answer.status, None);
+    }
+    let reply: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(reply["nonce"], "n1");
+    let opened = crypt
+        .decrypt(
+            reply["msgsignature"].as_str().unwrap(),
+            &reply["timestamp"].to_string(),
+            "n1",
+            reply["encrypt"].as_str().unwrap(),
+        )
+        .unwrap();
+    (answer.status, Some(serde_json::from_str(&opened).unwrap()))
+}
+
+fn bot_message(text: &str, response_url: &str) -> String {
+    serde_json::json!({"msgid": "m1", "aibotid": "b1", "chattype": "single",
+        "from": {"userid": "alice"}, "response_url": response_url,
+        "msgtype": "text", "text": {"content": text}})
+    .to_string()
+}
+
+#[test]
+fn a_bot_message_opens_a_stream_and_its_job_finishes_it() {
+    let now = 1_700_000_000;
+    let relay = bot_relay(now);
+    let (status, reply) = bot_post(&relay, &bot_message("hello bot", ""), now);
+    assert_eq!(status, 200);
+    let reply = reply.unwrap();
+    assert_eq!(reply["stream"]["finish"], false);
+    let stream = reply["stream"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(stream, stream_id("b1", "m1"));
+    let jobs = relay.platform().sink.take();
+    assert_eq!(jobs.len(), 1);
+    let report = block_on(relay.run_job(&jobs[0]));
+    assert!(report.is_success(), "{report}");
+    let refresh = serde_json::json!({"msgid": "r", "aibotid": "b1", "from": {"userid": "alice"},
+        "msgtype": "stream", "stream": {"id": stream}})
+    .to_string();
+    let (_, reply) = bot_post(&relay, &refresh, now);
+    let reply = reply.unwrap();
+    assert_eq!(reply["stream"]["content"], "hello bot");
+    assert_eq!(reply["stream"]["finish"], true);
+    // Nothing went through WeCom's API: the stream carried it.
+    assert!(relay.platform().http.requests().is_empty());
+}
+
+#[test]
+fn a_response_url_elsewhere_is_never_contacted() {
+    let now = 1_700_000_000;
+    let relay = bot_relay(now);
+    let long: String = (0..30)
+        .map(|i| format!("{i:03} {}\n\n", "y".repeat(990)))
+        .collect();
+    let (status, _) = bot_post(
+        &relay,
+        &bot_message(&long, "https://evil.example/steal?x=1"),
+        now,
+    );
+    assert_eq!(status, 200);
+    let jobs = relay.platform().sink.take();
+    // WeCom takes the stream's last answer in the meantime.
+    let report = block_on(relay.run_job(&jobs[0]));
+    assert!(report.is_success(), "{report}");
+    assert!(
+        relay.platform().http.requests().is_empty(),
+        "no request at all"
+    );
+    let lines = relay
+        .platform()
+        .lines_with("could not go through response_url");
+    assert_eq!(lines.len(), 1, "{:?}", relay.platform().events());
+    assert!(lines[0].contains("not contacted"), "{lines:?}");
+}
