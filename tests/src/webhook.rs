@@ -5,7 +5,13 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use crate::harness::{free_port, Scenario};
 use crate::peer::python;
+
+/// The webhook's secret in the tests.
+pub const SECRET: &str = "webhook-secret-0123456789abcdef";
+/// The relay's `/api/send` token in the tests.
+pub const API_TOKEN: &str = "send-api-token-0123456789";
 
 /// The running receiver.
 pub struct Receiver {
@@ -64,4 +70,26 @@ impl Drop for Receiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts a receiver and points `scenario` at it: the webhook agent with [`SECRET`], and
+/// `/api/send` with [`API_TOKEN`] on a port chosen after the receiver bound its own (so the
+/// two cannot collide), which the receiver is told.
+pub async fn serve_webhook(scenario: &mut Scenario) -> Receiver {
+    let receiver = Receiver::start(SECRET, API_TOKEN);
+    let port = free_port();
+    receiver
+        .set_send_url(&format!("http://127.0.0.1:{port}/api/send"))
+        .await;
+    scenario.port = port;
+    scenario.api_token = Some(API_TOKEN.into());
+    scenario.agent = vec![
+        ("AGENT_KIND".into(), "webhook".into()),
+        (
+            "AGENT_URL".into(),
+            format!("http://127.0.0.1:{}/hook", receiver.port),
+        ),
+        ("AGENT_SECRET".into(), SECRET.into()),
+    ];
+    receiver
 }

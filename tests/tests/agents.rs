@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use wecom_relay_core::relay::{APOLOGY_TEXT, HELP_TEXT, RESET_TEXT, THINKING_TEXT};
 use wecom_relay_standin::openai::{ChatFault, OpenAiStandin, RunningOpenAi};
-use wecom_relay_tests::harness::{free_port, now, text_xml, AppSpec, Running, Scenario, Twin};
+use wecom_relay_tests::harness::{now, text_xml, AppSpec, Running, Scenario, Twin};
 use wecom_relay_tests::peer::WechatpyPeer;
-use wecom_relay_tests::webhook::Receiver;
+use wecom_relay_tests::webhook::serve_webhook;
 
 const KEY: &str = "sk-standin-0123456789";
 
@@ -257,25 +257,8 @@ async fn the_send_api_needs_the_right_bearer_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_agent_signs_events_and_takes_sync_and_later_answers() {
     for twin in Twin::selected() {
-        let secret = "webhook-secret-0123456789abcdef";
-        let token = "send-api-token-0123456789";
-        // The receiver binds first; the relay's port is chosen after, so they cannot collide.
-        let receiver = Receiver::start(secret, token);
-        let port = free_port();
-        receiver
-            .set_send_url(&format!("http://127.0.0.1:{port}/api/send"))
-            .await;
         let mut scenario = Scenario::new(vec![app()]);
-        scenario.port = port;
-        scenario.api_token = Some(token.into());
-        scenario.agent = vec![
-            ("AGENT_KIND".into(), "webhook".into()),
-            (
-                "AGENT_URL".into(),
-                format!("http://127.0.0.1:{}/hook", receiver.port),
-            ),
-            ("AGENT_SECRET".into(), secret.into()),
-        ];
+        let receiver = serve_webhook(&mut scenario).await;
         let r = Running::start(twin, scenario).await;
         let mut peer = WechatpyPeer::start();
         say(&r, &mut peer, 1, "hi").await;

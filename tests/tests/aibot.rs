@@ -485,27 +485,10 @@ async fn a_slow_answer_is_cut_over_at_the_limit_and_finished_through_the_respons
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_agent_answers_a_stream_later_and_hears_of_ratings() {
-    use wecom_relay_tests::harness::free_port;
-    use wecom_relay_tests::webhook::Receiver;
+    use wecom_relay_tests::webhook::serve_webhook;
     for twin in Twin::selected() {
-        let secret = "webhook-secret-0123456789abcdef";
-        let token = "send-api-token-0123456789";
-        let receiver = Receiver::start(secret, token);
-        let port = free_port();
-        receiver
-            .set_send_url(&format!("http://127.0.0.1:{port}/api/send"))
-            .await;
         let mut scenario = scenario();
-        scenario.port = port;
-        scenario.api_token = Some(token.into());
-        scenario.agent = vec![
-            ("AGENT_KIND".into(), "webhook".into()),
-            (
-                "AGENT_URL".into(),
-                format!("http://127.0.0.1:{}/hook", receiver.port),
-            ),
-            ("AGENT_SECRET".into(), secret.into()),
-        ];
+        let receiver = serve_webhook(&mut scenario).await;
         let r = Running::start(twin, scenario).await;
         let mut wecom = Wecom::new(&r);
         // At once.

@@ -240,6 +240,20 @@ impl<H: HttpClient, K: Clock, S: Sleeper> ConfiguredAgent<'_, H, K, S> {
         Ok(alloc::vec![progress.snapshot()])
     }
 
+    /// Sends a signed event to the webhook; its answer's replies.
+    async fn call_webhook(&self, event: &WebhookEvent) -> Result<Vec<String>, AgentError> {
+        let Backend::Webhook { url, secret } = &self.settings.backend else {
+            return Err(AgentError::fatal("the backend is not a webhook"));
+        };
+        let req = webhook_request(url, secret.expose(), event, self.clock.now_unix());
+        let resp = self
+            .http
+            .send(req)
+            .await
+            .map_err(|e| transport(e, "webhook"))?;
+        parse_webhook(&resp)
+    }
+
     fn openai_request(&self, job: &Job, history: &[Turn]) -> Option<crate::http::HttpRequest> {
         let Backend::OpenAi {
             base_url,
@@ -270,20 +284,13 @@ impl<H: HttpClient, K: Clock, S: Sleeper> ConfiguredAgent<'_, H, K, S> {
 
 impl<H: HttpClient, K: Clock, S: Sleeper> Agent for ConfiguredAgent<'_, H, K, S> {
     async fn feedback(&self, job: &Job) -> Result<(), AgentError> {
-        let Backend::Webhook { url, secret } = &self.settings.backend else {
+        let (Backend::Webhook { .. }, Some(event)) =
+            (&self.settings.backend, WebhookEvent::feedback(job))
+        else {
             return Ok(());
         };
-        let Some(event) = WebhookEvent::feedback(job) else {
-            return Ok(());
-        };
-        let req = webhook_request(url, secret.expose(), &event, self.clock.now_unix());
-        let resp = self
-            .http
-            .send(req)
-            .await
-            .map_err(|e| transport(e, "webhook"))?;
         // Whatever it answers, a rating needs no reply: only a failure counts.
-        parse_webhook(&resp).map(drop)
+        self.call_webhook(&event).await.map(drop)
     }
 
     async fn respond_streaming(
@@ -323,17 +330,11 @@ impl<H: HttpClient, K: Clock, S: Sleeper> Agent for ConfiguredAgent<'_, H, K, S>
                     .map_err(|e| transport(e, "agent API"))?;
                 Ok(alloc::vec![parse_chat(&resp)?])
             }
-            Backend::Webhook { url, secret } => {
+            Backend::Webhook { .. } => {
                 let corp = job.user.corp_id.as_str();
                 let event = WebhookEvent::from_job(job, corp)
                     .ok_or_else(|| AgentError::fatal("not a message"))?;
-                let req = webhook_request(url, secret.expose(), &event, self.clock.now_unix());
-                let resp = self
-                    .http
-                    .send(req)
-                    .await
-                    .map_err(|e| transport(e, "webhook"))?;
-                parse_webhook(&resp)
+                self.call_webhook(&event).await
             }
         }
     }
