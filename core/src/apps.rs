@@ -39,6 +39,10 @@ pub struct AppConfig {
     /// The callback EncodingAESKey (43 characters).
     #[serde(default)]
     pub encoding_aes_key: String,
+    /// What `enter_agent` is answered with (once a day); the shared `welcome_message` when
+    /// unset, nothing when empty.
+    #[serde(default)]
+    pub welcome_message: Option<String>,
 }
 
 impl fmt::Debug for AppConfig {
@@ -106,6 +110,8 @@ pub struct App {
     pub agent_id: AgentId,
     /// The callback crypt.
     pub crypt: MsgCrypt,
+    /// Its own welcome: `Some("")` turns the shared one off for this app.
+    pub welcome: Option<String>,
 }
 
 /// All configured apps.
@@ -261,6 +267,7 @@ impl Apps {
                 corp_secret: CorpSecret::new(corp_secret),
                 agent_id: AgentId(agent_id),
                 crypt,
+                welcome: c.welcome_message.clone(),
             });
         }
         Ok(Self { apps })
@@ -418,6 +425,7 @@ mod tests {
 
     pub(crate) fn cfg(name: &str, corp: &str, agent: &str, token: &str, key: &str) -> AppConfig {
         AppConfig {
+            welcome_message: None,
             name: Some(name.into()),
             corp_id: corp.into(),
             corp_secret: "secret-value".into(),

@@ -40,6 +40,9 @@ pub enum AgentInput {
         media_id: String,
         /// `amr` or `speex`.
         format: String,
+        /// WeCom's transcript, when it made one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transcript: Option<String>,
     },
     /// A video.
     Video {
@@ -74,9 +77,13 @@ impl AgentInput {
         match self {
             Self::Text { text } => text.clone(),
             Self::Image { media_id, .. } => format!("[image media_id={media_id}]"),
-            Self::Voice { media_id, format } => {
-                format!("[voice media_id={media_id} format={format}]")
-            }
+            Self::Voice {
+                transcript: Some(text),
+                ..
+            } => text.clone(),
+            Self::Voice {
+                media_id, format, ..
+            } => format!("[voice media_id={media_id} format={format}, no transcript]"),
             Self::Video { media_id, .. } => format!("[video media_id={media_id}]"),
             Self::Location {
                 latitude,

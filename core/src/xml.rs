@@ -279,6 +279,8 @@ pub enum MessageBody {
         media_id: String,
         /// `amr` or `speex`.
         format: String,
+        /// WeCom's transcript (`Recognition`), when speech recognition is on for the app.
+        recognition: Option<String>,
     },
     /// `video`.
     Video {
@@ -426,6 +428,7 @@ pub fn parse_message(xml: &str) -> Result<Message, XmlError> {
         "voice" => MessageBody::Voice {
             media_id: root.req("MediaId")?,
             format: root.opt("Format").unwrap_or_default(),
+            recognition: root.opt("Recognition").filter(|r| !r.trim().is_empty()),
         },
         "video" => MessageBody::Video {
             media_id: root.req("MediaId")?,
@@ -627,7 +630,7 @@ mod tests {
 
     #[test]
     fn every_message_type() {
-        let cases: [(&str, MessageBody); 6] = [
+        let cases: [(&str, MessageBody); 7] = [
             (
                 "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[a < b & ]]]]><![CDATA[>]]></Content><MsgId>1</MsgId>",
                 MessageBody::Text { content: "a < b & ]]>".into() },
@@ -638,7 +641,11 @@ mod tests {
             ),
             (
                 "<MsgType>voice</MsgType><MediaId>V</MediaId><Format>amr</Format><MsgId>3</MsgId>",
-                MessageBody::Voice { media_id: "V".into(), format: "amr".into() },
+                MessageBody::Voice { media_id: "V".into(), format: "amr".into(), recognition: None },
+            ),
+            (
+                "<MsgType>voice</MsgType><MediaId>V</MediaId><Format>amr</Format><Recognition><![CDATA[明天开会]]></Recognition><MsgId>3</MsgId>",
+                MessageBody::Voice { media_id: "V".into(), format: "amr".into(), recognition: Some("明天开会".into()) },
             ),
             (
                 "<MsgType>video</MsgType><MediaId>V</MediaId><ThumbMediaId>T</ThumbMediaId><MsgId>4</MsgId>",

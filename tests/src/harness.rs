@@ -143,9 +143,23 @@ pub struct Scenario {
     pub bots: Vec<BotSpec>,
     /// `stream_limit_secs`.
     pub stream_limit_secs: Option<u64>,
+    /// `welcome_message`.
+    pub welcome_message: Option<String>,
+    /// `menu_commands`: menu key to text.
+    pub menu_commands: Vec<(String, String)>,
 }
 
 impl Scenario {
+    /// `menu_commands` as a JSON object.
+    pub fn menu_commands_json(&self) -> Value {
+        Value::Object(
+            self.menu_commands
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        )
+    }
+
     /// The dedup TTL to configure.
     pub fn dedup_ttl(&self) -> u64 {
         self.dedup_ttl_secs
@@ -171,6 +185,8 @@ impl Scenario {
             debug_logs: false,
             bots: Vec::new(),
             stream_limit_secs: None,
+            welcome_message: None,
+            menu_commands: Vec::new(),
         }
     }
 }
@@ -333,6 +349,18 @@ impl Running {
                 Value::String(secs.to_string()),
             );
         }
+        if let Some(welcome) = &scenario.welcome_message {
+            map.insert(
+                "WECOM_CALLBACK_WELCOME_MESSAGE".into(),
+                Value::String(welcome.clone()),
+            );
+        }
+        if !scenario.menu_commands.is_empty() {
+            map.insert(
+                "WECOM_CALLBACK_MENU_COMMANDS".into(),
+                Value::String(scenario.menu_commands_json().to_string()),
+            );
+        }
         vars
     }
 
@@ -484,6 +512,8 @@ impl Running {
                 "dedup_ttl_secs": scenario.dedup_ttl(),
                 "bots": scenario.bots.iter().map(BotSpec::config).collect::<Vec<_>>(),
                 "stream_limit_secs": scenario.stream_limit_secs,
+                "welcome_message": scenario.welcome_message,
+                "menu_commands": scenario.menu_commands_json(),
             }}},
             "agent": {"kind": "echo"},
             "relay": {"drain_timeout_secs": 10, "api_timeout_secs": 5},

@@ -598,3 +598,72 @@ async fn a_failure_mid_reply_resumes_without_resending_parts() {
         );
     }
 }
+
+/// wechatpy encrypts `inner` (the elements after `CreateTime`) from `user` for `app`.
+fn raw_callback(
+    peer: &mut WechatpyPeer,
+    app: &AppSpec,
+    user: &str,
+    at: u64,
+    inner: &str,
+) -> EncryptedCallback {
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>\
+         <CreateTime>{at}</CreateTime>{inner}<AgentID>{}</AgentID></xml>",
+        app.corp_id, app.agent_id
+    );
+    peer.encrypt_callback(
+        &app.peer(),
+        &xml,
+        &at.to_string(),
+        &format!("n{at}{}", inner.len()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_once_a_day_menu_clicks_and_voice_transcripts() {
+    for twin in Twin::selected() {
+        let a = AppSpec::new("a", "wwcorpA", 1000002, 'a', &["alice"]);
+        let mut scenario = Scenario::new(vec![a.clone()]);
+        scenario.welcome_message = Some("Welcome back! Ask me anything.".into());
+        scenario.menu_commands = vec![("K_HELLO".into(), "hello from the menu".into())];
+        let r = Running::start(twin, scenario).await;
+        let mut peer = WechatpyPeer::start();
+        let ts = now();
+        // Opening the app twice the same day: one welcome.
+        let enter = "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[enter_agent]]></Event>";
+        for at in [ts, ts + 1] {
+            let cb = raw_callback(&mut peer, &a, "alice", at, enter);
+            assert_eq!(post(&r, &cb).await, (200, "success".into()), "{twin:?}");
+        }
+        // A menu click stands for its text (the echo agent answers it).
+        let click = "<MsgType>event</MsgType><Event>click</Event><EventKey>K_HELLO</EventKey>";
+        let cb = raw_callback(&mut peer, &a, "alice", ts + 2, click);
+        assert_eq!(post(&r, &cb).await.0, 200);
+        // A voice message with WeCom's transcript: the agent reads the transcript.
+        let voice = "<MsgType>voice</MsgType><MediaId>VOICE1</MediaId><Format>amr</Format>\
+                     <Recognition><![CDATA[明天上午十点开会]]></Recognition><MsgId>4401</MsgId>";
+        let cb = raw_callback(&mut peer, &a, "alice", ts + 3, voice);
+        assert_eq!(post(&r, &cb).await.0, 200);
+        let got = r.wait_for("three messages", |m| m.len() >= 3).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // (In any order: the Worker without its user objects does not keep one.)
+        let mut texts: Vec<String> = r
+            .standin
+            .standin
+            .messages()
+            .iter()
+            .filter_map(|m| m.content.clone())
+            .collect();
+        texts.sort();
+        let mut want = [
+            "Welcome back! Ask me anything.",
+            "hello from the menu",
+            "明天上午十点开会",
+        ];
+        want.sort();
+        assert_eq!(texts, want, "{twin:?}: {got:#?}");
+        let logs = r.wait_for_log("welcome=already sent today").await;
+        assert!(logs.contains("welcome=queued"), "{twin:?}: {logs}");
+    }
+}

@@ -109,6 +109,7 @@ fn wechatpy_callbacks_route_across_two_corps_sharing_a_user_id() {
         agent_id: p.agent_id.clone(),
         token: p.token.clone(),
         encoding_aes_key: p.key.clone(),
+        welcome_message: None,
     };
     let apps = Apps::from_configs(&[cfg(&a), cfg(&b)], false).unwrap();
     for (i, p) in [&a, &b].into_iter().enumerate() {

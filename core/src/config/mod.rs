@@ -6,6 +6,7 @@
 //! section is [`RawAgentSettings`].
 
 use alloc::borrow::ToOwned;
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -43,6 +44,7 @@ pub const KEYS: &[&str] = &[
     "api_token",
     "welcome_message",
     "stream_limit_secs",
+    "menu_commands",
 ];
 
 /// The AI bot's variables: `WECOM_AIBOT_` + upper-case key, for one bot (or the whole list as
@@ -87,6 +89,7 @@ impl core::fmt::Debug for RawSettings {
             .field("bot_path", &self.bot_path)
             .field("welcome_message", &self.welcome_message)
             .field("stream_limit_secs", &self.stream_limit_secs)
+            .field("menu_commands", &self.menu_commands)
             .finish()
     }
 }
@@ -170,6 +173,9 @@ pub struct RawSettings {
     /// How long after a bot message its stream is ended with what has arrived.
     #[serde(default, deserialize_with = "opt_scalar")]
     pub stream_limit_secs: Option<String>,
+    /// Menu keys and the text (or command) a click on each stands for: a map, or its JSON.
+    #[serde(default, deserialize_with = "opt_map")]
+    pub menu_commands: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +216,24 @@ fn opt_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::E
         ListOrCsv::List(items) => items.into_iter().map(Scalar::into_string).collect(),
         ListOrCsv::One(s) => split_csv(&s.into_string()),
     }))
+}
+
+fn opt_map<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum MapOrJson {
+        Map(BTreeMap<String, Scalar>),
+        Json(String),
+    }
+    match Option::<MapOrJson>::deserialize(d)? {
+        None => Ok(None),
+        Some(MapOrJson::Map(m)) => Ok(Some(
+            m.into_iter().map(|(k, v)| (k, v.into_string())).collect(),
+        )),
+        Some(MapOrJson::Json(json)) => serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("menu_commands must map menu keys to text")),
+    }
 }
 
 fn split_csv(s: &str) -> Vec<String> {
@@ -264,6 +288,10 @@ pub struct Settings {
     pub bots: Bots,
     /// How long after a bot message its stream is ended with what has arrived.
     pub stream_limit_secs: u64,
+    /// What apps answer `enter_agent` with (once a day), unless an app sets its own.
+    pub welcome_message: Option<String>,
+    /// Menu keys (`EventKey` of a `click`) and the text each stands for.
+    pub menu_commands: BTreeMap<String, String>,
 }
 
 impl RawSettings {
@@ -288,6 +316,16 @@ impl RawSettings {
             "bots_json" => &mut self.bots_json,
             "welcome_message" => &mut self.welcome_message,
             "stream_limit_secs" => &mut self.stream_limit_secs,
+            "menu_commands" => {
+                let map = serde_json::from_str(&value).map_err(|_| {
+                    ConfigError::new(
+                        "menu_commands",
+                        "must be a JSON object mapping menu keys to text",
+                    )
+                })?;
+                self.menu_commands = Some(map);
+                return Ok(());
+            }
             "allowed_users" => {
                 self.allowed_users = Some(split_csv(&value));
                 return Ok(());
@@ -387,6 +425,7 @@ impl RawSettings {
         let get = |v: &Option<String>| v.clone().unwrap_or_default();
         Ok((
             alloc::vec![AppConfig {
+                welcome_message: None,
                 name: None,
                 corp_id: get(&self.corp_id),
                 corp_secret: get(&self.corp_secret),
@@ -490,6 +529,11 @@ impl RawSettings {
         Ok(Settings {
             bots,
             stream_limit_secs,
+            welcome_message: self
+                .welcome_message
+                .clone()
+                .filter(|m| !m.trim().is_empty()),
+            menu_commands: self.menu_commands.clone().unwrap_or_default(),
             host: self.host.clone().unwrap_or_else(|| "0.0.0.0".into()),
             port,
             path,

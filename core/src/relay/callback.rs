@@ -196,8 +196,29 @@ pub enum Decision {
         /// The notice job, when a deny message is configured.
         notice: Option<Job>,
     },
+    /// `enter_agent`: claim `notice.id` for `ttl` seconds (the rest of the user's day) and, if
+    /// fresh, enqueue the welcome.
+    Welcome {
+        /// The welcome notice.
+        notice: Job,
+        /// How long the claim lasts.
+        ttl: u64,
+    },
     /// Nothing to do (events, unknown types); answer 200.
     Ignore(&'static str),
+}
+
+/// The offset of the corp's time zone (China Standard Time, UTC+8): "once a day" means a
+/// day there.
+pub const CORP_UTC_OFFSET_SECS: u64 = 8 * 3600;
+
+/// The dedup key that limits an app's welcome to once per user per day, and how long it
+/// must live (until that day ends, at least a minute).
+pub fn welcome_key(app: &str, user: &ScopedUser, at: u64) -> (String, u64) {
+    let local = at.saturating_add(CORP_UTC_OFFSET_SECS);
+    let day = local / 86_400;
+    let left = 86_400 - local % 86_400;
+    (format!("welcome:{app}:{}:{day}", user.key()), left.max(60))
 }
 
 /// The dedup key that rate-limits deny notices to one per user per hour.
@@ -219,9 +240,14 @@ pub fn decide(settings: &Settings, inbound: &Inbound) -> Decision {
             media_id: media_id.clone(),
             pic_url: pic_url.clone(),
         },
-        MessageBody::Voice { media_id, format } => AgentInput::Voice {
+        MessageBody::Voice {
+            media_id,
+            format,
+            recognition,
+        } => AgentInput::Voice {
             media_id: media_id.clone(),
             format: format.clone(),
+            transcript: recognition.clone(),
         },
         MessageBody::Video {
             media_id,
@@ -250,6 +276,41 @@ pub fn decide(settings: &Settings, inbound: &Inbound) -> Decision {
             description: description.clone(),
             url: url.clone(),
         },
+        MessageBody::Event(Event::Click { key }) => {
+            match settings.menu_commands.get(key.as_str()) {
+                Some(text) => AgentInput::Text { text: text.clone() },
+                None => return Decision::Ignore("unmapped_click"),
+            }
+        }
+        MessageBody::Event(Event::EnterAgent { .. }) => {
+            let welcome = app
+                .welcome
+                .as_deref()
+                .or(settings.welcome_message.as_deref());
+            return match welcome {
+                Some(text)
+                    if !text.trim().is_empty()
+                        && settings.policy.check(&inbound.user) == Access::Allowed =>
+                {
+                    let (key, ttl) =
+                        welcome_key(&app.name, &inbound.user, inbound.message.create_time);
+                    Decision::Welcome {
+                        ttl,
+                        notice: Job {
+                            id: key,
+                            app: app.name.clone(),
+                            agent_id: app.agent_id,
+                            user: inbound.user.clone(),
+                            create_time: inbound.message.create_time,
+                            kind: JobKind::Notice {
+                                text: text.to_owned(),
+                            },
+                        },
+                    }
+                }
+                _ => Decision::Ignore("event"),
+            };
+        }
         MessageBody::Event(Event::Unknown { .. }) => return Decision::Ignore("unknown_event"),
         MessageBody::Event(_) => return Decision::Ignore("event"),
         MessageBody::Unknown { .. } => return Decision::Ignore("unknown_type"),
@@ -300,6 +361,13 @@ pub enum Outcome {
         /// Whether a deny notice was queued.
         notice: bool,
     },
+    /// `enter_agent`: the welcome was queued (at most once a day), or not.
+    Welcomed {
+        /// The user.
+        user: ScopedUser,
+        /// Whether the welcome went to the sink.
+        sent: bool,
+    },
     /// Nothing to do.
     Ignored {
         /// The sender.
@@ -345,6 +413,7 @@ impl Outcome {
             Self::Duplicate { .. } => "duplicate",
             Self::Denied { .. } => "denied",
             Self::Ignored { .. } => "ignored",
+            Self::Welcomed { .. } => "welcomed",
             Self::StoreFailed(_) => "store_error",
             Self::NotQueued { .. } => "not_queued",
         }
@@ -372,6 +441,15 @@ impl fmt::Display for Outcome {
             Self::Ignored { user, why } => write!(
                 f,
                 "callback acknowledged, nothing to do ({why}) user={user}"
+            ),
+            Self::Welcomed { user, sent } => write!(
+                f,
+                "enter_agent acknowledged user={user} welcome={}",
+                if *sent {
+                    "queued"
+                } else {
+                    "already sent today"
+                }
             ),
             Self::StoreFailed(e) => write!(
                 f,
@@ -434,6 +512,16 @@ pub async fn handle_callback<D: DedupStore, S: JobSink>(
             Outcome::Denied {
                 user: inbound.user,
                 notice: sent,
+            }
+        }
+        Decision::Welcome { notice, ttl } => {
+            let sent = match dedup.claim(&notice.id, now, ttl).await {
+                Ok(Claim::Fresh) => sink.submit(notice).await.is_ok(),
+                _ => false,
+            };
+            Outcome::Welcomed {
+                user: inbound.user,
+                sent,
             }
         }
         Decision::Ignore(why) => Outcome::Ignored {
@@ -575,6 +663,79 @@ mod tests {
             send(&settings, "<MsgType>hologram</MsgType>"),
             Decision::Ignore("unknown_type")
         );
+    }
+
+    #[test]
+    fn welcomes_once_a_day_clicks_map_to_text_and_voice_brings_its_transcript() {
+        let (mut settings, _) = official();
+        let crypt = settings.apps.get(0).unwrap().crypt.clone();
+        let user = "chenjiashun";
+        let send = |settings: &Settings, inner: &str, at: u64| {
+            let xml = format!(
+                "<xml><ToUserName>{}</ToUserName><FromUserName>{user}</FromUserName><CreateTime>{at}</CreateTime>{inner}<AgentID>1000002</AgentID></xml>",
+                crypt.receive_id()
+            );
+            let sealed = crypt.encrypt(&xml, &[3; 16], &at.to_string(), "n").unwrap();
+            let body =
+                crate::xml::callback_envelope_xml(crypt.receive_id(), &sealed.encrypt, "1000002");
+            let q = format!("msg_signature={}&timestamp={at}&nonce=n", sealed.signature);
+            let inbound = open_callback(settings, &q, body.as_bytes(), at).unwrap();
+            decide(settings, &inbound)
+        };
+        let enter = "<MsgType>event</MsgType><Event>enter_agent</Event>";
+        // No welcome configured: nothing.
+        assert_eq!(send(&settings, enter, 100), Decision::Ignore("event"));
+        settings.welcome_message = Some("welcome!".into());
+        // 2023-11-14 23:59:59 and 2023-11-15 00:00:00 in UTC+8: two days.
+        let (before, after) = (1_699_977_599, 1_699_977_600);
+        let key_at = |at| match send(&settings, enter, at) {
+            Decision::Welcome { notice, ttl } => {
+                assert_eq!(
+                    notice.kind,
+                    JobKind::Notice {
+                        text: "welcome!".into()
+                    }
+                );
+                (notice.id, ttl)
+            }
+            other => panic!("{other:?}"),
+        };
+        let (k1, ttl1) = key_at(before);
+        let (k2, ttl2) = key_at(after);
+        assert_ne!(k1, k2, "a new day, a new welcome");
+        assert_eq!((ttl1, ttl2), (60, 86_400));
+        assert_eq!(key_at(after + 3600).0, k2, "once a day");
+        // A menu click stands for its text; an unmapped one is ignored.
+        let click = "<MsgType>event</MsgType><Event>click</Event><EventKey>K_HELP</EventKey>";
+        assert_eq!(
+            send(&settings, click, 100),
+            Decision::Ignore("unmapped_click")
+        );
+        settings
+            .menu_commands
+            .insert("K_HELP".into(), "/help".into());
+        match send(&settings, click, 100) {
+            Decision::Process(job) => assert_eq!(
+                job.kind,
+                JobKind::Answer {
+                    input: AgentInput::Text {
+                        text: "/help".into()
+                    }
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        // WeCom's transcript is what the agent reads.
+        let voice = "<MsgType>voice</MsgType><MediaId>V</MediaId><Format>amr</Format><Recognition>明天开会</Recognition><MsgId>9</MsgId>";
+        match send(&settings, voice, 100) {
+            Decision::Process(Job {
+                kind: JobKind::Answer { input },
+                ..
+            }) => {
+                assert_eq!(input.to_text(), "明天开会")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     struct VecSink(std::sync::Mutex<alloc::vec::Vec<Job>>, bool);

@@ -27,6 +27,7 @@ const SENT: &str = r#"{"errcode":0,"errmsg":"ok","msgid":"m"}"#;
 
 fn apps() -> Apps {
     let cfg = AppConfig {
+        welcome_message: None,
         name: Some("a".into()),
         corp_id: "ww1".into(),
         corp_secret: "s".into(),
