@@ -477,6 +477,12 @@ mod memory {
     use std::collections::HashMap;
     use std::sync::Mutex;
 
+    /// Amortised sweeps of expired entries: only when a map has doubled since it was last
+    /// cleaned, so each insert costs O(1) on average.
+    fn worth_sweeping(len: usize) -> bool {
+        len >= 1024 && len.is_power_of_two()
+    }
+
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -530,8 +536,7 @@ mod memory {
             if markers.get(key).is_some_and(|&until| until > now) {
                 return Ok(Claim::Duplicate);
             }
-            // Amortised sweep: only when the map has doubled since it was last cleaned.
-            if markers.len() >= 1024 && markers.len().is_power_of_two() {
+            if worth_sweeping(markers.len()) {
                 markers.retain(|_, until| *until > now);
             }
             markers.insert(key.into(), now.saturating_add(ttl));
@@ -588,7 +593,7 @@ mod memory {
     }
 
     /// Streams in process memory, each dropped [`crate::aibot::stream::STREAM_TTL_SECS`] after
-    /// it started (swept as new ones open).
+    /// it started (swept, amortised, as new ones open).
     #[derive(Debug, Default)]
     pub struct MemoryStreams {
         streams: Mutex<HashMap<String, crate::aibot::stream::Stream>>,
@@ -616,7 +621,7 @@ mod memory {
             use crate::aibot::stream::{Stream, StreamOp, STREAM_TTL_SECS};
             let mut streams = lock(&self.streams);
             let alive = |s: &Stream| s.started_at.saturating_add(STREAM_TTL_SECS) > now;
-            if matches!(op, StreamOp::Open { .. }) {
+            if matches!(op, StreamOp::Open { .. }) && worth_sweeping(streams.len()) {
                 streams.retain(|_, s| alive(s));
             }
             let current = streams.get(id).filter(|s| alive(s)).cloned();
@@ -673,6 +678,28 @@ mod tests {
         #[cfg(target_arch = "wasm32")]
         use wasm_bindgen_test::wasm_bindgen_test as test;
         crate::conversation_store_contract_tests!(MemoryConversations::default(), block_on);
+    }
+
+    #[test]
+    fn memory_streams_are_dropped_an_hour_after_they_started() {
+        use crate::aibot::stream::{StreamOp, STREAM_TTL_SECS};
+        let store = MemoryStreams::default();
+        let open = StreamOp::Open {
+            bot: "b".into(),
+            response_url: None,
+        };
+        block_on(async {
+            // One stream a second for three hours: at most an hour's worth is held.
+            for i in 0..3 * STREAM_TTL_SECS {
+                store.apply(&i.to_string(), &open, i).await.unwrap();
+            }
+        });
+        // Swept when the map doubles: at most twice the live hour.
+        assert!(
+            store.len() <= 2 * (STREAM_TTL_SECS as usize + 1),
+            "{} streams kept",
+            store.len()
+        );
     }
 
     #[test]

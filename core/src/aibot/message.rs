@@ -152,8 +152,9 @@ struct StreamRef {
     id: String,
 }
 
+/// What a message (or the message it quotes) carries: its type and the body of that type.
 #[derive(Deserialize, Default)]
-struct Quote {
+struct Content {
     #[serde(default)]
     msgtype: String,
     #[serde(default)]
@@ -162,6 +163,12 @@ struct Quote {
     mixed: Option<Mixed>,
     #[serde(default)]
     voice: Option<Text>,
+    #[serde(default)]
+    image: Option<Url>,
+    #[serde(default)]
+    file: Option<Url>,
+    #[serde(default)]
+    video: Option<Url>,
 }
 
 #[derive(Deserialize, Default)]
@@ -196,21 +203,10 @@ struct Raw {
     from: From,
     #[serde(default)]
     response_url: Option<String>,
-    msgtype: String,
+    #[serde(flatten)]
+    content: Content,
     #[serde(default)]
-    text: Option<Text>,
-    #[serde(default)]
-    mixed: Option<Mixed>,
-    #[serde(default)]
-    voice: Option<Text>,
-    #[serde(default)]
-    image: Option<Url>,
-    #[serde(default)]
-    file: Option<Url>,
-    #[serde(default)]
-    video: Option<Url>,
-    #[serde(default)]
-    quote: Option<Quote>,
+    quote: Option<Content>,
     #[serde(default)]
     stream: Option<StreamRef>,
     #[serde(default)]
@@ -251,14 +247,19 @@ fn without_mention(text: &str) -> &str {
     }
 }
 
-fn quote_text(quote: &Quote) -> String {
-    match quote.msgtype.as_str() {
-        "text" => quote.text.as_ref().map(|t| t.content.clone()),
-        "mixed" => quote.mixed.as_ref().map(mixed_text),
-        "voice" => quote.voice.as_ref().map(|t| t.content.clone()),
-        _ => None,
-    }
-    .unwrap_or_else(|| format!("[{}]", quote.msgtype))
+/// The content as text the agent reads; `None` for a type this relay does not know.
+fn content_text(c: &Content) -> Option<String> {
+    let text_of = |t: &Option<Text>| t.as_ref().map(|t| t.content.clone()).unwrap_or_default();
+    let url_of = |u: &Option<Url>| u.as_ref().map(|u| u.url.clone()).unwrap_or_default();
+    Some(match c.msgtype.as_str() {
+        "text" => text_of(&c.text),
+        "voice" => text_of(&c.voice),
+        "mixed" => c.mixed.as_ref().map(mixed_text).unwrap_or_default(),
+        "image" => format!("[image {}]", url_of(&c.image)),
+        "file" => format!("[file {}]", url_of(&c.file)),
+        "video" => format!("[video {}]", url_of(&c.video)),
+        _ => return None,
+    })
 }
 
 /// Parses a decrypted bot callback.
@@ -272,8 +273,8 @@ pub fn parse_callback(json: &str) -> Result<BotCallback, MessageError> {
     })?;
     let aibotid = id("aibotid", &raw.aibotid)?;
     let user_id = id("from.userid", &raw.from.userid)?;
-    let text_of = |t: &Option<Text>| t.as_ref().map(|t| t.content.clone()).unwrap_or_default();
-    let input = match raw.msgtype.as_str() {
+    match raw.content.msgtype.as_str() {
+        "" => return Err(MessageError("msgtype is missing".into())),
         "stream" => {
             let stream = raw.stream.unwrap_or_default();
             return Ok(BotCallback::Refresh {
@@ -303,23 +304,12 @@ pub fn parse_callback(json: &str) -> Result<BotCallback, MessageError> {
                 user_id,
             });
         }
-        "text" => text_of(&raw.text),
-        "voice" => text_of(&raw.voice),
-        "mixed" => raw.mixed.as_ref().map(mixed_text).unwrap_or_default(),
-        "image" | "file" | "video" => {
-            let url = match raw.msgtype.as_str() {
-                "image" => &raw.image,
-                "file" => &raw.file,
-                _ => &raw.video,
-            };
-            let url = url.as_ref().map(|u| u.url.clone()).unwrap_or_default();
-            format!("[{} {url}]", raw.msgtype)
-        }
-        other => {
-            return Ok(BotCallback::Unknown {
-                msgtype: other.chars().take(64).collect(),
-            })
-        }
+        _ => {}
+    }
+    let Some(input) = content_text(&raw.content) else {
+        return Ok(BotCallback::Unknown {
+            msgtype: raw.content.msgtype.chars().take(64).collect(),
+        });
     };
     let chat_type = match raw.chattype.as_deref() {
         Some("group") => ChatType::Group,
@@ -338,10 +328,8 @@ pub fn parse_callback(json: &str) -> Result<BotCallback, MessageError> {
         input
     };
     if let Some(quote) = &raw.quote {
-        let quoted: Vec<String> = quote_text(quote)
-            .lines()
-            .map(|l| format!("> {l}"))
-            .collect();
+        let quoted = content_text(quote).unwrap_or_else(|| format!("[{}]", quote.msgtype));
+        let quoted: Vec<String> = quoted.lines().map(|l| format!("> {l}")).collect();
         text = format!("{}\n\n{text}", quoted.join("\n"));
     }
     Ok(BotCallback::Message(BotMessage {
@@ -469,6 +457,7 @@ mod tests {
             r#"{"msgtype":"text"}"#,
             r#"{"msgid":"","aibotid":"b","from":{"userid":"u"},"msgtype":"text","text":{"content":"x"}}"#,
             r#"{"msgid":"m","aibotid":"b","from":{"userid":"u"},"msgtype":"stream","stream":{}}"#,
+            r#"{"msgid":"m","aibotid":"b","from":{"userid":"u"},"text":{"content":"x"}}"#,
         ] {
             assert!(parse_callback(bad).is_err(), "{bad}");
         }

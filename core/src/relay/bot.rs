@@ -11,7 +11,7 @@ use core::fmt;
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
 
-use super::callback::Rejection;
+use super::callback::{route_rejection, Rejection};
 use super::Event;
 use crate::aibot::reply::{seal_reply, stream_json, text_json};
 use crate::aibot::stream::{StreamOp, UNKNOWN_STREAM_TEXT};
@@ -189,17 +189,6 @@ pub fn stream_id(aibotid: &str, msgid: &str) -> String {
 #[derive(Deserialize)]
 struct Envelope {
     encrypt: String,
-}
-
-fn route_rejection(e: RouteError) -> Rejection {
-    match e {
-        RouteError::Signature => Rejection::Signature,
-        RouteError::MissingParam(_)
-        | RouteError::DuplicateParam(_)
-        | RouteError::BadParam(_)
-        | RouteError::QueryTooLong => Rejection::Query(e),
-        other => Rejection::Decrypt(other),
-    }
 }
 
 impl<P: Platform> Relay<P> {

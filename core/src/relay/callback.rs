@@ -101,7 +101,8 @@ impl fmt::Display for Rejection {
     }
 }
 
-fn route_rejection(e: RouteError) -> Rejection {
+/// The rejection for a query or routing failure (shared by apps and bots).
+pub(crate) fn route_rejection(e: RouteError) -> Rejection {
     match e {
         RouteError::MissingParam(_)
         | RouteError::DuplicateParam(_)

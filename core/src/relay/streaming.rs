@@ -317,8 +317,10 @@ impl<P: Platform> crate::Relay<P> {
             return refuse(409, "the stream is already answered");
         }
         let label = format!("stream:{stream}");
-        let mut rest = None;
-        if !current.closed {
+        // Closed already (past its limit): all of it goes through the response_url.
+        let rest = if current.closed {
+            Some(fit_message(text))
+        } else {
             let out = layout(text, 0);
             let done = StreamOp::Finish {
                 content: match shown_answer(&current) {
@@ -327,13 +329,11 @@ impl<P: Platform> crate::Relay<P> {
                 },
             };
             match streams.apply(stream, &done, now).await {
-                Ok(Some(after)) if after.finished => rest = out.rest,
-                Ok(_) => rest = Some(fit_message(text)),
+                Ok(Some(after)) if after.finished => out.rest,
+                Ok(_) => Some(fit_message(text)),
                 Err(e) => return refuse(503, &format!("stream store: {e}")),
             }
-        } else {
-            rest = rest.or(Some(fit_message(text)));
-        }
+        };
         let continued = rest.is_some();
         if let Some(rest) = rest {
             let url = current.response_url.as_deref();
