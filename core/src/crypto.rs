@@ -233,6 +233,39 @@ fn unpad_len(buf: &[u8]) -> Result<usize, CryptoError> {
     Ok(pad)
 }
 
+/// Decrypts an AI bot's medium (a picture, file or video behind its URL): the raw bytes,
+/// AES-256-CBC with the bot's key and the IV of callbacks, strict 32-byte PKCS#7. No header,
+/// no length, no receive id: the file itself.
+pub fn open_media(key: &EncodingAesKey, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    if sealed.is_empty() || sealed.len() % 16 != 0 {
+        return Err(CryptoError::DecryptAes);
+    }
+    let mut buf = sealed.to_vec();
+    let dec = Aes256CbcDec::new_from_slices(key.as_bytes(), key.iv())
+        .map_err(|_| CryptoError::IllegalAesKey)?;
+    let plain_len = dec
+        .decrypt_padded_mut::<NoPadding>(&mut buf)
+        .map_err(|_| CryptoError::DecryptAes)?
+        .len();
+    let len = plain_len - unpad_len(&buf[..plain_len])?;
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Encrypts a medium as [`open_media`] reads it (for the tests' stand-ins and the fuzzer).
+pub fn seal_media(key: &EncodingAesKey, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let pad = PAD_BLOCK - plain.len() % PAD_BLOCK;
+    let mut buf = Vec::with_capacity(plain.len() + pad);
+    buf.extend_from_slice(plain);
+    buf.resize(plain.len() + pad, pad as u8);
+    let enc = Aes256CbcEnc::new_from_slices(key.as_bytes(), key.iv())
+        .map_err(|_| CryptoError::IllegalAesKey)?;
+    let len = buf.len();
+    enc.encrypt_padded_mut::<NoPadding>(&mut buf, len)
+        .map_err(|_| CryptoError::EncryptAes)?;
+    Ok(buf)
+}
+
 /// Encrypts `msg` for `receive_id` with the given 16 random bytes, returning base64.
 pub fn seal(
     key: &EncodingAesKey,

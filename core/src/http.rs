@@ -29,6 +29,8 @@ pub struct FilePart {
     pub content_type: String,
     /// The bytes.
     pub bytes: Vec<u8>,
+    /// Text fields sent before the file (`model` for a transcription).
+    pub fields: Vec<(String, String)>,
 }
 
 impl fmt::Debug for FilePart {
@@ -38,6 +40,7 @@ impl fmt::Debug for FilePart {
             .field("filename", &self.filename)
             .field("content_type", &self.content_type)
             .field("len", &self.bytes.len())
+            .field("fields", &self.fields)
             .finish()
     }
 }

@@ -69,6 +69,33 @@ pub enum AgentInput {
         /// URL.
         url: String,
     },
+    /// A file (an app's `file` message).
+    File {
+        /// Media id.
+        media_id: String,
+        /// The file's name.
+        file_name: String,
+        /// Its size in bytes, when WeCom says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_size: Option<u64>,
+    },
+    /// An AI bot's message with media: the words, and the pictures, files or videos behind
+    /// URLs whose bytes are sealed with the bot's key.
+    Mixed {
+        /// What the user wrote (the quote included).
+        text: String,
+        /// The media, in order.
+        media: Vec<MediaLink>,
+    },
+}
+
+/// A medium of an AI bot's message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaLink {
+    /// `image`, `file` or `video`.
+    pub kind: String,
+    /// Where its sealed bytes are (valid a few minutes).
+    pub url: String,
 }
 
 impl AgentInput {
@@ -91,6 +118,19 @@ impl AgentInput {
                 label,
             } => format!("[location {latitude},{longitude} {label}]"),
             Self::Link { title, url, .. } => format!("[link {title} {url}]"),
+            Self::File {
+                media_id,
+                file_name,
+                ..
+            } => format!("[file {file_name} media_id={media_id}]"),
+            Self::Mixed { text, media } => {
+                let mut lines: Vec<String> = Vec::with_capacity(media.len() + 1);
+                if !text.is_empty() {
+                    lines.push(text.clone());
+                }
+                lines.extend(media.iter().map(|m| format!("[{} {}]", m.kind, m.url)));
+                lines.join("\n")
+            }
         }
     }
 }
@@ -164,6 +204,9 @@ pub struct JobState {
     /// A streamed answer's part that goes through the `response_url`, once laid out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest: Option<String>,
+    /// The answer's uploaded attachments, sent after its texts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<crate::wecom::api::Content>,
 }
 
 /// Why a job step failed.

@@ -50,6 +50,21 @@ pub trait HttpClient: Send + Sync {
             Ok(resp)
         }
     }
+
+    /// Sends the request and reads the body while `more` agrees: it sees each piece as it
+    /// arrives and answers `false` to stop reading (a download over its cap), and the response
+    /// holds what was read by then. The default reads the body whole, then shows it.
+    fn send_capped(
+        &self,
+        req: HttpRequest,
+        more: &mut (dyn FnMut(&[u8]) -> bool + Send),
+    ) -> impl Future<Output = Result<HttpResponse, TransportError>> + Send {
+        async move {
+            let resp = self.send(req).await?;
+            more(&resp.body);
+            Ok(resp)
+        }
+    }
 }
 
 /// The wall clock.
@@ -314,6 +329,12 @@ pub trait Platform: Send + Sync {
     fn api_http(&self) -> &Self::Http;
     /// HTTP for the agent, with the agent's timeout.
     fn agent_http(&self) -> &Self::Http;
+    /// HTTP for media by URL (inbound pictures, outbound attachments). URLs are checked by
+    /// [`crate::media::MediaPolicy`] first; a twin that resolves names itself should also
+    /// refuse the addresses the policy refuses. The default is the agent's.
+    fn media_http(&self) -> &Self::Http {
+        self.agent_http()
+    }
     /// The token cache.
     fn tokens(&self) -> &Self::Tokens;
     /// The dedup store.

@@ -289,6 +289,15 @@ pub enum MessageBody {
         /// Media id of the thumbnail.
         thumb_media_id: String,
     },
+    /// `file`: WeCom sends it although its format page leaves it out.
+    File {
+        /// Media id.
+        media_id: String,
+        /// `FileName`.
+        file_name: String,
+        /// `FileSize` in bytes, when given.
+        file_size: Option<u64>,
+    },
     /// `location`.
     Location {
         /// `Location_X`: latitude.
@@ -433,6 +442,15 @@ pub fn parse_message(xml: &str) -> Result<Message, XmlError> {
         "video" => MessageBody::Video {
             media_id: root.req("MediaId")?,
             thumb_media_id: root.opt("ThumbMediaId").unwrap_or_default(),
+        },
+        "file" => MessageBody::File {
+            media_id: root.req("MediaId")?,
+            file_name: root
+                .opt("FileName")
+                .or_else(|| root.opt("Title"))
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| "file".into()),
+            file_size: root.opt("FileSize").and_then(|s| s.trim().parse().ok()),
         },
         "location" => MessageBody::Location {
             latitude: root.num("Location_X")?,
@@ -630,7 +648,7 @@ mod tests {
 
     #[test]
     fn every_message_type() {
-        let cases: [(&str, MessageBody); 7] = [
+        let cases: [(&str, MessageBody); 8] = [
             (
                 "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[a < b & ]]]]><![CDATA[>]]></Content><MsgId>1</MsgId>",
                 MessageBody::Text { content: "a < b & ]]>".into() },
@@ -650,6 +668,10 @@ mod tests {
             (
                 "<MsgType>video</MsgType><MediaId>V</MediaId><ThumbMediaId>T</ThumbMediaId><MsgId>4</MsgId>",
                 MessageBody::Video { media_id: "V".into(), thumb_media_id: "T".into() },
+            ),
+            (
+                "<MsgType>file</MsgType><MediaId>F</MediaId><FileName><![CDATA[季度报告.pdf]]></FileName><FileSize>2048</FileSize><MsgId>4</MsgId>",
+                MessageBody::File { media_id: "F".into(), file_name: "季度报告.pdf".into(), file_size: Some(2048) },
             ),
             (
                 "<MsgType>location</MsgType><Location_X>23.134521</Location_X><Location_Y>113.358803</Location_Y>\

@@ -60,6 +60,17 @@ struct FileConfig {
     agent: Option<RawAgentSettings>,
     #[serde(default)]
     relay: Option<RuntimeConfig>,
+    #[serde(default)]
+    media: Option<MediaSection>,
+}
+
+/// The top-level `media:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediaSection {
+    /// Hosts (names or CIDRs) that may be fetched although private, over http too.
+    #[serde(default)]
+    allow_hosts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,11 +147,14 @@ pub fn parse_yaml(
         serde_yaml_ng::from_str(text)
             .map_err(|e| ConfigError::new("config.yaml", redacted(&e.to_string())))?
     };
-    let raw = file
+    let mut raw = file
         .platforms
         .wecom_callback
         .map(|p| p.extra)
         .unwrap_or_default();
+    if let Some(media) = file.media {
+        raw.media_allow_hosts = Some(media.allow_hosts);
+    }
     Ok((
         raw,
         file.agent.unwrap_or_default(),

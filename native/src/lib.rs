@@ -70,8 +70,15 @@ pub async fn start(
         (None, Some(shared)) => ports::Backing::Shared(shared),
         (None, None) => ports::Backing::Memory,
     };
-    let platform =
-        ports::NativePlatform::new(runtime, agent_timeout, clock, backing, queue, metrics);
+    let platform = ports::NativePlatform::new(
+        runtime,
+        agent_timeout,
+        clock,
+        backing,
+        queue,
+        metrics,
+        &settings.media,
+    );
     let relay = Arc::new(Relay::new(settings, agent, platform));
     jobs::spawn_runner(relay.clone(), wakeups);
     Ok(relay)

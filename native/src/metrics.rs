@@ -188,6 +188,7 @@ impl Metrics {
                 }
             }
             Event::SendDone { parts, .. } => self.replies("sent", "0", *parts as u64),
+            Event::AttachmentFailed { .. } => self.replies("failed", "attachment", 1),
             Event::SendFailed { sent, .. } => self.replies("sent", "0", *sent as u64),
             Event::TokenFetched { ok } => self.token_refresh(*ok),
             Event::AgentAnswered { millis } => self.agent_latency(*millis as f64 / 1000.0),

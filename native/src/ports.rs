@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{debug, error, info, warn};
 use wecom_relay_core::http::{Body, HttpRequest, HttpResponse, Method, TransportError};
 use wecom_relay_core::kv::{KvConversations, KvTokenCache};
+use wecom_relay_core::media::{HostRule, MediaPolicy};
 use wecom_relay_core::ports::Either::{self, Left, Right};
 use wecom_relay_core::ports::{
     Clock, HttpClient, MemoryConversations, MemoryDedup, MemorySendBudget, MemoryStreams,
@@ -29,15 +30,63 @@ pub struct ReqwestHttp {
 }
 
 impl ReqwestHttp {
-    /// A client whose requests give up after `timeout`.
-    pub fn new(timeout: Duration) -> Self {
-        let client = reqwest::Client::builder()
+    fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("wecom-relay/", env!("CARGO_PKG_VERSION")))
+    }
+
+    /// A client whose requests give up after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        let client = Self::builder(timeout)
             .build()
             .expect("reqwest client with rustls builds");
         Self { client }
+    }
+
+    /// A client for media by URL: it connects only to addresses `policy` allows, whatever a
+    /// name resolves to, and follows no redirects (a redirect could lead anywhere; the core
+    /// checked only the first URL).
+    pub fn for_media(timeout: Duration, policy: MediaPolicy) -> Self {
+        let client = Self::builder(timeout)
+            .dns_resolver(Arc::new(GuardedResolver(Arc::new(policy))))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("reqwest client with rustls builds");
+        Self { client }
+    }
+}
+
+/// Resolves through the system, then drops the addresses the media policy refuses: a public
+/// name that resolves to a private address is refused unless the operator allowed it.
+struct GuardedResolver(Arc<MediaPolicy>);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let by_name = policy.check(&format!("https://{host}/")).is_ok()
+                && policy
+                    .allow_hosts
+                    .iter()
+                    .any(|r| matches!(r, HostRule::Name(n) if n.eq_ignore_ascii_case(&host)));
+            let allowed: Vec<std::net::SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| by_name || policy.allows_ip(a.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to addresses media.allow_hosts does not allow"
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
     }
 }
 
@@ -71,7 +120,11 @@ impl ReqwestHttp {
                     .file_name(part.filename)
                     .mime_str(&part.content_type)
                     .map_err(|_| TransportError::Io)?;
-                builder.multipart(reqwest::multipart::Form::new().part(part.field, file))
+                let form = part
+                    .fields
+                    .into_iter()
+                    .fold(reqwest::multipart::Form::new(), |f, (k, v)| f.text(k, v));
+                builder.multipart(form.part(part.field, file))
             }
         };
         builder.send().await.map_err(|e| transport(&e))
@@ -110,6 +163,24 @@ impl HttpClient for ReqwestHttp {
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e))? {
             on_chunk(&chunk);
+            body.extend_from_slice(&chunk);
+        }
+        Ok(HttpResponse { body, ..head })
+    }
+
+    async fn send_capped(
+        &self,
+        req: HttpRequest,
+        more: &mut (dyn FnMut(&[u8]) -> bool + Send),
+    ) -> Result<HttpResponse, TransportError> {
+        let mut resp = self.start(req).await?;
+        let head = response(&resp, Vec::new());
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e))? {
+            if !more(&chunk) {
+                // Over the caller's cap: stop reading; dropping the response closes it.
+                break;
+            }
             body.extend_from_slice(&chunk);
         }
         Ok(HttpResponse { body, ..head })
@@ -226,6 +297,7 @@ pub enum Backing {
 pub struct NativePlatform {
     api_http: ReqwestHttp,
     agent_http: ReqwestHttp,
+    media_http: ReqwestHttp,
     tokens: Tokens,
     dedup: Dedup,
     conversations: Conversations,
@@ -247,6 +319,7 @@ impl NativePlatform {
         backing: Backing,
         jobs: JobQueue,
         metrics: Arc<Metrics>,
+        media: &MediaPolicy,
     ) -> Self {
         let mut refresh = Lock::Local(KeyedLock::default());
         let (tokens, dedup, conversations, budget, streams) = match backing {
@@ -278,6 +351,7 @@ impl NativePlatform {
         Self {
             api_http: ReqwestHttp::new(Duration::from_secs(runtime.api_timeout_secs)),
             agent_http: ReqwestHttp::new(agent_timeout),
+            media_http: ReqwestHttp::for_media(agent_timeout, media.clone()),
             tokens,
             dedup,
             conversations,
@@ -317,6 +391,9 @@ impl Platform for NativePlatform {
     }
     fn agent_http(&self) -> &ReqwestHttp {
         &self.agent_http
+    }
+    fn media_http(&self) -> &ReqwestHttp {
+        &self.media_http
     }
     fn tokens(&self) -> &Tokens {
         &self.tokens

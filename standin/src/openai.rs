@@ -47,6 +47,7 @@ struct Inner {
     faults: VecDeque<ChatFault>,
     requests: Vec<Value>,
     attempts: usize,
+    transcriptions: usize,
 }
 
 /// The stand-in's state.
@@ -94,6 +95,7 @@ impl OpenAiStandin {
                 faults: VecDeque::new(),
                 requests: Vec::new(),
                 attempts: 0,
+                transcriptions: 0,
             })),
         }
     }
@@ -114,6 +116,11 @@ impl OpenAiStandin {
         self.lock().requests.clone()
     }
 
+    /// Requests that reached `/audio/transcriptions`, refused ones included.
+    pub fn transcriptions(&self) -> usize {
+        self.lock().transcriptions
+    }
+
     /// Every request that reached the endpoint, failed ones included.
     pub fn attempts(&self) -> usize {
         self.lock().attempts
@@ -125,6 +132,7 @@ impl OpenAiStandin {
         let addr = listener.local_addr()?;
         let router = Router::new()
             .route("/v1/chat/completions", post(completions))
+            .route("/v1/audio/transcriptions", post(transcriptions))
             .with_state(self.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -217,25 +225,26 @@ async fn completions(State(s): State<OpenAiStandin>, headers: HeaderMap, body: B
             None,
         );
     };
+    // Content is a string, or (for a user) an array of `text` and `image_url` parts, the
+    // image a `data:` or `https` URL.
     let valid = messages.iter().all(|m| {
-        matches!(
-            m["role"].as_str(),
-            Some("system" | "user" | "assistant" | "tool")
-        ) && m["content"].is_string()
+        let role = m["role"].as_str();
+        matches!(role, Some("system" | "user" | "assistant" | "tool"))
+            && (m["content"].is_string()
+                || role == Some("user")
+                    && m["content"]
+                        .as_array()
+                        .is_some_and(|parts| !parts.is_empty() && parts.iter().all(valid_part)))
     });
     if !valid {
         return error(
             StatusCode::BAD_REQUEST,
-            "Invalid 'messages': each needs a role and string content",
+            "Invalid 'messages': each needs a role and string content (or, for a user, content parts)",
             "invalid_request_error",
             None,
         );
     }
-    let last = messages
-        .last()
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or_default()
-        .to_owned();
+    let last = messages.last().map(content_text).unwrap_or_default();
     let earlier = messages.iter().filter(|m| m["role"] != "system").count() - 1;
     let answer = format!("reply to {last} (history: {earlier} earlier messages)");
     let model = model.to_owned();
@@ -253,6 +262,104 @@ async fn completions(State(s): State<OpenAiStandin>, headers: HeaderMap, body: B
         "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
     }))
     .into_response()
+}
+
+fn valid_part(part: &Value) -> bool {
+    match part["type"].as_str() {
+        Some("text") => part["text"].is_string(),
+        Some("image_url") => part["image_url"]["url"].as_str().is_some_and(|u| {
+            u.starts_with("https://") || u.starts_with("data:image/") && u.contains(";base64,")
+        }),
+        _ => false,
+    }
+}
+
+/// A message's text: the string, or the text parts joined with `[image]` for each picture.
+fn content_text(message: &Value) -> String {
+    match &message["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p["type"].as_str() {
+                Some("text") => p["text"].as_str().unwrap_or_default().to_owned(),
+                _ => "[image]".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+/// The formats OpenAI's `/audio/transcriptions` accepts, by file name extension.
+const AUDIO_FORMATS: [&str; 10] = [
+    "flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm",
+];
+
+/// `POST /v1/audio/transcriptions`: multipart `file` and `model`, answered `{"text": ...}`;
+/// a format outside [`AUDIO_FORMATS`] (AMR, Speex) is refused with 400, as OpenAI does.
+async fn transcriptions(
+    State(s): State<OpenAiStandin>,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    let key = {
+        let mut inner = s.lock();
+        inner.transcriptions += 1;
+        inner.api_key.clone()
+    };
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|k| k == key);
+    if !authorized {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided.",
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        );
+    }
+    let (mut file, mut model) = (None, None);
+    while let Ok(Some(field)) = form.next_field().await {
+        match field.name() {
+            Some("file") => {
+                let name = field.file_name().unwrap_or_default().to_owned();
+                file = field.bytes().await.ok().map(|b| (name, b.len()));
+            }
+            Some("model") => model = field.text().await.ok(),
+            _ => {}
+        }
+    }
+    let Some(_model) = model.filter(|m| !m.is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "you must provide a model parameter",
+            "invalid_request_error",
+            None,
+        );
+    };
+    let Some((name, len)) = file else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Missing required parameter: 'file'.",
+            "invalid_request_error",
+            None,
+        );
+    };
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    if !AUDIO_FORMATS.contains(&ext.as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid file format. Supported formats: {AUDIO_FORMATS:?}"),
+            "invalid_request_error",
+            None,
+        );
+    }
+    Json(json!({"text": format!("transcript of {name} ({len} bytes)")})).into_response()
 }
 
 /// A streamed answer as OpenAI sends it (`stream: true`): `text/event-stream`, a first chunk

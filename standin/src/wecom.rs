@@ -162,6 +162,8 @@ struct Inner {
     messages: Vec<Delivered>,
     faults: VecDeque<Fault>,
     media: HashMap<String, Media>,
+    /// Files served at `/files/<name>`: content type and bytes.
+    files: HashMap<String, (String, Vec<u8>)>,
     per_member: HashMap<String, VecDeque<Instant>>,
     /// `enable_duplicate_check`: when each request body was last taken, per app.
     recent: HashMap<(usize, String), Instant>,
@@ -239,6 +241,7 @@ impl Standin {
                 messages: Vec::new(),
                 faults: VecDeque::new(),
                 media: HashMap::new(),
+                files: HashMap::new(),
                 per_member: HashMap::new(),
                 recent: HashMap::new(),
                 duplicates_dropped: 0,
@@ -269,6 +272,38 @@ impl Standin {
     /// What arrived through `response_url`s, in order.
     pub fn bot_replies(&self) -> Vec<BotReply> {
         self.lock().bot_replies.clone()
+    }
+
+    /// Stores a medium as if a user had sent it to an app; returns its media id for
+    /// `media/get`.
+    pub fn put_media(&self, filename: &str, content_type: &str, bytes: Vec<u8>) -> String {
+        let mut inner = self.lock();
+        inner.seq += 1;
+        let media_id = format!("standin-media-{}", inner.seq);
+        inner.media.insert(
+            media_id.clone(),
+            Media {
+                content_type: content_type.into(),
+                filename: filename.into(),
+                bytes,
+            },
+        );
+        media_id
+    }
+
+    /// An uploaded medium: its file name, content type and bytes.
+    pub fn uploaded(&self, media_id: &str) -> Option<(String, String, Vec<u8>)> {
+        self.lock()
+            .media
+            .get(media_id)
+            .map(|m| (m.filename.clone(), m.content_type.clone(), m.bytes.clone()))
+    }
+
+    /// Serves `bytes` at `/files/<name>`.
+    pub fn put_file(&self, name: &str, content_type: &str, bytes: Vec<u8>) {
+        self.lock()
+            .files
+            .insert(name.into(), (content_type.into(), bytes));
     }
 
     /// Closes the listening socket for `ms` milliseconds, so that connecting is refused, then
@@ -334,6 +369,7 @@ impl Standin {
             .route("/cgi-bin/message/send", post(send))
             .route("/cgi-bin/media/upload", post(upload))
             .route("/cgi-bin/media/get", get(media_get))
+            .route("/files/{name}", get(file_get))
             .route("/cgi-bin/aibot/response", post(aibot_response))
             .route("/__standin/response_code", post(control_response_code))
             .route("/__standin/bot_replies", get(control_bot_replies))
@@ -666,10 +702,16 @@ async fn upload(
         return *resp;
     }
     let kind = q.kind.unwrap_or_default();
-    let limit = match kind.as_str() {
-        "image" | "video" => 10 << 20,
-        "voice" => 2 << 20,
-        "file" => 20 << 20,
+    // Each kind's limit, the errcode for breaking it, and the extensions it takes.
+    let (limit, size_error, extensions): (usize, (i64, &str), &[&str]) = match kind.as_str() {
+        "image" => (
+            10 << 20,
+            (40009, "invalid image size"),
+            &["jpg", "jpeg", "png"],
+        ),
+        "voice" => (2 << 20, (40010, "invalid voice size"), &["amr"]),
+        "video" => (10 << 20, (40011, "invalid video size"), &["mp4"]),
+        "file" => (20 << 20, (40006, "invalid file size"), &[]),
         _ => return err(40004, "invalid media type"),
     };
     let mut file = None;
@@ -689,8 +731,15 @@ async fn upload(
     let Some((filename, content_type, bytes)) = file else {
         return err(41005, "media data missing");
     };
+    let ext = filename
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    if !extensions.is_empty() && !extensions.contains(&ext.as_str()) {
+        return err(40005, "invalid file type");
+    }
     if bytes.len() <= 5 || bytes.len() > limit {
-        return err(40006, "invalid file size");
+        return err(size_error.0, size_error.1);
     }
     let mut inner = s.lock();
     inner.seq += 1;
@@ -713,6 +762,9 @@ struct MediaQuery {
 }
 
 async fn media_get(State(s): State<Standin>, Query(q): Query<MediaQuery>) -> Response {
+    if let Err(answer) = s.take_fault("/cgi-bin/media/get").await {
+        return answer;
+    }
     if let Err(resp) = s.authorize(q.access_token.as_deref()) {
         return *resp;
     }
@@ -730,6 +782,22 @@ async fn media_get(State(s): State<Standin>, Query(q): Query<MediaQuery>) -> Res
         )
             .into_response(),
         None => err(40007, "invalid media_id"),
+    }
+}
+
+/// `GET /files/<name>`: a file put there by [`Standin::put_file`], as any web server would
+/// serve it (an agent's attachment, or an AI bot's sealed medium on WeCom's CDN).
+async fn file_get(
+    State(s): State<Standin>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    match s.lock().files.get(&name) {
+        Some((content_type, bytes)) => (
+            [(header::CONTENT_TYPE, content_type.clone())],
+            bytes.clone(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

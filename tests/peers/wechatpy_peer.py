@@ -13,11 +13,17 @@ It speaks JSON lines on stdin/stdout, one request per line, one answer per line:
       -> {"query"}                                    what WeCom GETs to verify an AI bot's URL
   {"op": "bot_open_reply", token, key, body}
       -> {"plaintext", "timestamp", "nonce"} or {"error"}   how WeCom reads an AI bot's passive reply
+  {"op": "bot_seal_media", key, data}          (data base64)
+      -> {"sealed"}  (base64)                   an AI bot's medium as WeCom serves it: AES-256-CBC,
+                                                IV = key[:16], PKCS#7 padded to 32 bytes
 Errors never end the process: they come back as {"error": "..."}.
 """
+import base64
 import json
 import sys
 import urllib.parse
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.crypto import _get_signature
@@ -96,6 +102,17 @@ def bot_open_reply(r):
     return {"plaintext": plaintext, "timestamp": timestamp, "nonce": nonce}
 
 
+def bot_seal_media(r):
+    # Written from the protocol's description, not from the relay's code.
+    key = base64.b64decode(r["key"] + "=")
+    data = base64.b64decode(r["data"])
+    pad = 32 - len(data) % 32
+    data += bytes([pad]) * pad
+    enc = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+    sealed = enc.update(data) + enc.finalize()
+    return {"sealed": base64.b64encode(sealed).decode()}
+
+
 OPS = {
     "encrypt_callback": encrypt_callback,
     "verify_url_request": verify_url_request,
@@ -103,6 +120,7 @@ OPS = {
     "bot_callback": bot_callback,
     "bot_verify_url": bot_verify_url,
     "bot_open_reply": bot_open_reply,
+    "bot_seal_media": bot_seal_media,
 }
 
 

@@ -147,6 +147,9 @@ pub struct Scenario {
     pub welcome_message: Option<String>,
     /// `menu_commands`: menu key to text.
     pub menu_commands: Vec<(String, String)>,
+    /// `media.allow_hosts` (the native twin reads it from `config.yaml`'s `media:` section,
+    /// the Worker from `WECOM_RELAY_MEDIA_ALLOW_HOSTS`).
+    pub media_allow_hosts: Vec<String>,
 }
 
 impl Scenario {
@@ -187,6 +190,7 @@ impl Scenario {
             stream_limit_secs: None,
             welcome_message: None,
             menu_commands: Vec::new(),
+            media_allow_hosts: Vec::new(),
         }
     }
 }
@@ -361,6 +365,12 @@ impl Running {
                 Value::String(scenario.menu_commands_json().to_string()),
             );
         }
+        if !scenario.media_allow_hosts.is_empty() {
+            map.insert(
+                "WECOM_RELAY_MEDIA_ALLOW_HOSTS".into(),
+                Value::String(scenario.media_allow_hosts.join(",")),
+            );
+        }
         vars
     }
 
@@ -517,6 +527,7 @@ impl Running {
             }}},
             "agent": {"kind": "echo"},
             "relay": {"drain_timeout_secs": 10, "api_timeout_secs": 5},
+            "media": {"allow_hosts": scenario.media_allow_hosts},
         });
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();

@@ -191,6 +191,17 @@ impl WechatpyPeer {
         )
     }
 
+    /// The peer seals a medium with the bot's key, as WeCom serves an AI bot's media.
+    pub fn bot_seal_media(&mut self, bot: &PeerBot, data: &[u8]) -> Vec<u8> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut req = Self::bot_base(bot, "bot_seal_media");
+        req["data"] = b64.encode(data).into();
+        let out = self.call(req);
+        assert!(out.get("error").is_none(), "peer failed: {out}");
+        b64.decode(out["sealed"].as_str().expect("sealed")).unwrap()
+    }
+
     /// The peer builds an AI bot's URL-verification query for `echo`.
     pub fn bot_verify_url(
         &mut self,

@@ -54,11 +54,11 @@ pub struct FetchHttp {
 }
 
 /// What takes a streamed body's pieces (none here: read whole).
-type OnChunk = dyn FnMut(&[u8]) + Send;
+type OnChunk = dyn FnMut(&[u8]) -> bool + Send;
 
 /// Fetches `req` within `timeout` (the whole exchange, body included), handing the body's
 /// pieces to `on_chunk` as they arrive when given.
-async fn fetch<F: FnMut(&[u8]) + Send + ?Sized>(
+async fn fetch<F: FnMut(&[u8]) -> bool + Send + ?Sized>(
     req: HttpRequest,
     timeout: Duration,
     on_chunk: Option<&mut F>,
@@ -99,6 +99,10 @@ async fn fetch<F: FnMut(&[u8]) + Send + ?Sized>(
                 &part.filename,
             )
             .map_err(|_| TransportError::Io)?;
+            for (name, value) in &part.fields {
+                form.append_with_str(name, value)
+                    .map_err(|_| TransportError::Io)?;
+            }
             form.append_with_blob_and_filename(&part.field, &file, &part.filename)
                 .map_err(|_| TransportError::Io)?;
             init.with_body(Some(form.into()));
@@ -125,7 +129,10 @@ async fn fetch<F: FnMut(&[u8]) + Send + ?Sized>(
         };
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|_| TransportError::Io)?;
-            on_chunk(&chunk);
+            if !on_chunk(&chunk) {
+                // Over the caller's cap: stop reading; dropping the stream cancels it.
+                break;
+            }
             body.extend_from_slice(&chunk);
         }
         Ok(body)
@@ -154,7 +161,19 @@ impl HttpClient for FetchHttp {
         req: HttpRequest,
         on_chunk: &mut (dyn FnMut(&[u8]) + Send),
     ) -> impl std::future::Future<Output = Result<HttpResponse, TransportError>> + Send {
-        SendFuture::new(fetch(req, self.timeout, Some(on_chunk)))
+        let mut every = move |chunk: &[u8]| {
+            on_chunk(chunk);
+            true
+        };
+        SendFuture::new(async move { fetch(req, self.timeout, Some(&mut every)).await })
+    }
+
+    fn send_capped(
+        &self,
+        req: HttpRequest,
+        more: &mut (dyn FnMut(&[u8]) -> bool + Send),
+    ) -> impl std::future::Future<Output = Result<HttpResponse, TransportError>> + Send {
+        SendFuture::new(fetch(req, self.timeout, Some(more)))
     }
 }
 

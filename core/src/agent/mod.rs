@@ -10,10 +10,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::future::Future;
 
-use crate::config::{AgentSettings, Backend};
+use crate::config::{AgentSettings, Backend, ReplyFormat};
 use crate::http::TransportError;
 use crate::ids::ScopedUser;
 use crate::job::{Job, JobKind};
+use crate::media::Gathered;
 use crate::memory::Turn;
 use crate::ports::{Clock, HttpClient, Sleeper};
 
@@ -61,16 +62,18 @@ impl core::fmt::Display for AgentError {
 }
 
 /// The relay's part of the system prompt: where the answer goes and how it is read.
-pub fn system_prompt(custom: Option<&str>, markdown: bool, user: &ScopedUser) -> String {
-    let format = if markdown {
-        "Format replies in Markdown (WeCom renders a subset; users reading through the WeChat plugin see it raw)."
-    } else {
-        "Reply in plain text: no Markdown, no tables."
+pub fn system_prompt(custom: Option<&str>, format: ReplyFormat, user: &ScopedUser) -> String {
+    let format = match format {
+        ReplyFormat::Markdown => "Format replies in Markdown (WeCom renders a subset; users reading through the WeChat plugin see it raw).",
+        ReplyFormat::Auto => "Use Markdown only where it helps (WeCom renders a subset); plain answers go as plain text.",
+        ReplyFormat::Text => "Reply in plain text: no Markdown, no tables.",
     };
     let mut prompt = alloc::format!(
         "You are answering a user in WeCom (企业微信), the enterprise messenger. {format} \
          Long answers reach the user as several messages of about 2048 bytes each, so prefer short paragraphs. \
-         The user's id is {user}."
+         The user's id is {user}. \
+         To send the user a picture, write a Markdown image, ![description](https://...); to send a file, \
+         a link titled attachment, [report.pdf](https://... \"attachment\"). The relay delivers them."
     );
     if let Some(custom) = custom {
         prompt.push_str("\n\n");
@@ -114,6 +117,7 @@ pub trait Agent: Send + Sync {
         &self,
         job: &Job,
         history: &[Turn],
+        media: &Gathered,
     ) -> impl Future<Output = Result<Vec<String>, AgentError>> + Send;
 
     /// Passes a user's rating of an answer on (a [`JobKind::Feedback`] job). The default
@@ -129,10 +133,11 @@ pub trait Agent: Send + Sync {
         &self,
         job: &Job,
         history: &[Turn],
+        media: &Gathered,
         progress: &Progress,
     ) -> impl Future<Output = Result<Vec<String>, AgentError>> + Send {
         async move {
-            let answer = self.respond(job, history).await?;
+            let answer = self.respond(job, history, media).await?;
             progress.push(&answer.join("\n\n"));
             Ok(answer)
         }
@@ -144,7 +149,12 @@ pub trait Agent: Send + Sync {
 pub struct EchoAgent;
 
 impl Agent for EchoAgent {
-    async fn respond(&self, job: &Job, _history: &[Turn]) -> Result<Vec<String>, AgentError> {
+    async fn respond(
+        &self,
+        job: &Job,
+        _history: &[Turn],
+        _media: &Gathered,
+    ) -> Result<Vec<String>, AgentError> {
         Ok(alloc::vec![job_text(job)])
     }
 }
@@ -254,7 +264,12 @@ impl<H: HttpClient, K: Clock, S: Sleeper> ConfiguredAgent<'_, H, K, S> {
         parse_webhook(&resp)
     }
 
-    fn openai_request(&self, job: &Job, history: &[Turn]) -> Option<crate::http::HttpRequest> {
+    fn openai_request(
+        &self,
+        job: &Job,
+        history: &[Turn],
+        media: &Gathered,
+    ) -> Option<crate::http::HttpRequest> {
         let Backend::OpenAi {
             base_url,
             api_key,
@@ -266,7 +281,7 @@ impl<H: HttpClient, K: Clock, S: Sleeper> ConfiguredAgent<'_, H, K, S> {
         else {
             return None;
         };
-        let system = system_prompt(custom.as_deref(), self.settings.markdown, &job.user);
+        let system = system_prompt(custom.as_deref(), self.settings.reply_format, &job.user);
         let end_user = job.user.key();
         Some(chat_request(
             base_url,
@@ -274,7 +289,8 @@ impl<H: HttpClient, K: Clock, S: Sleeper> ConfiguredAgent<'_, H, K, S> {
             model,
             &system,
             history,
-            &job_text(job),
+            &media.text,
+            &media.images,
             *temperature,
             *max_tokens,
             Some(&end_user),
@@ -297,6 +313,7 @@ impl<H: HttpClient, K: Clock, S: Sleeper> Agent for ConfiguredAgent<'_, H, K, S>
         &self,
         job: &Job,
         history: &[Turn],
+        media: &Gathered,
         progress: &Progress,
     ) -> Result<Vec<String>, AgentError> {
         progress.clear();
@@ -304,24 +321,34 @@ impl<H: HttpClient, K: Clock, S: Sleeper> Agent for ConfiguredAgent<'_, H, K, S>
             Backend::Echo => Ok(self.stream_echo(job, progress).await),
             Backend::OpenAi { .. } => {
                 let req = self
-                    .openai_request(job, history)
+                    .openai_request(job, history, media)
                     .expect("the backend is OpenAI");
                 self.stream_openai(req, progress).await
             }
             Backend::Webhook { .. } => {
-                let answer = self.respond(job, history).await?;
+                let answer: Vec<String> = self
+                    .respond(job, history, media)
+                    .await?
+                    .iter()
+                    .map(|a| crate::media::without_inline_bytes(a))
+                    .collect();
                 progress.push(&answer.join("\n\n"));
                 Ok(answer)
             }
         }
     }
 
-    async fn respond(&self, job: &Job, history: &[Turn]) -> Result<Vec<String>, AgentError> {
+    async fn respond(
+        &self,
+        job: &Job,
+        history: &[Turn],
+        media: &Gathered,
+    ) -> Result<Vec<String>, AgentError> {
         match &self.settings.backend {
-            Backend::Echo => EchoAgent.respond(job, history).await,
+            Backend::Echo => EchoAgent.respond(job, history, media).await,
             Backend::OpenAi { .. } => {
                 let req = self
-                    .openai_request(job, history)
+                    .openai_request(job, history, media)
                     .expect("the backend is OpenAI");
                 let resp = self
                     .http
@@ -332,8 +359,9 @@ impl<H: HttpClient, K: Clock, S: Sleeper> Agent for ConfiguredAgent<'_, H, K, S>
             }
             Backend::Webhook { .. } => {
                 let corp = job.user.corp_id.as_str();
-                let event = WebhookEvent::from_job(job, corp)
+                let mut event = WebhookEvent::from_job(job, corp)
                     .ok_or_else(|| AgentError::fatal("not a message"))?;
+                event.media = media.media.clone();
                 self.call_webhook(&event).await
             }
         }

@@ -19,7 +19,27 @@ use crate::memory::{Role, Turn};
 #[derive(Serialize)]
 struct ChatMessage<'a> {
     role: &'a str,
-    content: &'a str,
+    content: MessageContent<'a>,
+}
+
+/// A message's content: text, or text and pictures as content parts (vision).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum MessageContent<'a> {
+    Text(&'a str),
+    Parts(Vec<Part<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Part<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: ImageUrl<'a> },
+}
+
+#[derive(Serialize)]
+struct ImageUrl<'a> {
+    url: &'a str,
 }
 
 #[derive(Serialize)]
@@ -36,7 +56,8 @@ struct ChatRequest<'a> {
     user: Option<&'a str>,
 }
 
-/// The request for one answer: the system prompt, the stored turns, then the user's text.
+/// The request for one answer: the system prompt, the stored turns, then the user's text and
+/// pictures (`data:` URLs, sent as `image_url` content parts).
 #[allow(clippy::too_many_arguments)]
 pub fn chat_request(
     base_url: &str,
@@ -45,6 +66,7 @@ pub fn chat_request(
     system: &str,
     history: &[Turn],
     user_text: &str,
+    images: &[String],
     temperature: Option<f32>,
     max_tokens: Option<u32>,
     end_user: Option<&str>,
@@ -53,7 +75,7 @@ pub fn chat_request(
     if !system.is_empty() {
         messages.push(ChatMessage {
             role: "system",
-            content: system,
+            content: MessageContent::Text(system),
         });
     }
     for turn in history {
@@ -63,12 +85,24 @@ pub fn chat_request(
         };
         messages.push(ChatMessage {
             role,
-            content: &turn.text,
+            content: MessageContent::Text(&turn.text),
         });
     }
+    let content = if images.is_empty() {
+        MessageContent::Text(user_text)
+    } else {
+        let mut parts = Vec::with_capacity(images.len() + 1);
+        if !user_text.is_empty() {
+            parts.push(Part::Text { text: user_text });
+        }
+        parts.extend(images.iter().map(|url| Part::ImageUrl {
+            image_url: ImageUrl { url },
+        }));
+        MessageContent::Parts(parts)
+    };
     messages.push(ChatMessage {
         role: "user",
-        content: user_text,
+        content,
     });
     let body = ChatRequest {
         model,
@@ -88,6 +122,45 @@ pub fn chat_request(
         headers,
         body: Body::Json(serde_json::to_string(&body).unwrap_or_default()),
     }
+}
+
+/// `POST {base_url}/audio/transcriptions`: the audio as multipart field `file`, with `model`.
+pub fn transcription_request(
+    base_url: &str,
+    api_key: &str,
+    model: &str,
+    file_name: &str,
+    content_type: &str,
+    bytes: Vec<u8>,
+) -> HttpRequest {
+    let mut headers = Vec::new();
+    if !api_key.is_empty() {
+        headers.push(("authorization".to_string(), format!("Bearer {api_key}")));
+    }
+    HttpRequest {
+        method: Method::Post,
+        url: format!("{}/audio/transcriptions", base_url.trim_end_matches('/')),
+        headers,
+        body: Body::Multipart(crate::http::FilePart {
+            field: "file".into(),
+            filename: file_name.into(),
+            content_type: content_type.into(),
+            bytes,
+            fields: alloc::vec![("model".into(), model.into())],
+        }),
+    }
+}
+
+/// The transcript of a `/audio/transcriptions` answer (`{"text": ...}`), or why there is none.
+pub fn parse_transcription(resp: &HttpResponse) -> Result<String, AgentError> {
+    #[derive(Deserialize)]
+    struct Transcript {
+        text: String,
+    }
+    check_status(resp)?;
+    serde_json::from_slice::<Transcript>(&resp.body)
+        .map(|t| t.text.trim().to_string())
+        .map_err(|_| AgentError::retry("the transcription API answered with malformed JSON"))
 }
 
 /// The same request asking for the answer as server-sent events (`"stream": true`).
@@ -211,24 +284,22 @@ fn provider_message(resp: &HttpResponse) -> String {
     msg.chars().take(200).collect()
 }
 
-/// Parses a Chat Completions answer into the reply text.
-pub fn parse_chat(resp: &HttpResponse) -> Result<String, AgentError> {
+/// The error an answer's status means, sorted as the module says; `Ok` for 2xx.
+fn check_status(resp: &HttpResponse) -> Result<(), AgentError> {
     match resp.status {
-        200..=299 => {}
-        401 | 403 => {
-            return Err(AgentError::fatal(format!(
-                "the agent API refused the api_key (http {}): {}",
-                resp.status,
-                provider_message(resp)
-            )))
-        }
+        200..=299 => Ok(()),
+        401 | 403 => Err(AgentError::fatal(format!(
+            "the agent API refused the api_key (http {}): {}",
+            resp.status,
+            provider_message(resp)
+        ))),
         429 => {
             let mut e = AgentError::retry(format!(
                 "the agent API is rate limiting (429): {}",
                 provider_message(resp)
             ));
             e.retry_after_secs = resp.retry_after_secs;
-            return Err(e);
+            Err(e)
         }
         408 | 409 | 500..=599 => {
             let mut e = AgentError::retry(format!(
@@ -237,15 +308,18 @@ pub fn parse_chat(resp: &HttpResponse) -> Result<String, AgentError> {
                 provider_message(resp)
             ));
             e.retry_after_secs = resp.retry_after_secs;
-            return Err(e);
+            Err(e)
         }
-        status => {
-            return Err(AgentError::fatal(format!(
-                "the agent API rejected the request (http {status}): {}",
-                provider_message(resp)
-            )))
-        }
+        status => Err(AgentError::fatal(format!(
+            "the agent API rejected the request (http {status}): {}",
+            provider_message(resp)
+        ))),
     }
+}
+
+/// Parses a Chat Completions answer into the reply text.
+pub fn parse_chat(resp: &HttpResponse) -> Result<String, AgentError> {
+    check_status(resp)?;
     let parsed: ChatResponse = serde_json::from_slice(&resp.body)
         .map_err(|_| AgentError::retry("the agent API answered with malformed JSON"))?;
     let text = parsed
@@ -284,6 +358,7 @@ mod tests {
             "be brief",
             &history,
             "again",
+            &[],
             Some(0.2),
             None,
             Some("u1"),
@@ -396,6 +471,7 @@ mod tests {
             "",
             &[],
             "hi",
+            &["data:image/png;base64,AAAA".into()],
             None,
             None,
             None,
@@ -404,5 +480,46 @@ mod tests {
             panic!()
         };
         assert!(json.contains("\"stream\":true"), "{json}");
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            v["messages"][0]["content"],
+            serde_json::json!([
+                {"type": "text", "text": "hi"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+            ])
+        );
+    }
+
+    #[test]
+    fn transcriptions_go_as_multipart_and_refusals_are_errors() {
+        let req = transcription_request(
+            "http://x/v1/",
+            "k",
+            "whisper-1",
+            "voice.amr",
+            "audio/amr",
+            b"#!AMR\n..".to_vec(),
+        );
+        assert_eq!(req.url, "http://x/v1/audio/transcriptions");
+        let Body::Multipart(part) = &req.body else {
+            panic!()
+        };
+        assert_eq!(
+            (part.field.as_str(), part.fields[0].1.as_str()),
+            ("file", "whisper-1")
+        );
+        assert_eq!(
+            parse_transcription(&HttpResponse::json(r#"{"text":" hello "}"#)).unwrap(),
+            "hello"
+        );
+        let mut refused = HttpResponse::json(
+            r#"{"error":{"message":"Invalid file format.","type":"invalid_request_error"}}"#,
+        );
+        refused.status = 400;
+        let e = parse_transcription(&refused).unwrap_err();
+        assert!(
+            !e.retryable && e.message.contains("Invalid file format"),
+            "{e}"
+        );
     }
 }

@@ -59,6 +59,9 @@ pub struct WebhookEvent {
     /// 2 inaccurate, 3 cancelled); `text` holds the user's comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<Feedback>,
+    /// The message's media: references, and their bytes with `agent.webhook_media_bytes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<crate::media::MediaInfo>,
 }
 
 /// A user's rating of an AI bot's answer.
@@ -100,6 +103,7 @@ impl WebhookEvent {
             stream,
             conversation,
             feedback: None,
+            media: Vec::new(),
         })
     }
 
@@ -132,6 +136,7 @@ impl WebhookEvent {
                 feedback_id: feedback_id.clone(),
                 rating: *rating,
             }),
+            media: Vec::new(),
         })
     }
 }
@@ -186,6 +191,8 @@ struct Answer {
     reply: Option<String>,
     #[serde(default)]
     replies: Option<Vec<String>>,
+    #[serde(default)]
+    attachments: Vec<crate::media::AttachmentSpec>,
 }
 
 /// Parses the receiver's answer: the texts to send now (empty when it answers later).
@@ -214,6 +221,18 @@ pub fn parse_webhook(resp: &HttpResponse) -> Result<Vec<String>, AgentError> {
         texts.insert(0, reply);
     }
     texts.retain(|t| !t.trim().is_empty());
+    // Attachments travel as the markdown the relay reads attachments from in any answer.
+    let links: Vec<String> = answer
+        .attachments
+        .iter()
+        .map(|a| {
+            a.to_link()
+                .unwrap_or_else(|why| format!("(An attachment was not sent: {why}.)"))
+        })
+        .collect();
+    if !links.is_empty() {
+        texts.push(links.join("\n"));
+    }
     Ok(texts)
 }
 

@@ -8,7 +8,7 @@ use core::fmt;
 
 use serde::Deserialize;
 
-use crate::job::AgentInput;
+use crate::job::{AgentInput, MediaLink};
 
 /// The longest id (msgid, aibotid, chatid, userid, stream id) accepted.
 pub const MAX_ID_BYTES: usize = 128;
@@ -222,19 +222,6 @@ fn id(field: &str, value: &str) -> Result<String, MessageError> {
     Ok(value.to_owned())
 }
 
-fn mixed_text(mixed: &Mixed) -> String {
-    let parts: Vec<String> = mixed
-        .msg_item
-        .iter()
-        .filter_map(|item| match item.msgtype.as_str() {
-            "text" => item.text.as_ref().map(|t| t.content.clone()),
-            "image" => item.image.as_ref().map(|i| format!("[image {}]", i.url)),
-            other => Some(format!("[{other}]")),
-        })
-        .collect();
-    parts.join("\n")
-}
-
 /// Drops the leading `@name` a group message starts with when the bot was mentioned.
 fn without_mention(text: &str) -> &str {
     let trimmed = text.trim_start();
@@ -247,19 +234,47 @@ fn without_mention(text: &str) -> &str {
     }
 }
 
-/// The content as text the agent reads; `None` for a type this relay does not know.
-fn content_text(c: &Content) -> Option<String> {
+/// The content's words and media; `None` for a type this relay does not know. A medium
+/// without a URL is left out.
+fn content_parts(c: &Content) -> Option<(String, Vec<MediaLink>)> {
     let text_of = |t: &Option<Text>| t.as_ref().map(|t| t.content.clone()).unwrap_or_default();
-    let url_of = |u: &Option<Url>| u.as_ref().map(|u| u.url.clone()).unwrap_or_default();
+    let link = |kind: &str, u: &Option<Url>| {
+        u.as_ref().filter(|u| !u.url.is_empty()).map(|u| MediaLink {
+            kind: kind.to_owned(),
+            url: u.url.clone(),
+        })
+    };
     Some(match c.msgtype.as_str() {
-        "text" => text_of(&c.text),
-        "voice" => text_of(&c.voice),
-        "mixed" => c.mixed.as_ref().map(mixed_text).unwrap_or_default(),
-        "image" => format!("[image {}]", url_of(&c.image)),
-        "file" => format!("[file {}]", url_of(&c.file)),
-        "video" => format!("[video {}]", url_of(&c.video)),
+        "text" => (text_of(&c.text), Vec::new()),
+        "voice" => (text_of(&c.voice), Vec::new()),
+        "image" | "file" | "video" => {
+            let url = match c.msgtype.as_str() {
+                "image" => &c.image,
+                "file" => &c.file,
+                _ => &c.video,
+            };
+            (String::new(), link(&c.msgtype, url).into_iter().collect())
+        }
+        "mixed" => {
+            let mut words = Vec::new();
+            let mut media = Vec::new();
+            for item in c.mixed.iter().flat_map(|m| &m.msg_item) {
+                match item.msgtype.as_str() {
+                    "text" => words.extend(item.text.as_ref().map(|t| t.content.clone())),
+                    "image" => media.extend(link("image", &item.image)),
+                    other => words.push(format!("[{other}]")),
+                }
+            }
+            (words.join("\n"), media)
+        }
         _ => return None,
     })
+}
+
+/// The content as the agent reads it in text alone (a quote).
+fn content_text(c: &Content) -> Option<String> {
+    let (text, media) = content_parts(c)?;
+    Some(AgentInput::Mixed { text, media }.to_text())
 }
 
 /// Parses a decrypted bot callback.
@@ -306,7 +321,7 @@ pub fn parse_callback(json: &str) -> Result<BotCallback, MessageError> {
         }
         _ => {}
     }
-    let Some(input) = content_text(&raw.content) else {
+    let Some((words, media)) = content_parts(&raw.content) else {
         return Ok(BotCallback::Unknown {
             msgtype: raw.content.msgtype.chars().take(64).collect(),
         });
@@ -323,15 +338,24 @@ pub fn parse_callback(json: &str) -> Result<BotCallback, MessageError> {
         (ChatType::Single, _) => None,
     };
     let mut text = if chat_type == ChatType::Group {
-        without_mention(&input).to_owned()
+        without_mention(&words).to_owned()
     } else {
-        input
+        words
     };
     if let Some(quote) = &raw.quote {
         let quoted = content_text(quote).unwrap_or_else(|| format!("[{}]", quote.msgtype));
         let quoted: Vec<String> = quoted.lines().map(|l| format!("> {l}")).collect();
-        text = format!("{}\n\n{text}", quoted.join("\n"));
+        text = if text.is_empty() {
+            quoted.join("\n")
+        } else {
+            format!("{}\n\n{text}", quoted.join("\n"))
+        };
     }
+    let input = if media.is_empty() {
+        AgentInput::Text { text }
+    } else {
+        AgentInput::Mixed { text, media }
+    };
     Ok(BotCallback::Message(BotMessage {
         msgid: id("msgid", &raw.msgid)?,
         aibotid,
@@ -339,7 +363,7 @@ pub fn parse_callback(json: &str) -> Result<BotCallback, MessageError> {
         chat_id,
         user_id,
         response_url: raw.response_url.filter(|u| !u.is_empty()),
-        input: AgentInput::Text { text },
+        input,
     }))
 }
 
@@ -356,11 +380,8 @@ mod tests {
         }
     }
 
-    fn text(m: &BotMessage) -> &str {
-        match &m.input {
-            AgentInput::Text { text } => text,
-            other => panic!("{other:?}"),
-        }
+    fn text(m: &BotMessage) -> String {
+        m.input.to_text()
     }
 
     #[test]
@@ -400,6 +421,9 @@ mod tests {
                 {"msgtype":"text","text":{"content":"look"}},{"msgtype":"image","image":{"url":"https://x/1"}}]}}"#,
         );
         assert_eq!(text(&m), "look\n[image https://x/1]");
+        assert!(
+            matches!(&m.input, AgentInput::Mixed { text, media } if text == "look" && media[0].kind == "image")
+        );
         let v = message(
             r#"{"msgid":"m","aibotid":"b","from":{"userid":"u"},"msgtype":"voice","voice":{"content":"spoken"}}"#,
         );

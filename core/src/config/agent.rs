@@ -61,6 +61,18 @@ impl fmt::Debug for Backend {
     }
 }
 
+/// How answers are formatted for an app (the AI bot always gets markdown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplyFormat {
+    /// Markdown when the answer uses it, plain text otherwise.
+    #[default]
+    Auto,
+    /// Always plain text, markdown symbols removed.
+    Text,
+    /// Always markdown (users of the personal-WeChat plugin see it raw).
+    Markdown,
+}
+
 /// Resolved agent settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSettings {
@@ -72,8 +84,14 @@ pub struct AgentSettings {
     pub timeout_secs: u64,
     /// Conversation memory bounds.
     pub history: HistoryLimits,
-    /// Send replies as markdown.
-    pub markdown: bool,
+    /// How replies are formatted (`reply_format`; the older `markdown: true|false` forces one).
+    pub reply_format: ReplyFormat,
+    /// Pass pictures to an OpenAI-compatible model as image content parts (`vision`).
+    pub vision: bool,
+    /// The model of `{base_url}/audio/transcriptions` for voice without WeCom's transcript.
+    pub transcription_model: Option<String>,
+    /// Send the webhook each medium's bytes (base64) along with its reference.
+    pub webhook_media_bytes: bool,
 }
 
 impl Default for AgentSettings {
@@ -83,7 +101,10 @@ impl Default for AgentSettings {
             thinking_notice_secs: 8,
             timeout_secs: 60,
             history: HistoryLimits::default(),
-            markdown: false,
+            reply_format: ReplyFormat::Auto,
+            vision: true,
+            transcription_model: None,
+            webhook_media_bytes: false,
         }
     }
 }
@@ -102,6 +123,10 @@ pub const AGENT_KEYS: &[&str] = &[
     "max_history_bytes",
     "thinking_notice_secs",
     "markdown",
+    "reply_format",
+    "vision",
+    "transcription_model",
+    "webhook_media_bytes",
     "url",
     "secret",
 ];
@@ -136,6 +161,14 @@ pub struct RawAgentSettings {
     pub thinking_notice_secs: Option<String>,
     #[serde(default, deserialize_with = "opt_scalar")]
     pub markdown: Option<String>,
+    #[serde(default, deserialize_with = "opt_scalar")]
+    pub reply_format: Option<String>,
+    #[serde(default, deserialize_with = "opt_scalar")]
+    pub vision: Option<String>,
+    #[serde(default, deserialize_with = "opt_scalar")]
+    pub transcription_model: Option<String>,
+    #[serde(default, deserialize_with = "opt_scalar")]
+    pub webhook_media_bytes: Option<String>,
     #[serde(default, deserialize_with = "opt_scalar")]
     pub url: Option<String>,
     #[serde(default, deserialize_with = "opt_scalar")]
@@ -188,6 +221,10 @@ impl fmt::Debug for RawAgentSettings {
             .field("max_history_bytes", &self.max_history_bytes)
             .field("thinking_notice_secs", &self.thinking_notice_secs)
             .field("markdown", &self.markdown)
+            .field("reply_format", &self.reply_format)
+            .field("vision", &self.vision)
+            .field("transcription_model", &self.transcription_model)
+            .field("webhook_media_bytes", &self.webhook_media_bytes)
             .field("url", &self.url)
             .field("secret", &redacted(&self.secret))
             .finish()
@@ -216,6 +253,10 @@ impl RawAgentSettings {
                 "max_history_bytes" => &mut self.max_history_bytes,
                 "thinking_notice_secs" => &mut self.thinking_notice_secs,
                 "markdown" => &mut self.markdown,
+                "reply_format" => &mut self.reply_format,
+                "vision" => &mut self.vision,
+                "transcription_model" => &mut self.transcription_model,
+                "webhook_media_bytes" => &mut self.webhook_media_bytes,
                 "url" => &mut self.url,
                 _ => &mut self.secret,
             };
@@ -297,10 +338,43 @@ impl RawAgentSettings {
                 max_turns: turns * 2,
                 max_bytes: num("max_history_bytes", &self.max_history_bytes, 32 * 1024)?,
             },
-            markdown: match self.markdown.as_deref() {
-                Some(v) => parse_bool("agent.markdown", v)?,
+            reply_format: self.reply_format()?,
+            vision: match self.vision.as_deref() {
+                Some(v) => parse_bool("agent.vision", v)?,
+                None => true,
+            },
+            transcription_model: self
+                .transcription_model
+                .as_deref()
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned),
+            webhook_media_bytes: match self.webhook_media_bytes.as_deref() {
+                Some(v) => parse_bool("agent.webhook_media_bytes", v)?,
                 None => false,
             },
+        })
+    }
+
+    fn reply_format(&self) -> Result<ReplyFormat, ConfigError> {
+        let format = self
+            .reply_format
+            .as_deref()
+            .map(|f| f.trim().to_ascii_lowercase())
+            .filter(|f| !f.is_empty());
+        Ok(match (format.as_deref(), self.markdown.as_deref()) {
+            (Some("auto"), _) => ReplyFormat::Auto,
+            (Some("text"), _) => ReplyFormat::Text,
+            (Some("markdown"), _) => ReplyFormat::Markdown,
+            (Some(other), _) => {
+                return Err(ConfigError::new(
+                    "agent.reply_format",
+                    format!("must be auto, text or markdown, got {other:?}"),
+                ))
+            }
+            (None, Some(v)) if parse_bool("agent.markdown", v)? => ReplyFormat::Markdown,
+            (None, Some(_)) => ReplyFormat::Text,
+            (None, None) => ReplyFormat::Auto,
         })
     }
 }
@@ -342,7 +416,31 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(hook.resolve().unwrap_err().key, "agent.secret");
-        let prompt = system_prompt(Some("Be kind."), false, &ScopedUser::new("ww1", "alice"));
+        let mut formats = RawAgentSettings::default();
+        let s = formats.resolve().unwrap();
+        assert_eq!(
+            (s.reply_format, s.vision, s.transcription_model),
+            (ReplyFormat::Auto, true, None)
+        );
+        formats.markdown = Some("true".into());
+        assert_eq!(
+            formats.resolve().unwrap().reply_format,
+            ReplyFormat::Markdown
+        );
+        formats.markdown = Some("false".into());
+        assert_eq!(formats.resolve().unwrap().reply_format, ReplyFormat::Text);
+        formats.reply_format = Some("Auto".into());
+        assert_eq!(formats.resolve().unwrap().reply_format, ReplyFormat::Auto);
+        formats.reply_format = Some("html".into());
+        assert_eq!(formats.resolve().unwrap_err().key, "agent.reply_format");
+        formats.reply_format = None;
+        formats.vision = Some("maybe".into());
+        assert_eq!(formats.resolve().unwrap_err().key, "agent.vision");
+        let prompt = system_prompt(
+            Some("Be kind."),
+            ReplyFormat::Text,
+            &ScopedUser::new("ww1", "alice"),
+        );
         assert!(
             prompt.contains("WeCom")
                 && prompt.contains("plain text")

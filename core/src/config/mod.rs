@@ -22,7 +22,7 @@ use crate::replay::ReplayConfig;
 use crate::wecom::api::DEFAULT_API_BASE;
 
 mod agent;
-pub use agent::{AgentSettings, Backend, RawAgentSettings, AGENT_KEYS};
+pub use agent::{AgentSettings, Backend, RawAgentSettings, ReplyFormat, AGENT_KEYS};
 
 /// The settings keys, lower-case; the environment variable is `WECOM_CALLBACK_` + upper-case.
 pub const KEYS: &[&str] = &[
@@ -90,12 +90,15 @@ impl core::fmt::Debug for RawSettings {
             .field("welcome_message", &self.welcome_message)
             .field("stream_limit_secs", &self.stream_limit_secs)
             .field("menu_commands", &self.menu_commands)
+            .field("media_allow_hosts", &self.media_allow_hosts)
             .finish()
     }
 }
 
 /// The prefix of every environment variable.
 pub const ENV_PREFIX: &str = "WECOM_CALLBACK_";
+/// The variable for `media.allow_hosts` (comma-separated host names and networks).
+pub const MEDIA_ALLOW_HOSTS_ENV: &str = "WECOM_RELAY_MEDIA_ALLOW_HOSTS";
 
 /// Settings as written: every value optional, numbers and booleans accepted as text. `Debug`
 /// shows secrets (and `apps_json`, which holds them) only as `<redacted>`.
@@ -176,6 +179,11 @@ pub struct RawSettings {
     /// Menu keys and the text (or command) a click on each stands for: a map, or its JSON.
     #[serde(default, deserialize_with = "opt_map")]
     pub menu_commands: Option<BTreeMap<String, String>>,
+    /// `media.allow_hosts`: a top-level `media:` section in `config.yaml`, not a key under
+    /// `extra` (the native twin fills it in), or `WECOM_RELAY_MEDIA_ALLOW_HOSTS` separated by
+    /// commas.
+    #[serde(skip)]
+    pub media_allow_hosts: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +300,8 @@ pub struct Settings {
     pub welcome_message: Option<String>,
     /// Menu keys (`EventKey` of a `click`) and the text each stands for.
     pub menu_commands: BTreeMap<String, String>,
+    /// What may be fetched: inbound pictures by URL and outbound attachments.
+    pub media: crate::media::MediaPolicy,
 }
 
 impl RawSettings {
@@ -348,6 +358,9 @@ impl RawSettings {
                 self.set(key, value)
                     .map_err(|e| ConfigError::new(var.clone(), e.problem))?;
             }
+        }
+        if let Some(hosts) = lookup(MEDIA_ALLOW_HOSTS_ENV).filter(|v| !v.trim().is_empty()) {
+            self.media_allow_hosts = Some(hosts.split(',').map(|h| h.trim().to_owned()).collect());
         }
         for key in BOT_KEYS {
             let var = format!("{BOT_ENV_PREFIX}{}", key.to_ascii_uppercase());
@@ -526,7 +539,11 @@ impl RawSettings {
                 ),
             ));
         }
+        let media = crate::media::MediaPolicy::from_hosts(
+            self.media_allow_hosts.as_deref().unwrap_or_default(),
+        )?;
         Ok(Settings {
+            media,
             bots,
             stream_limit_secs,
             welcome_message: self

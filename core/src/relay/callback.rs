@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::http::BodyError;
 use crate::ids::ScopedUser;
 use crate::job::{AgentInput, Job, JobKind};
+use crate::media;
 use crate::policy::Access;
 use crate::ports::{Claim, DedupStore, JobSink, SinkError, StoreError};
 use crate::replay::{dedup_key, ReplayError};
@@ -256,6 +257,15 @@ pub fn decide(settings: &Settings, inbound: &Inbound) -> Decision {
         } => AgentInput::Video {
             media_id: media_id.clone(),
             thumb_media_id: thumb_media_id.clone(),
+        },
+        MessageBody::File {
+            media_id,
+            file_name,
+            file_size,
+        } => AgentInput::File {
+            media_id: media_id.clone(),
+            file_name: media::clean_name(file_name),
+            file_size: *file_size,
         },
         MessageBody::Location {
             latitude,

@@ -27,6 +27,7 @@ use runner::{send_paced, Pace};
 mod bot;
 mod callback;
 mod commands;
+mod media;
 mod runner;
 mod send_api;
 mod streaming;
@@ -67,6 +68,14 @@ impl<P: Platform> HttpClient for ObservedHttp<'_, P> {
             self.0.observe(&Event::TokenFetched { ok });
         }
         resp
+    }
+
+    async fn send_capped(
+        &self,
+        req: HttpRequest,
+        more: &mut (dyn FnMut(&[u8]) -> bool + Send),
+    ) -> Result<HttpResponse, TransportError> {
+        self.0.api_http().send_capped(req, more).await
     }
 }
 
@@ -130,6 +139,11 @@ pub enum Event<'a> {
         /// The status answered.
         status: u16,
         /// Why.
+        why: &'a str,
+    },
+    /// An attachment of an answer could not be sent (the user got a line saying so).
+    AttachmentFailed {
+        /// Why (names a host at most).
         why: &'a str,
     },
     /// A send-API message went out.
@@ -210,7 +224,8 @@ impl Event<'_> {
             Self::VerifyRefused(_)
             | Self::Retrying { .. }
             | Self::SendRefused { .. }
-            | Self::SendPaced { .. } => Level::Warn,
+            | Self::SendPaced { .. }
+            | Self::AttachmentFailed { .. } => Level::Warn,
             Self::Job(r) if r.is_success() => Level::Info,
             Self::Job(_) | Self::SendFailed { .. } | Self::Misconfigured(_) => Level::Error,
             Self::TokenFetched { .. } | Self::AgentAnswered { .. } => Level::Debug,
@@ -245,6 +260,7 @@ impl fmt::Display for Event<'_> {
             Self::SendRefused { status, why } => {
                 write!(f, "send API request refused ({status}): {why}")
             }
+            Self::AttachmentFailed { why } => write!(f, "an attachment was not sent: {why}"),
             Self::SendDone { user, parts } => {
                 write!(f, "send API message sent user={user} parts={parts}")
             }
@@ -506,6 +522,7 @@ impl<P: Platform> Relay<P> {
             bots: &self.settings.bots,
             stream_limit_secs: self.settings.stream_limit_secs,
             api_base: &self.settings.api_base,
+            media: &self.settings.media,
             settings: &self.agent,
             agent: &agent,
             client: &client,

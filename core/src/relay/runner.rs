@@ -14,7 +14,7 @@ use super::commands::{parse_command, Command, APOLOGY_TEXT, HELP_TEXT, RESET_TEX
 use super::{ClientOf, Event};
 use crate::agent::{Agent, AgentError};
 use crate::apps::{App, Apps};
-use crate::config::AgentSettings;
+use crate::config::{AgentSettings, ReplyFormat};
 use crate::job::{AgentInput, Job, JobError, JobKind, JobReport, JobState, Step};
 use crate::memory::{Role, Turn};
 use crate::pacing::budget_key;
@@ -22,6 +22,7 @@ use crate::ports::SendBudget;
 use crate::ports::{Clock, ConversationStore, JobSink, Platform, Random, Sleeper};
 use crate::wecom::api::{duplicate_check_secs, Content, SendReceipt};
 use crate::wecom::client::MAX_ATTEMPTS;
+use crate::wecom::markdown::{strip_markdown, uses_markdown};
 use crate::wecom::split::split_for_wecom;
 
 /// What to do when a member's send budget is spent.
@@ -85,6 +86,8 @@ pub(crate) struct Runner<'a, P: Platform, A> {
     pub(crate) stream_limit_secs: u64,
     /// The WeCom API base (a `response_url` goes there, or through it).
     pub(crate) api_base: &'a str,
+    /// What media may be fetched.
+    pub(crate) media: &'a crate::media::MediaPolicy,
     pub(crate) settings: &'a AgentSettings,
     pub(crate) agent: &'a A,
     pub(crate) client: &'a ClientOf<'a, P>,
@@ -151,15 +154,20 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
     }
 
     /// The agent's answer, timed for the latency metric.
-    async fn timed_answer(&self, job: &Job, history: &[Turn]) -> Result<Vec<String>, AgentError> {
+    async fn timed_answer(
+        &self,
+        job: &Job,
+        history: &[Turn],
+        media: &crate::media::Gathered,
+    ) -> Result<Vec<String>, AgentError> {
         let started = self.platform.clock().now_millis();
-        let answer = self.agent.respond(job, history).await;
+        let answer = self.agent.respond(job, history, media).await;
         let millis = self.platform.clock().now_millis().saturating_sub(started);
         self.platform.observe(&Event::AgentAnswered { millis });
         answer
     }
 
-    fn app(&self, job: &Job) -> Result<&App, JobError> {
+    pub(crate) fn app(&self, job: &Job) -> Result<&App, JobError> {
         self.apps
             .by_name(&job.app)
             .or_else(|| self.apps.for_user(&job.user, Some(job.agent_id)))
@@ -184,28 +192,41 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
             self.platform.sink().progress(job, state).await;
         }
         let replies = state.replies.clone().unwrap_or_default();
-        let parts: Vec<String> = replies.iter().flat_map(|r| split_for_wecom(r)).collect();
-        let markdown = self.settings.markdown && !state.command;
-        state.parts_total = parts.len();
-        for (i, part) in parts.iter().enumerate().skip(state.parts_sent) {
-            let content = if markdown {
-                Content::Markdown {
-                    content: part.clone(),
+        let markdown = match self.settings.reply_format {
+            _ if state.command => false,
+            ReplyFormat::Markdown => true,
+            ReplyFormat::Text => false,
+            ReplyFormat::Auto => replies.iter().any(|r| uses_markdown(r)),
+        };
+        let mut contents: Vec<Content> = replies
+            .iter()
+            .flat_map(|r| {
+                if markdown || self.settings.reply_format == ReplyFormat::Auto || state.command {
+                    split_for_wecom(r)
+                } else {
+                    split_for_wecom(&strip_markdown(r))
                 }
-            } else {
-                Content::Text {
-                    content: part.clone(),
+            })
+            .map(|content| {
+                if markdown {
+                    Content::Markdown { content }
+                } else {
+                    Content::Text { content }
                 }
-            };
+            })
+            .collect();
+        contents.extend(state.media.iter().cloned());
+        state.parts_total = contents.len();
+        for (i, content) in contents.iter().enumerate().skip(state.parts_sent) {
             // The same part in one answer twice (a repeated block) would be dropped as a
             // duplicate of itself: such a part goes without the check.
-            let once = (!parts[..i].contains(part)).then_some((job.id.as_str(), i));
+            let once = (!contents[..i].contains(content)).then_some((job.id.as_str(), i));
             send_paced(
                 self.platform,
                 self.client,
                 app,
                 user,
-                &content,
+                content,
                 self.pace,
                 once,
             )
@@ -238,8 +259,9 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
             .load(&key)
             .await
             .unwrap_or_default();
+        let media = self.gather(job, input).await;
         let answer = {
-            let respond = pin!(self.timed_answer(job, &history));
+            let respond = pin!(self.timed_answer(job, &history, &media));
             if self.settings.thinking_notice_secs > 0 && !state.notice_sent {
                 let timer = pin!(self
                     .platform
@@ -275,6 +297,8 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
             }
         }
         .map_err(JobError::Agent)?;
+        let (answer, media) = self.attach(app, answer).await;
+        state.media = media;
         self.remember(&key, input, &answer).await;
         Ok(answer)
     }

@@ -25,6 +25,7 @@ use crate::aibot::response_url_target;
 use crate::aibot::stream::{fit_message, layout, showable, Stream, StreamOp, LATE_NOTE};
 use crate::http::Answer;
 use crate::job::{AgentInput, Job, JobError, JobKind, JobState};
+use crate::media::without_inline_bytes;
 use crate::ports::{Clock, ConversationStore, HttpClient, JobSink, Platform, Sleeper, StreamStore};
 use crate::wecom::api::{parse_response_url, response_url_post, ApiError};
 
@@ -122,9 +123,12 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
             .await
             .unwrap_or_default();
         let progress = Progress::default();
+        let media = self.gather(job, input).await;
         let started = self.platform.clock().now_millis();
         let answer = {
-            let respond = pin!(self.agent.respond_streaming(job, &history, &progress));
+            let respond = pin!(self
+                .agent
+                .respond_streaming(job, &history, &media, &progress));
             let grow = pin!(self.grow(stream, &progress));
             match select(respond, grow).await {
                 Either::Left((answer, _)) => answer,
@@ -133,7 +137,11 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         };
         let millis = self.platform.clock().now_millis().saturating_sub(started);
         self.platform.observe(&Event::AgentAnswered { millis });
-        let answer = answer.map_err(JobError::Agent)?;
+        let answer: Vec<String> = answer
+            .map_err(JobError::Agent)?
+            .iter()
+            .map(|a| without_inline_bytes(a))
+            .collect();
         self.remember(conversation, input, &answer).await;
         Ok(answer)
     }

@@ -101,6 +101,7 @@ fn with_runner<A: Agent, T>(
         bots: &bots,
         stream_limit_secs: 330,
         api_base: "http://x",
+        media: &crate::media::MediaPolicy::default(),
         settings: &settings,
         agent,
         client: &client,
@@ -112,7 +113,12 @@ fn with_runner<A: Agent, T>(
 
 struct CountingAgent(AtomicUsize);
 impl Agent for CountingAgent {
-    async fn respond(&self, _job: &Job, _history: &[Turn]) -> Result<Vec<String>, AgentError> {
+    async fn respond(
+        &self,
+        _job: &Job,
+        _history: &[Turn],
+        _media: &crate::media::Gathered,
+    ) -> Result<Vec<String>, AgentError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(alloc::vec!["答".repeat(1500)]) // 4500 bytes: 3 parts
     }
@@ -120,7 +126,12 @@ impl Agent for CountingAgent {
 
 struct Broken;
 impl Agent for Broken {
-    async fn respond(&self, _job: &Job, _h: &[Turn]) -> Result<Vec<String>, AgentError> {
+    async fn respond(
+        &self,
+        _job: &Job,
+        _h: &[Turn],
+        _media: &crate::media::Gathered,
+    ) -> Result<Vec<String>, AgentError> {
         Err(AgentError::fatal("401"))
     }
 }
@@ -195,7 +206,12 @@ fn memory_commands_and_notices() {
 fn the_thinking_notice_goes_out_once_when_the_timer_wins() {
     struct SlowAgent;
     impl Agent for SlowAgent {
-        async fn respond(&self, _job: &Job, _h: &[Turn]) -> Result<Vec<String>, AgentError> {
+        async fn respond(
+            &self,
+            _job: &Job,
+            _h: &[Turn],
+            _media: &crate::media::Gathered,
+        ) -> Result<Vec<String>, AgentError> {
             crate::testing::yield_a_few().await;
             Ok(alloc::vec!["done".into()])
         }

@@ -602,6 +602,7 @@ pub fn upload_media(
             filename: filename.to_owned(),
             content_type: content_type.to_owned(),
             bytes,
+            fields: Vec::new(),
         }),
     })
 }

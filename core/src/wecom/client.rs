@@ -77,6 +77,33 @@ impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, 
         self.http.send(req).await.map_err(ApiError::transport)
     }
 
+    /// Like `exchange`, reading at most `max` bytes of the answer.
+    async fn exchange_capped(
+        &self,
+        req: HttpRequest,
+        max: Option<usize>,
+    ) -> Result<HttpResponse, ApiError> {
+        let Some(max) = max else {
+            return self.exchange(req).await;
+        };
+        let mut seen = 0usize;
+        let resp = self
+            .http
+            .send_capped(req, &mut |chunk| {
+                seen = seen.saturating_add(chunk.len());
+                seen <= max
+            })
+            .await
+            .map_err(ApiError::transport)?;
+        if seen > max || resp.body.len() > max {
+            return Err(ApiError::invalid(format!(
+                "the medium is larger than {} MB",
+                max.div_ceil(1 << 20)
+            )));
+        }
+        Ok(resp)
+    }
+
     /// The app's access token, from the cache or freshly fetched.
     pub async fn token(&self, app: &App) -> Result<AccessToken, ApiError> {
         let now = self.clock.now_unix();
@@ -134,8 +161,19 @@ impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, 
         build: impl Fn(&AccessToken) -> Result<HttpRequest, ApiError>,
         parse: impl Fn(&HttpResponse) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
+        self.call_capped(app, build, parse, None).await
+    }
+
+    /// [`Self::call`] reading at most `max` bytes of each answer.
+    async fn call_capped<T>(
+        &self,
+        app: &App,
+        build: impl Fn(&AccessToken) -> Result<HttpRequest, ApiError>,
+        parse: impl Fn(&HttpResponse) -> Result<T, ApiError>,
+        max: Option<usize>,
+    ) -> Result<T, ApiError> {
         let token = self.token(app).await?;
-        let first = parse(&self.exchange(build(&token)?).await?);
+        let first = parse(&self.exchange_capped(build(&token)?, max).await?);
         match first {
             Err(e) if e.class == ErrorClass::TokenInvalid => {
                 self.tokens.invalidate(&token_key(app), &token).await;
@@ -145,10 +183,44 @@ impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, 
                 if fresh == token {
                     fresh = self.fetch_token(app).await?;
                 }
-                parse(&self.exchange(build(&fresh)?).await?)
+                parse(&self.exchange_capped(build(&fresh)?, max).await?)
             }
             other => other,
         }
+    }
+
+    /// Downloads a medium the app received (`media/get`), at most `max` bytes.
+    pub async fn get_media(
+        &self,
+        app: &App,
+        media_id: &str,
+        max: usize,
+    ) -> Result<api::Media, ApiError> {
+        self.call_capped(
+            app,
+            |token| Ok(api::get_media(self.api_base, token, media_id)),
+            api::parse_media,
+            Some(max),
+        )
+        .await
+    }
+
+    /// Uploads a medium (`media/upload`) and returns its media id (valid three days).
+    pub async fn upload(
+        &self,
+        app: &App,
+        kind: api::MediaType,
+        file_name: &str,
+        mime: &str,
+        bytes: &[u8],
+    ) -> Result<String, ApiError> {
+        self.call(
+            app,
+            |token| api::upload_media(self.api_base, token, kind, file_name, mime, bytes.to_vec()),
+            api::parse_upload,
+        )
+        .await
+        .map(|u| u.media_id)
     }
 
     /// Sends one message to `to_user` (a UserID of the app's corp); with
