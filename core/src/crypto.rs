@@ -237,7 +237,7 @@ fn unpad_len(buf: &[u8]) -> Result<usize, CryptoError> {
 /// AES-256-CBC with the bot's key and the IV of callbacks, strict 32-byte PKCS#7. No header,
 /// no length, no receive id: the file itself.
 pub fn open_media(key: &EncodingAesKey, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    if sealed.is_empty() || sealed.len() % 16 != 0 {
+    if sealed.is_empty() || !sealed.len().is_multiple_of(16) {
         return Err(CryptoError::DecryptAes);
     }
     let mut buf = sealed.to_vec();

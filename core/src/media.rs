@@ -553,28 +553,34 @@ impl AttachmentSpec {
     }
 }
 
-/// An answer for a place that carries markdown only (an AI bot's stream): links stay as the
-/// agent wrote them, and attachments given as bytes (`data:` URLs) become a line each.
-pub fn without_inline_bytes(answer: &str) -> String {
+/// The answer without the attachments given as bytes (`data:` links), which no text shows;
+/// every other link stays where it is. For an AI bot's stream, whose text is markdown.
+pub fn drop_inline_bytes(answer: &str) -> String {
     if !answer.contains("](data:") {
         return answer.to_owned();
     }
-    let (mut clean, found) = extract_attachments(answer);
-    for a in found {
-        let line = match &a.source {
-            Source::Url(url) if a.kind == Some(MediaType::Image) => format!("![{}]({url})", a.name),
-            Source::Url(url) => format!("[{}]({url})", a.name),
-            Source::Bytes { .. } => format!(
-                "(Could not send {}: an AI bot's answer carries no files.)",
-                a.name
-            ),
-        };
-        if !clean.is_empty() {
-            clean.push('\n');
+    let mut out = String::with_capacity(answer.len());
+    let mut in_fence = false;
+    for line in answer.split_inclusive('\n') {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
         }
-        clean.push_str(&line);
+        if in_fence {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some((before, link, after)) = next_link(rest) {
+            out.push_str(before);
+            let inline = matches!(&link, Some(a) if matches!(a.source, Source::Bytes { .. }));
+            if !inline {
+                out.push_str(&rest[before.len()..rest.len() - after.len()]);
+            }
+            rest = after;
+        }
+        out.push_str(rest);
     }
-    clean
+    out.trim_end().to_owned()
 }
 
 /// Finds the attachments an answer asks for, and the answer without them: markdown pictures
@@ -604,6 +610,10 @@ pub fn extract_attachments(text: &str) -> (String, Vec<Attachment>) {
             rest = after;
         }
         out.push_str(rest);
+    }
+    if found.is_empty() {
+        // Nothing taken out: the answer stays exactly as written.
+        return (text.to_owned(), found);
     }
     // Lines left empty by a removed link collapse.
     let mut clean = String::with_capacity(out.len());
@@ -897,6 +907,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("![not](https://x.example/n.png)") && text.contains("`![nor]"));
+        assert_eq!(
+            drop_inline_bytes("a ![p](data:image/png;base64,iVBORw0KGgo=) b [l](https://x/) c"),
+            "a  b [l](https://x/) c"
+        );
         let (_, inline) = extract_attachments("![](data:image/png;base64,iVBORw0KGgo=)");
         assert!(
             matches!(&inline[0].source, Source::Bytes { bytes, .. } if bytes.starts_with(b"\x89PNG"))

@@ -343,3 +343,100 @@ async fn an_ai_bot_picture_is_opened_with_the_bot_key_for_the_model() {
         assert_eq!(parts[1]["image_url"]["url"], want.as_str(), "{twin:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ai_bot_answer_ends_with_its_pictures() {
+    for twin in Twin::selected() {
+        let mut scenario = Scenario::new(vec![app()]);
+        let bot = BotSpec::new("helper", 3);
+        scenario.bots = vec![bot.clone()];
+        scenario.media_allow_hosts = vec!["127.0.0.1".into()];
+        // The echo agent streams back what it got: a picture link and a file link.
+        let r = Running::start(twin, scenario).await;
+        let mut peer = WechatpyPeer::start();
+        let peer_bot = PeerBot {
+            token: bot.token.clone(),
+            key: bot.key.clone(),
+        };
+        let chart = png(6000);
+        r.standin
+            .standin
+            .put_file("chart.png", "image/png", chart.clone());
+        let base = wecom_base(&r);
+        let text =
+            format!("See ![chart]({base}/files/chart.png) and ![gone]({base}/files/missing.png)");
+        let mut seq = 0;
+        let mut post = |plain: Value| {
+            seq += 1;
+            let (query, body) = peer.bot_callback(
+                &peer_bot,
+                &plain.to_string(),
+                &now().to_string(),
+                &format!("np{seq}"),
+            );
+            let url = format!("{}{}?{query}", r.base, bot.path());
+            let peer_bot = peer_bot.clone();
+            async move {
+                let text = reqwest::Client::new()
+                    .post(url)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                (text, peer_bot)
+            }
+        };
+        let message = json!({
+            "msgid": "pic-out-1", "aibotid": bot.aibotid, "chattype": "single",
+            "from": {"userid": "alice"}, "msgtype": "text", "text": {"content": text},
+        });
+        let (reply, _) = post(message).await;
+        let mut opener = WechatpyPeer::start();
+        let (plain, _, _) = opener.bot_open_reply(&peer_bot, &reply).unwrap();
+        let first: Value = serde_json::from_str(&plain).unwrap();
+        let stream = first["stream"]["id"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let last = loop {
+            let refresh = json!({
+                "msgid": format!("r{}", Instant::now().elapsed().as_nanos()), "aibotid": bot.aibotid,
+                "chattype": "single", "from": {"userid": "alice"}, "msgtype": "stream", "stream": {"id": stream},
+            });
+            let (reply, _) = post(refresh).await;
+            let (plain, _, _) = opener.bot_open_reply(&peer_bot, &reply).unwrap();
+            let json: Value = serde_json::from_str(&plain).unwrap();
+            if json["stream"]["finish"] == true {
+                break json;
+            }
+            assert!(Instant::now() < deadline, "{twin:?}: {}", r.logs());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let items = last["stream"]["msg_item"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(items.len(), 1, "{twin:?}: {last}\n{}", r.logs());
+        use base64::Engine;
+        use md5::Digest;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert_eq!(items[0]["msgtype"], "image");
+        assert_eq!(
+            b64.decode(items[0]["image"]["base64"].as_str().unwrap())
+                .unwrap(),
+            chart,
+            "{twin:?}"
+        );
+        let md5: String = md5::Md5::digest(&chart)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(items[0]["image"]["md5"], md5.as_str());
+        let content = last["stream"]["content"].as_str().unwrap();
+        assert!(
+            content.starts_with(&text) && content.contains("Could not show gone"),
+            "{twin:?}: {content}"
+        );
+    }
+}

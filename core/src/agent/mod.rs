@@ -326,13 +326,9 @@ impl<H: HttpClient, K: Clock, S: Sleeper> Agent for ConfiguredAgent<'_, H, K, S>
                 self.stream_openai(req, progress).await
             }
             Backend::Webhook { .. } => {
-                let answer: Vec<String> = self
-                    .respond(job, history, media)
-                    .await?
-                    .iter()
-                    .map(|a| crate::media::without_inline_bytes(a))
-                    .collect();
-                progress.push(&answer.join("\n\n"));
+                let answer = self.respond(job, history, media).await?;
+                // Pictures given as bytes go with the last answer, not in the text.
+                progress.push(&crate::media::drop_inline_bytes(&answer.join("\n\n")));
                 Ok(answer)
             }
         }

@@ -16,6 +16,24 @@ pub fn stream_json(stream_id: &str, content: &str, finish: bool) -> String {
     .to_string()
 }
 
+/// A stream's answer to a refresh: its content, `finish`, and on the last answer its
+/// pictures as `msg_item`.
+pub fn stream_reply_json(stream_id: &str, stream: &super::stream::Stream) -> String {
+    let images = stream.final_images();
+    if images.is_empty() {
+        return stream_json(stream_id, &stream.content, stream.finish());
+    }
+    let items: alloc::vec::Vec<serde_json::Value> = images
+        .iter()
+        .map(|i| json!({"msgtype": "image", "image": {"base64": i.base64, "md5": i.md5}}))
+        .collect();
+    json!({
+        "msgtype": "stream",
+        "stream": {"id": stream_id, "finish": true, "content": stream.content, "msg_item": items},
+    })
+    .to_string()
+}
+
 /// A plain text answer (the `enter_chat` welcome).
 pub fn text_json(content: &str) -> String {
     json!({"msgtype": "text", "text": {"content": content}}).to_string()

@@ -9,6 +9,7 @@
 use alloc::borrow::ToOwned;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,7 +67,48 @@ pub struct Stream {
     /// It was closed by the time limit before the job finished.
     #[serde(default)]
     pub late: bool,
+    /// Pictures for the last answer (`msg_item`), given before it finishes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<StreamImage>,
 }
+
+/// A picture in a stream's last answer: JPG or PNG, as base64 with the MD5 of its bytes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamImage {
+    /// The bytes, base64.
+    pub base64: String,
+    /// The MD5 of the bytes, lower-case hex.
+    pub md5: String,
+}
+
+impl core::fmt::Debug for StreamImage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StreamImage")
+            .field("base64_len", &self.base64.len())
+            .field("md5", &self.md5)
+            .finish()
+    }
+}
+
+impl StreamImage {
+    /// The picture for `bytes`.
+    pub fn new(bytes: &[u8]) -> Self {
+        use md5::{Digest, Md5};
+        Self {
+            base64: crate::media::base64(bytes),
+            md5: crate::crypto::to_hex(&Md5::digest(bytes)),
+        }
+    }
+}
+
+/// At most this many pictures in a stream's last answer (WeCom's limit).
+pub const MAX_STREAM_IMAGES: usize = 10;
+/// The largest picture a stream carries: WeCom documents 10 MB, but rejects the last answer
+/// with pictures far smaller (peers report 1.5 MB failing), so the relay keeps to 512 KiB.
+pub const MAX_STREAM_IMAGE_BYTES: usize = 512 << 10;
+/// The most picture bytes one stream carries in all (a stream is stored whole, and a Durable
+/// Object's value holds 2 MB).
+pub const MAX_STREAM_IMAGES_TOTAL: usize = 1 << 20;
 
 /// A change to a stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +136,11 @@ pub enum StreamOp {
         /// `stream_limit_secs`.
         limit_secs: u64,
     },
+    /// Pictures for the last answer: kept if the stream is still open.
+    Attach {
+        /// The pictures.
+        images: Vec<StreamImage>,
+    },
     /// Only read it.
     Peek,
 }
@@ -113,12 +160,18 @@ impl Stream {
                     finished: false,
                     closed: false,
                     late: false,
+                    images: Vec::new(),
                 })
             }
             (None, _) => return None,
         };
         match op {
             StreamOp::Open { .. } | StreamOp::Peek => {}
+            StreamOp::Attach { images } => {
+                if !stream.closed && !stream.finished {
+                    stream.images = images.clone();
+                }
+            }
             StreamOp::Grow { content } | StreamOp::Finish { content } => {
                 if !stream.closed
                     && content.len() <= MAX_STREAM_BYTES
@@ -148,6 +201,16 @@ impl Stream {
     /// Whether a refresh should be answered `finish: true`.
     pub fn finish(&self) -> bool {
         self.closed
+    }
+
+    /// The pictures the answer ends with: only on the last answer, and only if the job
+    /// finished it (a stream closed by the time limit shows none).
+    pub fn final_images(&self) -> &[StreamImage] {
+        if self.closed && self.finished && !self.late {
+            &self.images
+        } else {
+            &[]
+        }
     }
 }
 

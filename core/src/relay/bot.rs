@@ -13,7 +13,7 @@ use sha1::{Digest, Sha1};
 
 use super::callback::{route_rejection, Rejection};
 use super::Event;
-use crate::aibot::reply::{seal_reply, stream_json, text_json};
+use crate::aibot::reply::{seal_reply, stream_json, stream_reply_json, text_json};
 use crate::aibot::stream::{StreamOp, UNKNOWN_STREAM_TEXT};
 use crate::aibot::{parse_callback, Bot, BotCallback, BotEvent, BotMessage};
 use crate::apps::{RouteError, SignedQuery};
@@ -295,7 +295,7 @@ impl<P: Platform> Relay<P> {
                         (BotOutcome::UnknownStream { stream: stream_id }, reply)
                     }
                     Ok(Some(stream)) => {
-                        let plain = stream_json(&stream_id, &stream.content, stream.finish());
+                        let plain = stream_reply_json(&stream_id, &stream);
                         let reply = self.seal(bot, &plain, nonce);
                         let outcome = BotOutcome::Refreshed {
                             stream: stream_id,
@@ -396,7 +396,7 @@ impl<P: Platform> Relay<P> {
             Err(e) => return (BotOutcome::StoreFailed(e), None),
             Ok(Claim::Duplicate) => {
                 let shown = match streams.apply(&stream, &poll, now).await {
-                    Ok(Some(s)) => stream_json(&stream, &s.content, s.finish()),
+                    Ok(Some(s)) => stream_reply_json(&stream, &s),
                     _ => stream_json(&stream, "", false),
                 };
                 let reply = self.seal(bot, &shown, nonce);

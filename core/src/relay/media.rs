@@ -8,17 +8,22 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::runner::Runner;
+use super::{ClientOf, Event};
 use crate::agent::openai::{parse_transcription, transcription_request};
 use crate::agent::Agent;
+use crate::aibot::stream::{
+    StreamImage, StreamOp, MAX_STREAM_IMAGES, MAX_STREAM_IMAGES_TOTAL, MAX_STREAM_IMAGE_BYTES,
+};
 use crate::apps::App;
 use crate::config::Backend;
 use crate::job::{AgentInput, Job, MediaLink};
+use crate::media::drop_inline_bytes;
 use crate::media::{
     self, as_text, data_url, extract_attachments, human_size, is_text_name, open_sealed,
-    plan_upload, sniff, Attachment, Fetched, Gathered, MediaError, MediaInfo, Source,
+    plan_upload, sniff, Attachment, Fetched, Gathered, MediaError, MediaInfo, MediaPolicy, Source,
     MAX_ATTACHMENTS, MAX_DOWNLOAD_BYTES, MAX_TEXT_FILE_BYTES, MAX_VISION_BYTES,
 };
-use crate::ports::{HttpClient, Platform};
+use crate::ports::{Clock, HttpClient, Platform, StreamStore};
 use crate::wecom::api::{Content, MediaType};
 
 /// What the configured agent does with media.
@@ -443,91 +448,177 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
             })?;
         parse_transcription(&resp).map_err(|e| MediaError(e.message))
     }
+}
 
-    /// Takes the attachments out of an app's answer and uploads them: the answer's texts
-    /// without them (a line for each one that cannot be sent) and the messages that carry
-    /// the uploaded ones.
-    pub(crate) async fn attach(
-        &self,
-        app: &App,
-        answer: Vec<String>,
-    ) -> (Vec<String>, Vec<Content>) {
-        let mut texts = Vec::with_capacity(answer.len());
-        let mut found: Vec<Attachment> = Vec::new();
-        for text in answer {
-            let (clean, attachments) = extract_attachments(&text);
-            found.extend(attachments);
-            if !clean.is_empty() {
-                texts.push(clean);
-            }
+/// Takes the attachments out of an app's answer and uploads them: the answer's texts without
+/// them (and a line for each one that cannot be sent), and the messages that carry the
+/// uploaded ones. Jobs and `/api/send` share it.
+pub(crate) async fn attach<P: Platform>(
+    platform: &P,
+    client: &ClientOf<'_, P>,
+    policy: &MediaPolicy,
+    app: &App,
+    answer: Vec<String>,
+) -> (Vec<String>, Vec<Content>) {
+    let mut texts = Vec::with_capacity(answer.len());
+    let mut found: Vec<Attachment> = Vec::new();
+    for text in answer {
+        let (clean, attachments) = extract_attachments(&text);
+        found.extend(attachments);
+        if !clean.trim().is_empty() {
+            texts.push(clean);
         }
-        let mut sent = Vec::new();
-        let mut failed = Vec::new();
-        for (i, attachment) in found.into_iter().enumerate() {
-            if i >= MAX_ATTACHMENTS {
-                failed.push(format!(
-                    "(Not sent: {}, one attachment more than the {MAX_ATTACHMENTS} an answer may carry.)",
-                    attachment.name
-                ));
-                continue;
-            }
-            match self.upload(app, &attachment).await {
-                Ok(content) => sent.push(content),
-                Err(why) => {
-                    self.platform
-                        .observe(&super::Event::AttachmentFailed { why: &why.0 });
-                    failed.push(format!("(Could not send {}: {}.)", attachment.name, why.0));
-                }
-            }
-        }
-        if !failed.is_empty() {
-            texts.push(failed.join("\n"));
-        }
-        (texts, sent)
     }
-
-    async fn upload(&self, app: &App, attachment: &Attachment) -> Result<Content, MediaError> {
-        let (bytes, mime, name) = match &attachment.source {
-            Source::Url(url) => {
-                let f = media::fetch(
-                    self.platform.media_http(),
-                    self.media,
-                    url,
-                    MAX_DOWNLOAD_BYTES,
-                )
-                .await?;
-                let name = if attachment.name == "attachment" {
-                    f.file_name
-                        .clone()
-                        .unwrap_or_else(|| attachment.name.clone())
-                } else {
-                    attachment.name.clone()
-                };
-                (f.bytes, f.content_type, name)
-            }
-            Source::Bytes { mime, bytes } => (bytes.clone(), mime.clone(), attachment.name.clone()),
+    let mut sent = Vec::new();
+    let mut failed = Vec::new();
+    for (i, attachment) in found.into_iter().enumerate() {
+        let result = if i < MAX_ATTACHMENTS {
+            upload(platform, client, policy, app, &attachment).await
+        } else {
+            Err(MediaError(format!(
+                "an answer carries at most {MAX_ATTACHMENTS} attachments"
+            )))
         };
-        if bytes.len() > MAX_DOWNLOAD_BYTES {
-            return Err(MediaError(format!(
-                "it is larger than {} MB",
-                MAX_DOWNLOAD_BYTES >> 20
-            )));
+        match result {
+            Ok(content) => sent.push(content),
+            Err(why) => {
+                platform.observe(&Event::AttachmentFailed { why: &why.0 });
+                failed.push(format!("(Could not send {}: {}.)", attachment.name, why.0));
+            }
         }
-        let plan = plan_upload(&name, mime.as_deref(), attachment.kind, &bytes)?;
-        let media_id = self
-            .client
-            .upload(app, plan.kind, &plan.file_name, &plan.mime, &bytes)
-            .await
-            .map_err(|e| MediaError(format!("WeCom refused the upload ({e})")))?;
-        Ok(match plan.kind {
-            MediaType::Image => Content::Image { media_id },
-            MediaType::Voice => Content::Voice { media_id },
-            MediaType::File => Content::File { media_id },
-            MediaType::Video => Content::Video {
-                media_id,
-                title: plan.file_name,
-                description: String::new(),
-            },
-        })
     }
+    if !failed.is_empty() {
+        texts.push(failed.join("\n"));
+    }
+    (texts, sent)
+}
+
+/// Fetches (or decodes) one attachment, sorts it into WeCom's kinds and uploads it.
+async fn upload<P: Platform>(
+    platform: &P,
+    client: &ClientOf<'_, P>,
+    policy: &MediaPolicy,
+    app: &App,
+    attachment: &Attachment,
+) -> Result<Content, MediaError> {
+    let (bytes, mime, name) = match &attachment.source {
+        Source::Url(url) => {
+            let f = media::fetch(platform.media_http(), policy, url, MAX_DOWNLOAD_BYTES).await?;
+            let name = if attachment.name == "attachment" {
+                f.file_name
+                    .clone()
+                    .unwrap_or_else(|| attachment.name.clone())
+            } else {
+                attachment.name.clone()
+            };
+            (f.bytes, f.content_type, name)
+        }
+        Source::Bytes { mime, bytes } => (bytes.clone(), mime.clone(), attachment.name.clone()),
+    };
+    if bytes.len() > MAX_DOWNLOAD_BYTES {
+        return Err(MediaError(format!(
+            "it is larger than {} MB",
+            MAX_DOWNLOAD_BYTES >> 20
+        )));
+    }
+    let plan = plan_upload(&name, mime.as_deref(), attachment.kind, &bytes)?;
+    let media_id = client
+        .upload(app, plan.kind, &plan.file_name, &plan.mime, &bytes)
+        .await
+        .map_err(|e| MediaError(format!("WeCom refused the upload ({e})")))?;
+    Ok(match plan.kind {
+        MediaType::Image => Content::Image { media_id },
+        MediaType::Voice => Content::Voice { media_id },
+        MediaType::File => Content::File { media_id },
+        MediaType::Video => Content::Video {
+            media_id,
+            title: plan.file_name,
+            description: String::new(),
+        },
+    })
+}
+
+/// Gives an AI bot's stream the pictures its answer asks for (`msg_item` on the last answer:
+/// JPG or PNG, at most [`MAX_STREAM_IMAGES`], [`MAX_STREAM_IMAGE_BYTES`] each and
+/// [`MAX_STREAM_IMAGES_TOTAL`] in all), and returns the text to finish it with: the answer
+/// without inline bytes, and a line for each picture or file that cannot go.
+pub(crate) async fn stream_pictures<P: Platform>(
+    platform: &P,
+    policy: &MediaPolicy,
+    stream: &str,
+    answer: &str,
+) -> String {
+    let (_, found) = extract_attachments(answer);
+    let mut text = drop_inline_bytes(answer);
+    if found.is_empty() {
+        return text;
+    }
+    let mut images = Vec::new();
+    let mut total = 0usize;
+    let mut failed = Vec::new();
+    for a in found {
+        if a.kind != Some(MediaType::Image) {
+            if matches!(a.source, Source::Bytes { .. }) {
+                failed.push(format!(
+                    "(Could not send {}: an AI bot's answer carries pictures, not files.)",
+                    a.name
+                ));
+            }
+            continue;
+        }
+        let bytes = match &a.source {
+            Source::Url(url) => {
+                media::fetch(platform.media_http(), policy, url, MAX_STREAM_IMAGE_BYTES)
+                    .await
+                    .map(|f| f.bytes)
+            }
+            Source::Bytes { bytes, .. } => Ok(bytes.clone()),
+        };
+        let checked = bytes.and_then(|b| {
+            if images.len() >= MAX_STREAM_IMAGES {
+                return Err(MediaError(format!(
+                    "an answer shows at most {MAX_STREAM_IMAGES} pictures"
+                )));
+            }
+            if b.len() > MAX_STREAM_IMAGE_BYTES || total + b.len() > MAX_STREAM_IMAGES_TOTAL {
+                return Err(MediaError(format!(
+                    "an AI bot's answer takes pictures of at most {} KB, {} KB in all",
+                    MAX_STREAM_IMAGE_BYTES >> 10,
+                    MAX_STREAM_IMAGES_TOTAL >> 10
+                )));
+            }
+            match sniff(&b) {
+                Some((_, "jpg" | "png")) => Ok(b),
+                _ => Err(MediaError("it is not a JPG or PNG picture".into())),
+            }
+        });
+        match checked {
+            Ok(b) => {
+                total += b.len();
+                images.push(StreamImage::new(&b));
+            }
+            Err(why) => {
+                platform.observe(&Event::AttachmentFailed { why: &why.0 });
+                failed.push(format!("(Could not show {}: {}.)", a.name, why.0));
+            }
+        }
+    }
+    if !images.is_empty() {
+        let op = StreamOp::Attach { images };
+        let now = platform.clock().now_unix();
+        if let Ok(Some(s)) = platform.streams().apply(stream, &op, now).await {
+            if s.images.is_empty() {
+                failed.push(
+                    "(The pictures could not be shown: the answer had already ended.)".into(),
+                );
+            }
+        }
+    }
+    if !failed.is_empty() {
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(&failed.join("\n"));
+    }
+    text
 }

@@ -408,7 +408,19 @@ impl<P: Platform> Relay<P> {
             }
         };
         let (app, recipient) = match &order.to {
-            Recipient::Stream(stream) => return self.send_to_stream(stream, &order.text).await,
+            Recipient::Stream(stream) => {
+                let mut text = order.text.clone();
+                for link in &order.attachments {
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(link);
+                }
+                let text =
+                    media::stream_pictures(&self.platform, &self.settings.media, stream, &text)
+                        .await;
+                return self.send_to_stream(stream, &text).await;
+            }
             Recipient::User { app, user } => (*app, user),
         };
         let http = ObservedHttp(&self.platform);
@@ -419,22 +431,35 @@ impl<P: Platform> Relay<P> {
             .get(app)
             .expect("check_send returns a valid index");
         let user = recipient.user_id.as_str();
-        let parts = split_for_wecom(&order.text);
+        let mut parts: Vec<Content> = split_for_wecom(&order.text)
+            .into_iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|content| {
+                if order.markdown {
+                    Content::Markdown { content }
+                } else {
+                    Content::Text { content }
+                }
+            })
+            .collect();
+        if !order.attachments.is_empty() {
+            let (lines, media) = media::attach(
+                &self.platform,
+                &client,
+                &self.settings.media,
+                app,
+                alloc::vec![order.attachments.join("\n")],
+            )
+            .await;
+            parts.extend(media);
+            parts.extend(lines.into_iter().map(|content| Content::Text { content }));
+        }
         let mut msgids = Vec::with_capacity(parts.len());
-        for part in &parts {
-            let content = if order.markdown {
-                Content::Markdown {
-                    content: part.clone(),
-                }
-            } else {
-                Content::Text {
-                    content: part.clone(),
-                }
-            };
+        for content in &parts {
             // A caller waits out the minute budget; the hour budget is theirs to wait out.
             let pace = Pace::WaitUpTo(Duration::from_secs(62));
             // The caller decides whether to repeat a send: no duplicate check of ours.
-            match send_paced(&self.platform, &client, app, user, &content, pace, None).await {
+            match send_paced(&self.platform, &client, app, user, content, pace, None).await {
                 Ok(receipt) => msgids.extend(receipt.map(|r| r.msgid)),
                 Err(JobError::Paced(delay)) => {
                     let sent = msgids.len();

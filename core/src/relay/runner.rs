@@ -297,7 +297,8 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
             }
         }
         .map_err(JobError::Agent)?;
-        let (answer, media) = self.attach(app, answer).await;
+        let (answer, media) =
+            super::media::attach(self.platform, self.client, self.media, app, answer).await;
         state.media = media;
         self.remember(&key, input, &answer).await;
         Ok(answer)

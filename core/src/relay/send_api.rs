@@ -6,12 +6,18 @@
 //! the app named by `"app"`), split at 2048 bytes like any reply. Without a configured
 //! `api_token` the endpoint does not exist (404).
 //!
+//! `"attachments": [{"url" | "base64", "type", "name", "mime"}]` adds pictures and files (as a
+//! webhook's answer does): each is fetched or decoded, uploaded with `media/upload` and sent
+//! after the text, which may then be left out. One that cannot be sent becomes a line saying
+//! why.
+//!
 //! `{"stream": "<id>", "markdown": "..."}` instead answers an AI bot's message whose webhook
 //! agent said it would answer later: the answer ends the stream (what does not fit, or comes
 //! after the stream's time limit, goes through the message's `response_url`).
 
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -42,6 +48,8 @@ pub struct SendOrder {
     pub text: String,
     /// Whether it is markdown.
     pub markdown: bool,
+    /// The attachments, as the markdown links the relay reads attachments from.
+    pub attachments: Vec<String>,
 }
 
 /// A refusal: status and a JSON body.
@@ -83,6 +91,8 @@ struct Body {
     markdown: Option<String>,
     #[serde(default)]
     app: Option<String>,
+    #[serde(default)]
+    attachments: Vec<crate::media::AttachmentSpec>,
 }
 
 /// Authenticates and validates a request.
@@ -109,12 +119,25 @@ pub fn check_send(
     }
     let body: Body =
         serde_json::from_slice(body).map_err(|e| refuse(400, &format!("body: {e}")))?;
+    if body.attachments.len() > crate::media::MAX_ATTACHMENTS {
+        return Err(refuse(
+            400,
+            &format!("at most {} attachments", crate::media::MAX_ATTACHMENTS),
+        ));
+    }
+    let attachments = body
+        .attachments
+        .iter()
+        .map(crate::media::AttachmentSpec::to_link)
+        .collect::<Result<Vec<String>, String>>()
+        .map_err(|why: String| refuse(400, &why))?;
     let (text, markdown) = match (body.text, body.markdown) {
         (Some(t), None) => (t, false),
         (None, Some(m)) => (m, true),
+        (None, None) if !attachments.is_empty() => (String::new(), false),
         _ => return Err(refuse(400, "give exactly one of text and markdown")),
     };
-    if text.trim().is_empty() {
+    if text.trim().is_empty() && attachments.is_empty() {
         return Err(refuse(400, "empty message"));
     }
     let to = match (body.to, body.stream) {
@@ -154,7 +177,12 @@ pub fn check_send(
             ))
         }
     };
-    Ok(SendOrder { to, text, markdown })
+    Ok(SendOrder {
+        to,
+        text,
+        markdown,
+        attachments,
+    })
 }
 
 /// The success body.
@@ -297,5 +325,32 @@ mod tests {
         let mut raw = single_app();
         raw.set("api_token", "short".into()).unwrap();
         assert_eq!(raw.resolve().unwrap_err().key, "api_token");
+    }
+
+    #[test]
+    fn attachments_are_checked_and_may_stand_alone() {
+        let tok = "Bearer 0123456789abcdef";
+        let s = settings(Some("0123456789abcdef"));
+        let order = check_send(
+            &s,
+            Some(tok),
+            br#"{"to":"ww1:a","attachments":[{"url":"https://x.example/c.png","type":"image","name":"chart"},{"base64":"JVBERi0x","mime":"application/pdf","name":"r.pdf"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(order.text, "");
+        assert_eq!(
+            order.attachments,
+            [
+                "![chart](https://x.example/c.png)",
+                "[r.pdf](data:application/pdf;base64,JVBERi0x \"attachment\")"
+            ]
+        );
+        for bad in [
+            &br#"{"to":"ww1:a","attachments":[{"url":"https://x/y","base64":"AA=="}]}"#[..],
+            br#"{"to":"ww1:a","attachments":[{"url":"https://x/y","type":"hologram"}]}"#,
+            br#"{"to":"ww1:a","attachments":[]}"#,
+        ] {
+            assert_eq!(check_send(&s, Some(tok), bad).unwrap_err().status, 400);
+        }
     }
 }

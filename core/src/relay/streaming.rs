@@ -25,7 +25,7 @@ use crate::aibot::response_url_target;
 use crate::aibot::stream::{fit_message, layout, showable, Stream, StreamOp, LATE_NOTE};
 use crate::http::Answer;
 use crate::job::{AgentInput, Job, JobError, JobKind, JobState};
-use crate::media::without_inline_bytes;
+use crate::media::drop_inline_bytes;
 use crate::ports::{Clock, ConversationStore, HttpClient, JobSink, Platform, Sleeper, StreamStore};
 use crate::wecom::api::{parse_response_url, response_url_post, ApiError};
 
@@ -137,13 +137,17 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         };
         let millis = self.platform.clock().now_millis().saturating_sub(started);
         self.platform.observe(&Event::AgentAnswered { millis });
-        let answer: Vec<String> = answer
-            .map_err(JobError::Agent)?
-            .iter()
-            .map(|a| without_inline_bytes(a))
-            .collect();
-        self.remember(conversation, input, &answer).await;
-        Ok(answer)
+        let answer = answer.map_err(JobError::Agent)?;
+        let kept: Vec<String> = answer.iter().map(|a| drop_inline_bytes(a)).collect();
+        self.remember(conversation, input, &kept).await;
+        if answer.is_empty() {
+            return Ok(answer);
+        }
+        // The pictures go to the stream now; the text keeps no inline bytes.
+        let text =
+            super::media::stream_pictures(self.platform, self.media, stream, &answer.join("\n\n"))
+                .await;
+        Ok(alloc::vec![text])
     }
 
     /// Writes the answer so far to the stream, every [`GROW_EVERY`], until dropped.

@@ -679,3 +679,147 @@ fn a_response_url_elsewhere_is_never_contacted() {
     assert_eq!(lines.len(), 1, "{:?}", relay.platform().events());
     assert!(lines[0].contains("not contacted"), "{lines:?}");
 }
+
+/// A relay for one app with these agent settings (the `AGENT_*` keys, lower-cased).
+fn relay_with_agent(agent: &[(&str, &str)]) -> Relay<TestPlatform> {
+    let mut raw_agent = crate::config::RawAgentSettings::default();
+    raw_agent.apply_env(|name| {
+        agent
+            .iter()
+            .find(|(k, _)| format!("AGENT_{}", k.to_ascii_uppercase()) == name)
+            .map(|(_, v)| (*v).to_owned())
+    });
+    let relay = relay_at(1);
+    Relay::new(
+        relay.settings().clone(),
+        raw_agent.resolve().unwrap(),
+        TestPlatform::at(1),
+    )
+}
+
+fn media_job(input: AgentInput) -> Job {
+    Job {
+        kind: JobKind::Answer { input },
+        ..job("")
+    }
+}
+
+#[test]
+fn voice_is_transcribed_by_the_backend_when_wecom_gave_no_transcript() {
+    let relay = relay_with_agent(&[
+        ("kind", "openai"),
+        ("base_url", "http://ai/v1"),
+        ("model", "m"),
+        ("transcription_model", "whisper-large"),
+        ("thinking_notice_secs", "0"),
+    ]);
+    relay.platform().http.respond_with(|req| {
+        let path = req.path();
+        Some(Ok(if path.ends_with("gettoken") {
+            HttpResponse::json(TOKEN)
+        } else if path.ends_with("/media/get") {
+            HttpResponse {
+                status: 200,
+                content_type: Some("audio/amr".into()),
+                body: b"#!AMR\n0123456789".to_vec(),
+                ..HttpResponse::default()
+            }
+        } else if path.ends_with("/audio/transcriptions") {
+            HttpResponse::json(r#"{"text":"meet at ten"}"#)
+        } else if path.ends_with("/chat/completions") {
+            HttpResponse::json(
+                r#"{"choices":[{"message":{"role":"assistant","content":"noted"}}]}"#,
+            )
+        } else {
+            HttpResponse::json(SENT)
+        }))
+    });
+    let report = block_on(relay.run_job(&media_job(AgentInput::Voice {
+        media_id: "V1".into(),
+        format: "amr".into(),
+        transcript: None,
+    })));
+    assert!(report.is_success(), "{report}");
+    let requests = relay.platform().http.requests();
+    let transcription = requests
+        .iter()
+        .find(|r| r.path().ends_with("/audio/transcriptions"))
+        .expect("asked to transcribe");
+    let Body::Multipart(part) = &transcription.body else {
+        panic!("multipart")
+    };
+    assert_eq!(
+        (
+            part.filename.as_str(),
+            part.fields[0].1.as_str(),
+            part.bytes.len()
+        ),
+        ("voice.amr", "whisper-large", 16)
+    );
+    let chat = requests
+        .iter()
+        .find(|r| r.path().ends_with("/chat/completions"))
+        .unwrap();
+    let Body::Json(json) = &chat.body else {
+        panic!()
+    };
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(
+        v["messages"].as_array().unwrap().last().unwrap()["content"],
+        "meet at ten"
+    );
+}
+
+#[test]
+fn the_webhook_gets_media_references_and_on_request_their_bytes() {
+    for (bytes, want) in [("false", None), ("true", Some("iVBORw0KGgoAAAAAAAA="))] {
+        let relay = relay_with_agent(&[
+            ("kind", "webhook"),
+            ("url", "http://hook/events"),
+            ("secret", "0123456789abcdef0123"),
+            ("webhook_media_bytes", bytes),
+        ]);
+        relay.platform().http.respond_with(|req| {
+            let path = req.path();
+            Some(Ok(if path.ends_with("gettoken") {
+                HttpResponse::json(TOKEN)
+            } else if path.ends_with("/media/get") {
+                HttpResponse {
+                    status: 200,
+                    content_type: Some("image/png".into()),
+                    body: b"\x89PNG\r\n\x1a\n\0\0\0\0\0\0".to_vec(),
+                    ..HttpResponse::default()
+                }
+            } else if path.ends_with("/events") {
+                HttpResponse {
+                    status: 202,
+                    ..HttpResponse::default()
+                }
+            } else {
+                HttpResponse::json(SENT)
+            }))
+        });
+        let report = block_on(relay.run_job(&media_job(AgentInput::Image {
+            media_id: "P1".into(),
+            pic_url: "https://wework.qpic.cn/p".into(),
+        })));
+        assert!(report.is_success(), "{report}");
+        let requests = relay.platform().http.requests();
+        let hook = requests
+            .iter()
+            .find(|r| r.path().ends_with("/events"))
+            .unwrap();
+        let Body::Json(json) = &hook.body else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["media"][0]["type"], "image");
+        assert_eq!(v["media"][0]["media_id"], "P1");
+        assert_eq!(v["media"][0]["base64"].as_str(), want, "{v}");
+        assert_eq!(
+            requests.iter().any(|r| r.path().ends_with("/media/get")),
+            want.is_some(),
+            "bytes are fetched only when asked for"
+        );
+    }
+}
