@@ -28,6 +28,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("bot_callback", bot_callback),
     ("event_stream", event_stream),
     ("stream_layout", stream_layout),
+    ("answer_media", answer_media),
 ];
 
 const TOKEN: &str = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo";
@@ -236,5 +237,53 @@ pub fn stream_layout(data: &[u8]) {
         assert!(text.starts_with(head));
     } else {
         assert_eq!(out.stream, text);
+    }
+}
+
+/// An answer's attachments and formatting, and the media policy over every URL in it: never a
+/// panic; nothing taken from an answer without attachments; names are bare file names; only
+/// public `https` (or allowed) URLs pass; an upload plan fits WeCom's kinds.
+pub fn answer_media(data: &[u8]) {
+    use crate::media::{drop_inline_bytes, extract_attachments, plan_upload, MediaPolicy, Source};
+    use crate::wecom::api::MediaType;
+    use crate::wecom::markdown::{strip_markdown, uses_markdown};
+    let text = String::from_utf8_lossy(data);
+    let (clean, found) = extract_attachments(&text);
+    if found.is_empty() {
+        assert_eq!(clean, text);
+    }
+    assert!(drop_inline_bytes(&text).len() <= text.len());
+    let _ = uses_markdown(&text);
+    let _ = strip_markdown(&text);
+    let policy = MediaPolicy::from_hosts(&["files.internal", "10.0.0.0/8"]).unwrap();
+    for a in &found {
+        assert!(a.name.chars().count() <= 128);
+        assert!(!a.name.contains(['/', '\\']));
+        match &a.source {
+            Source::Url(url) => {
+                assert!(!url.is_empty() && !url.contains(char::is_whitespace));
+                if let Ok(checked) = policy.check(url) {
+                    let host = checked.host_str().unwrap_or_default();
+                    let allowed = host.eq_ignore_ascii_case("files.internal")
+                        || host
+                            .parse::<core::net::Ipv4Addr>()
+                            .is_ok_and(|ip| ip.octets()[0] == 10);
+                    assert!(checked.scheme() == "https" || allowed, "{url}");
+                    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<core::net::IpAddr>() {
+                        assert!(crate::media::is_public(ip) || allowed, "{url}");
+                    }
+                }
+            }
+            Source::Bytes { bytes, mime } => {
+                if let Ok(plan) = plan_upload(&a.name, mime.as_deref(), a.kind, bytes) {
+                    assert!(!plan.file_name.is_empty() && bytes.len() > 5);
+                    assert!(bytes.len() <= plan.kind.max_bytes());
+                    if plan.kind == MediaType::Image {
+                        let ext = crate::media::extension(&plan.file_name);
+                        assert!(matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")));
+                    }
+                }
+            }
+        }
     }
 }

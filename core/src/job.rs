@@ -79,6 +79,11 @@ pub enum AgentInput {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         file_size: Option<u64>,
     },
+    /// An event with no meaning of its own to the relay (a webhook agent gets these), as parsed.
+    Event {
+        /// The event and its fields (an unknown one keeps its decrypted XML).
+        event: crate::xml::Event,
+    },
     /// An AI bot's message with media: the words, and the pictures, files or videos behind
     /// URLs whose bytes are sealed with the bot's key.
     Mixed {
@@ -123,6 +128,7 @@ impl AgentInput {
                 file_name,
                 ..
             } => format!("[file {file_name} media_id={media_id}]"),
+            Self::Event { event } => format!("[event {}]", event.name()),
             Self::Mixed { text, media } => {
                 let mut lines: Vec<String> = Vec::with_capacity(media.len() + 1);
                 if !text.is_empty() {

@@ -68,6 +68,7 @@ pub mod ids;
 pub mod job;
 #[cfg(feature = "std")]
 pub mod kv;
+#[cfg(feature = "std")]
 pub mod media;
 pub mod memory;
 pub mod pacing;

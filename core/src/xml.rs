@@ -422,6 +422,26 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The `Event` name WeCom sends for it (lower-case).
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Subscribe => "subscribe",
+            Self::Unsubscribe => "unsubscribe",
+            Self::EnterAgent { .. } => "enter_agent",
+            Self::Location { .. } => "location",
+            Self::Click { .. } => "click",
+            Self::View { .. } => "view",
+            Self::ScanCode { waitmsg: true, .. } => "scancode_waitmsg",
+            Self::ScanCode { .. } => "scancode_push",
+            Self::Pics { kind, .. } => kind,
+            Self::LocationSelect { .. } => "location_select",
+            Self::TemplateCard { .. } => "template_card_event",
+            Self::Unknown { event, .. } => event,
+        }
+    }
+}
+
 /// Parses a decrypted callback XML.
 pub fn parse_message(xml: &str) -> Result<Message, XmlError> {
     let root = parse_tree(xml)?;

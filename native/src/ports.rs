@@ -69,11 +69,11 @@ impl reqwest::dns::Resolve for GuardedResolver {
             let host = name.as_str().to_owned();
             let addrs: Vec<std::net::SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let by_name = policy.check(&format!("https://{host}/")).is_ok()
-                && policy
-                    .allow_hosts
-                    .iter()
-                    .any(|r| matches!(r, HostRule::Name(n) if n.eq_ignore_ascii_case(&host)));
+            // A name the operator allowed may lead anywhere it resolves to.
+            let by_name = policy
+                .allow_hosts
+                .iter()
+                .any(|r| matches!(r, HostRule::Name(n) if n.eq_ignore_ascii_case(&host)));
             let allowed: Vec<std::net::SocketAddr> = addrs
                 .into_iter()
                 .filter(|a| by_name || policy.allows_ip(a.ip()))
@@ -433,5 +433,69 @@ impl Platform for NativePlatform {
     }
     fn metrics(&self) -> Option<String> {
         Some(self.metrics.render())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name resolving to loopback is refused by the media client's resolver, whatever the
+    /// URL check said; a name the operator allowed gets through.
+    #[tokio::test]
+    async fn the_media_client_refuses_private_addresses_after_dns() {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().route("/x", axum::routing::get(|| async { "hello" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let get = |url: String| HttpRequest {
+            method: Method::Get,
+            url,
+            headers: Vec::new(),
+            body: Body::Empty,
+        };
+        let url = format!("http://localhost:{port}/x");
+        let guarded = ReqwestHttp::for_media(Duration::from_secs(5), MediaPolicy::default());
+        assert_eq!(
+            guarded.send(get(url.clone())).await.unwrap_err(),
+            TransportError::Connect
+        );
+        let allowed = MediaPolicy::from_hosts(&["localhost"]).unwrap();
+        let open = ReqwestHttp::for_media(Duration::from_secs(5), allowed);
+        let resp = open.send(get(url)).await.unwrap();
+        assert_eq!((resp.status, resp.body.as_slice()), (200, &b"hello"[..]));
+    }
+
+    /// A capped read stops at the cap instead of reading on.
+    #[tokio::test]
+    async fn a_capped_read_stops_early() {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app =
+            axum::Router::new().route("/big", axum::routing::get(|| async { vec![1u8; 8 << 20] }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let http = ReqwestHttp::new(Duration::from_secs(5));
+        let mut seen = 0usize;
+        let resp = http
+            .send_capped(
+                HttpRequest {
+                    method: Method::Get,
+                    url: format!("http://127.0.0.1:{port}/big"),
+                    headers: Vec::new(),
+                    body: Body::Empty,
+                },
+                &mut |chunk| {
+                    seen += chunk.len();
+                    seen <= 64 << 10
+                },
+            )
+            .await
+            .unwrap();
+        assert!(resp.body.len() <= 64 << 10, "{}", resp.body.len());
+        assert!(seen < 8 << 20, "stopped reading at the cap, read {seen}");
     }
 }

@@ -5,12 +5,15 @@ Python's hmac module, refuses bad or stale signatures with 401, and answers by t
   "later: ..."  -> 202, then a second later POSTs the answer to the relay's /api/send
                    (to the user, or to the AI bot's stream when the event names one)
   "many: ..."   -> {"replies": ["first of many", "second of many"]}
+  "attach: URL" -> {"reply": "here it is", "attachments": [{"url": URL, "type": "image",
+                   "name": "chart.png"}, {"base64": <a small text file>, "name": "notes.txt"}]}
   anything else -> {"reply": "webhook got: <text>"}
 Usage: webhook_receiver.py SECRET API_TOKEN. Prints its port, then serves.
 POST /config {"send_url": "..."} tells it where the relay's /api/send is (the relay starts
 after the receiver, so it can be given the receiver's port).
 GET /stats answers {"verified": n, "rejected": n, "events": [...]}.
 """
+import base64
 import hashlib
 import hmac
 import json
@@ -90,6 +93,12 @@ class Handler(BaseHTTPRequestHandler):
         if text.startswith("later:"):
             threading.Thread(target=answer_later, args=(event,), daemon=True).start()
             return self.reply(202)
+        if text.startswith("attach:"):
+            notes = base64.b64encode("notes from the webhook\n".encode()).decode()
+            return self.reply(200, {"reply": "here it is", "attachments": [
+                {"url": text[len("attach:"):].strip(), "type": "image", "name": "chart.png"},
+                {"base64": notes, "mime": "text/plain", "name": "notes.txt"},
+            ]})
         if text.startswith("many:"):
             return self.reply(200, {"replies": ["first of many", "second of many"]})
         return self.reply(200, {"reply": "webhook got: " + text})

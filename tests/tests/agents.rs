@@ -258,6 +258,7 @@ async fn the_send_api_needs_the_right_bearer_token() {
 async fn the_webhook_agent_signs_events_and_takes_sync_and_later_answers() {
     for twin in Twin::selected() {
         let mut scenario = Scenario::new(vec![app()]);
+        scenario.media_allow_hosts = vec!["127.0.0.1".into()];
         let receiver = serve_webhook(&mut scenario).await;
         let r = Running::start(twin, scenario).await;
         let mut peer = WechatpyPeer::start();
@@ -299,5 +300,56 @@ async fn the_webhook_agent_signs_events_and_takes_sync_and_later_answers() {
             .unwrap()
             .starts_with("wwcorpA:1000002:m:"));
         assert!(event["create_time"].as_u64().unwrap() > 0);
+
+        // An event the relay has no use for reaches the webhook as it came.
+        let a = &r.scenario.apps[0];
+        let at = now();
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[alice]]></FromUserName>\
+             <CreateTime>{at}</CreateTime><MsgType>event</MsgType><Event>scancode_waitmsg</Event>\
+             <EventKey>K_SCAN</EventKey><ScanCodeInfo><ScanType>qrcode</ScanType>\
+             <ScanResult>PO-1234</ScanResult></ScanCodeInfo><AgentID>{}</AgentID></xml>",
+            a.corp_id, a.agent_id
+        );
+        let cb = peer.encrypt_callback(&a.peer(), &xml, &at.to_string(), "nscan");
+        let resp = reqwest::Client::new()
+            .post(r.callback_url(&cb.query))
+            .body(cb.body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        r.wait_for("the event's answer", |m| m.len() == 5).await;
+        assert_eq!(
+            texts(&r)[4],
+            "webhook got: [event scancode_waitmsg]",
+            "{twin:?}"
+        );
+        let stats = receiver.stats().await;
+        let scan = &stats["events"][3]["input"];
+        assert_eq!(
+            (scan["type"].as_str(), scan["event"]["scan_result"].as_str()),
+            (Some("event"), Some("PO-1234")),
+            "{twin:?}: {scan}"
+        );
+
+        // Attachments in the webhook's answer go out as a picture and a file.
+        let chart = b"\x89PNG\r\n\x1a\n0123456789".to_vec();
+        r.standin
+            .standin
+            .put_file("chart.png", "image/png", chart.clone());
+        let url = format!("{}/files/chart.png", r.standin.base_url());
+        say(&r, &mut peer, 4, &format!("attach: {url}")).await;
+        let got = r.wait_for("text, picture and file", |m| m.len() == 8).await;
+        let kinds: Vec<&str> = got[5..].iter().map(|m| m.msgtype.as_str()).collect();
+        assert_eq!(kinds, ["text", "image", "file"], "{twin:?}: {}", r.logs());
+        let image = got[6].body["image"]["media_id"].as_str().unwrap();
+        assert_eq!(r.standin.standin.uploaded(image).unwrap().2, chart);
+        let file = got[7].body["file"]["media_id"].as_str().unwrap();
+        let (name, _, bytes) = r.standin.standin.uploaded(file).unwrap();
+        assert_eq!(
+            (name.as_str(), bytes.as_slice()),
+            ("notes.txt", &b"notes from the webhook\n"[..])
+        );
     }
 }

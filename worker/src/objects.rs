@@ -372,6 +372,7 @@ impl AppTokens {
         let app = settings.apps.iter().find(|a| token_key(a) == app)?;
         let http = FetchHttp {
             timeout: API_TIMEOUT,
+            follow_redirects: true,
         };
         let resp = http
             .send(api::get_token(

@@ -51,6 +51,8 @@ impl Clock for DateClock {
 pub struct FetchHttp {
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Follow redirects (not for media: the core checked only the first URL).
+    pub follow_redirects: bool,
 }
 
 /// What takes a streamed body's pieces (none here: read whole).
@@ -60,10 +62,15 @@ type OnChunk = dyn FnMut(&[u8]) -> bool + Send;
 /// pieces to `on_chunk` as they arrive when given.
 async fn fetch<F: FnMut(&[u8]) -> bool + Send + ?Sized>(
     req: HttpRequest,
-    timeout: Duration,
+    http: &FetchHttp,
     on_chunk: Option<&mut F>,
 ) -> Result<HttpResponse, TransportError> {
+    let timeout = http.timeout;
     let mut init = RequestInit::new();
+    if !http.follow_redirects {
+        // A redirect is answered as it is (3xx), so the media check holds for what is fetched.
+        init.with_redirect(worker::RequestRedirect::Manual);
+    }
     init.with_method(match req.method {
         ApiMethod::Get => Method::Get,
         ApiMethod::Post => Method::Post,
@@ -153,7 +160,7 @@ impl HttpClient for FetchHttp {
         &self,
         req: HttpRequest,
     ) -> impl std::future::Future<Output = Result<HttpResponse, TransportError>> + Send {
-        SendFuture::new(fetch(req, self.timeout, None::<&mut OnChunk>))
+        SendFuture::new(fetch(req, self, None::<&mut OnChunk>))
     }
 
     fn send_streaming(
@@ -165,7 +172,7 @@ impl HttpClient for FetchHttp {
             on_chunk(chunk);
             true
         };
-        SendFuture::new(async move { fetch(req, self.timeout, Some(&mut every)).await })
+        SendFuture::new(async move { fetch(req, self, Some(&mut every)).await })
     }
 
     fn send_capped(
@@ -173,7 +180,7 @@ impl HttpClient for FetchHttp {
         req: HttpRequest,
         more: &mut (dyn FnMut(&[u8]) -> bool + Send),
     ) -> impl std::future::Future<Output = Result<HttpResponse, TransportError>> + Send {
-        SendFuture::new(fetch(req, self.timeout, Some(more)))
+        SendFuture::new(fetch(req, self, Some(more)))
     }
 }
 
@@ -296,6 +303,7 @@ pub enum Home {
 pub struct WorkerPlatform {
     api_http: FetchHttp,
     agent_http: FetchHttp,
+    media_http: FetchHttp,
     tokens: Tokens,
     dedup: KvDedup<WorkersKv>,
     conversations: Conversations,
@@ -332,9 +340,15 @@ impl WorkerPlatform {
         Ok(Self {
             api_http: FetchHttp {
                 timeout: API_TIMEOUT,
+                follow_redirects: true,
             },
             agent_http: FetchHttp {
                 timeout: agent_timeout,
+                follow_redirects: true,
+            },
+            media_http: FetchHttp {
+                timeout: agent_timeout,
+                follow_redirects: false,
             },
             tokens,
             dedup: KvDedup(kv.clone()),
@@ -384,6 +398,9 @@ impl Platform for WorkerPlatform {
 
     fn streams(&self) -> &ObjectStreams {
         &self.streams
+    }
+    fn media_http(&self) -> &FetchHttp {
+        &self.media_http
     }
     fn api_http(&self) -> &FetchHttp {
         &self.api_http

@@ -302,6 +302,9 @@ pub struct Settings {
     pub menu_commands: BTreeMap<String, String>,
     /// What may be fetched: inbound pictures by URL and outbound attachments.
     pub media: crate::media::MediaPolicy,
+    /// Events without a meaning of their own (not a mapped click, not a welcome) go to the
+    /// agent: [`crate::Relay::new`] sets it for a webhook agent, the only kind that reads them.
+    pub forward_events: bool,
 }
 
 impl RawSettings {
@@ -544,6 +547,7 @@ impl RawSettings {
         )?;
         Ok(Settings {
             media,
+            forward_events: false,
             bots,
             stream_limit_secs,
             welcome_message: self

@@ -287,13 +287,19 @@ pub fn decide(settings: &Settings, inbound: &Inbound) -> Decision {
             description: description.clone(),
             url: url.clone(),
         },
-        MessageBody::Event(Event::Click { key }) => {
-            match settings.menu_commands.get(key.as_str()) {
-                Some(text) => AgentInput::Text { text: text.clone() },
-                None => return Decision::Ignore("unmapped_click"),
+        MessageBody::Event(Event::Click { key }) if settings.menu_commands.contains_key(key) => {
+            AgentInput::Text {
+                text: settings.menu_commands[key.as_str()].clone(),
             }
         }
-        MessageBody::Event(Event::EnterAgent { .. }) => {
+        MessageBody::Event(Event::Click { .. }) if !settings.forward_events => {
+            return Decision::Ignore("unmapped_click")
+        }
+        MessageBody::Event(Event::EnterAgent { .. })
+            if !settings.forward_events
+                || app.welcome.is_some()
+                || settings.welcome_message.is_some() =>
+        {
             let welcome = app
                 .welcome
                 .as_deref()
@@ -322,6 +328,10 @@ pub fn decide(settings: &Settings, inbound: &Inbound) -> Decision {
                 _ => Decision::Ignore("event"),
             };
         }
+        // Any other event goes to a webhook agent as it came, and is otherwise ignored.
+        MessageBody::Event(event) if settings.forward_events => AgentInput::Event {
+            event: event.clone(),
+        },
         MessageBody::Event(Event::Unknown { .. }) => return Decision::Ignore("unknown_event"),
         MessageBody::Event(_) => return Decision::Ignore("event"),
         MessageBody::Unknown { .. } => return Decision::Ignore("unknown_type"),
@@ -736,6 +746,26 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+        // For a webhook agent, the events the relay has no use for arrive as they came.
+        let scan = "<MsgType>event</MsgType><Event>scancode_waitmsg</Event><EventKey>K_SCAN</EventKey>\
+                    <ScanCodeInfo><ScanType>qrcode</ScanType><ScanResult>PO-1234</ScanResult></ScanCodeInfo>";
+        assert_eq!(send(&settings, scan, 100), Decision::Ignore("event"));
+        settings.forward_events = true;
+        match send(&settings, scan, 100) {
+            Decision::Process(Job {
+                kind: JobKind::Answer { input },
+                ..
+            }) => {
+                assert_eq!(input.to_text(), "[event scancode_waitmsg]");
+                let json = serde_json::to_value(&input).unwrap();
+                assert_eq!(json["type"], "event", "{json}");
+                assert!(json.to_string().contains("PO-1234"), "{json}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let other = "<MsgType>event</MsgType><Event>K</Event><EventKey>K_OTHER</EventKey>";
+        assert!(matches!(send(&settings, other, 100), Decision::Process(_)));
+        settings.forward_events = false;
         // WeCom's transcript is what the agent reads.
         let voice = "<MsgType>voice</MsgType><MediaId>V</MediaId><Format>amr</Format><Recognition>明天开会</Recognition><MsgId>9</MsgId>";
         match send(&settings, voice, 100) {

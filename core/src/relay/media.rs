@@ -96,7 +96,11 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
                 };
                 if wants.vision || wants.bytes {
                     let got = self.app_picture(job, media_id, pic_url).await;
-                    self.use_picture(&mut out, &mut info, got, wants);
+                    let note = self.use_picture(&mut out, &mut info, got, wants);
+                    if wants.vision {
+                        // Seen, the picture needs no words; unseen, the note says why.
+                        out.text = note.unwrap_or_default();
+                    }
                 } else if matches!(self.settings.backend, Backend::OpenAi { .. }) {
                     out.text = NO_VISION_NOTE.into();
                 }
@@ -224,7 +228,10 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
                     out.text = lines.join("\n");
                 }
             }
-            AgentInput::Text { .. } | AgentInput::Location { .. } | AgentInput::Link { .. } => {}
+            AgentInput::Text { .. }
+            | AgentInput::Location { .. }
+            | AgentInput::Link { .. }
+            | AgentInput::Event { .. } => {}
         }
         out
     }
@@ -250,13 +257,8 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
                     return (openai.then(|| NO_VISION_NOTE.into()), info);
                 }
                 let got = self.bot_download(job, &link.url, MAX_VISION_BYTES).await;
-                let before = out.images.len();
-                let keep = core::mem::take(&mut out.text);
-                self.use_picture(out, &mut info, got, wants);
-                // A picture's note replaces nothing here: it joins the message's words.
-                let note = core::mem::replace(&mut out.text, keep);
-                let noted = out.images.len() == before && openai;
-                (noted.then_some(note), info)
+                let note = self.use_picture(out, &mut info, got, wants);
+                (note.filter(|_| wants.vision), info)
             }
             "file" => {
                 let got = if wants.bytes || wants.text_files {
@@ -303,14 +305,16 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         }
     }
 
-    /// Puts a downloaded picture where the agent wants it, or a note in `out.text`.
+    /// Puts a downloaded picture where the agent wants it: its bytes in `info` for the
+    /// webhook, a content part in `out.images` for a vision model. Returns the note for the
+    /// model when it cannot see it.
     fn use_picture(
         &self,
         out: &mut Gathered,
         info: &mut MediaInfo,
         got: Result<Fetched, MediaError>,
         wants: Wants,
-    ) {
+    ) -> Option<String> {
         let picture = got.and_then(|f| match sniff(&f.bytes) {
             Some((mime, _)) if mime.starts_with("image/") => Ok((mime, f)),
             _ => Err(MediaError("it is not a picture".into())),
@@ -324,14 +328,13 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
                 }
                 if wants.vision {
                     out.images.push(data_url(mime, &f.bytes));
-                    out.text = String::new();
                 }
+                None
             }
             Err(e) => {
-                if wants.vision {
-                    out.text = note_picture(&e.0);
-                }
+                let note = note_picture(&e.0);
                 info.error = Some(e.0);
+                Some(note)
             }
         }
     }

@@ -295,7 +295,8 @@ pub struct Relay<P> {
 
 impl<P: Platform> Relay<P> {
     /// A relay with validated settings over a platform.
-    pub fn new(settings: Settings, agent: AgentSettings, platform: P) -> Self {
+    pub fn new(mut settings: Settings, agent: AgentSettings, platform: P) -> Self {
+        settings.forward_events = matches!(agent.backend, crate::config::Backend::Webhook { .. });
         Self {
             settings,
             agent,
