@@ -195,16 +195,7 @@ pub fn open(key: &EncodingAesKey, encrypted_b64: &str) -> Result<Opened, CryptoE
     let mut buf = STANDARD
         .decode(encrypted_b64.trim())
         .map_err(|_| CryptoError::DecodeBase64)?;
-    if buf.is_empty() || buf.len() % 16 != 0 {
-        return Err(CryptoError::DecryptAes);
-    }
-    let dec = Aes256CbcDec::new_from_slices(key.as_bytes(), key.iv())
-        .map_err(|_| CryptoError::IllegalAesKey)?;
-    let plain_len = dec
-        .decrypt_padded_mut::<NoPadding>(&mut buf)
-        .map_err(|_| CryptoError::DecryptAes)?
-        .len();
-    let content_len = plain_len - unpad_len(&buf[..plain_len])?;
+    let content_len = decrypt_unpad(key, &mut buf)?;
     let content = &buf[..content_len];
     if content.len() < HEADER_LEN {
         return Err(CryptoError::IllegalBuffer);
@@ -237,27 +228,36 @@ fn unpad_len(buf: &[u8]) -> Result<usize, CryptoError> {
 /// AES-256-CBC with the bot's key and the IV of callbacks, strict 32-byte PKCS#7. No header,
 /// no length, no receive id: the file itself.
 pub fn open_media(key: &EncodingAesKey, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    if sealed.is_empty() || !sealed.len().is_multiple_of(16) {
-        return Err(CryptoError::DecryptAes);
-    }
     let mut buf = sealed.to_vec();
-    let dec = Aes256CbcDec::new_from_slices(key.as_bytes(), key.iv())
-        .map_err(|_| CryptoError::IllegalAesKey)?;
-    let plain_len = dec
-        .decrypt_padded_mut::<NoPadding>(&mut buf)
-        .map_err(|_| CryptoError::DecryptAes)?
-        .len();
-    let len = plain_len - unpad_len(&buf[..plain_len])?;
+    let len = decrypt_unpad(key, &mut buf)?;
     buf.truncate(len);
     Ok(buf)
 }
 
+/// Decrypts `buf` in place (AES-256-CBC, the key's IV) and returns the length of the content
+/// before its strict 32-byte PKCS#7 padding.
+fn decrypt_unpad(key: &EncodingAesKey, buf: &mut [u8]) -> Result<usize, CryptoError> {
+    if buf.is_empty() || !buf.len().is_multiple_of(16) {
+        return Err(CryptoError::DecryptAes);
+    }
+    let dec = Aes256CbcDec::new_from_slices(key.as_bytes(), key.iv())
+        .map_err(|_| CryptoError::IllegalAesKey)?;
+    let plain_len = dec
+        .decrypt_padded_mut::<NoPadding>(buf)
+        .map_err(|_| CryptoError::DecryptAes)?
+        .len();
+    Ok(plain_len - unpad_len(&buf[..plain_len])?)
+}
+
 /// Encrypts a medium as [`open_media`] reads it (for the tests' stand-ins and the fuzzer).
 pub fn seal_media(key: &EncodingAesKey, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let pad = PAD_BLOCK - plain.len() % PAD_BLOCK;
-    let mut buf = Vec::with_capacity(plain.len() + pad);
-    buf.extend_from_slice(plain);
-    buf.resize(plain.len() + pad, pad as u8);
+    pad_encrypt(key, plain.to_vec())
+}
+
+/// Pads `buf` with 32-byte PKCS#7 and encrypts it (AES-256-CBC, the key's IV).
+fn pad_encrypt(key: &EncodingAesKey, mut buf: Vec<u8>) -> Result<Vec<u8>, CryptoError> {
+    let pad = PAD_BLOCK - buf.len() % PAD_BLOCK;
+    buf.resize(buf.len() + pad, pad as u8);
     let enc = Aes256CbcEnc::new_from_slices(key.as_bytes(), key.iv())
         .map_err(|_| CryptoError::IllegalAesKey)?;
     let len = buf.len();
@@ -275,19 +275,12 @@ pub fn seal(
 ) -> Result<String, CryptoError> {
     let msg_len = u32::try_from(msg.len()).map_err(|_| CryptoError::EncryptAes)?;
     let content_len = HEADER_LEN + msg.len() + receive_id.len();
-    let pad = PAD_BLOCK - content_len % PAD_BLOCK;
-    let mut buf = Vec::with_capacity(content_len + pad);
+    let mut buf = Vec::with_capacity(content_len + PAD_BLOCK);
     buf.extend_from_slice(random);
     buf.extend_from_slice(&msg_len.to_be_bytes());
     buf.extend_from_slice(msg);
     buf.extend_from_slice(receive_id);
-    buf.resize(content_len + pad, pad as u8);
-    let enc = Aes256CbcEnc::new_from_slices(key.as_bytes(), key.iv())
-        .map_err(|_| CryptoError::IllegalAesKey)?;
-    let len = buf.len();
-    enc.encrypt_padded_mut::<NoPadding>(&mut buf, len)
-        .map_err(|_| CryptoError::EncryptAes)?;
-    Ok(STANDARD.encode(&buf))
+    Ok(STANDARD.encode(pad_encrypt(key, buf)?))
 }
 
 /// One app's WXBizMsgCrypt: token, key and receive id (the CorpID).
@@ -709,5 +702,22 @@ mod props {
             let sig = signature("tok", "1", "n", &garbage);
             let _ = crypt.decrypt(&sig, "1", "n", &garbage);
         }
+    }
+
+    #[test]
+    fn bot_media_round_trip_and_refuse_tampering() {
+        let key = EncodingAesKey::parse("jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C").unwrap();
+        for len in [0, 1, 31, 32, 33, 1000] {
+            let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let sealed = seal_media(&key, &plain).unwrap();
+            assert_eq!(sealed.len() % 32, 0);
+            assert_eq!(open_media(&key, &sealed).unwrap(), plain);
+        }
+        let mut sealed = seal_media(&key, b"a picture").unwrap();
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        assert!(open_media(&key, &sealed).is_err());
+        assert!(open_media(&key, &sealed[..15]).is_err());
+        assert!(open_media(&key, &[]).is_err());
     }
 }

@@ -559,34 +559,13 @@ pub fn drop_inline_bytes(answer: &str) -> String {
     if !answer.contains("](data:") {
         return answer.to_owned();
     }
-    let mut out = String::with_capacity(answer.len());
-    let mut in_fence = false;
-    for line in answer.split_inclusive('\n') {
-        if line.trim_start().starts_with("```") {
-            in_fence = !in_fence;
-        }
-        if in_fence {
-            out.push_str(line);
-            continue;
-        }
-        let mut rest = line;
-        while let Some((before, link, after)) = next_link(rest) {
-            out.push_str(before);
-            let inline = matches!(&link, Some(a) if matches!(a.source, Source::Bytes { .. }));
-            if !inline {
-                out.push_str(&rest[before.len()..rest.len() - after.len()]);
-            }
-            rest = after;
-        }
-        out.push_str(rest);
-    }
+    let (out, _) = take_links(answer, |a| matches!(a.source, Source::Bytes { .. }));
     out.trim_end().to_owned()
 }
 
-/// Finds the attachments an answer asks for, and the answer without them: markdown pictures
-/// `![alt](url)` and links titled `attachment`, `[report.pdf](url "attachment")`. A link the
-/// relay cannot read as one stays in the text as it was. Code (fenced or inline) is left alone.
-pub fn extract_attachments(text: &str) -> (String, Vec<Attachment>) {
+/// Takes the attachments `take` wants out of `text`, outside code (fenced or inline); every
+/// other link stays as it was written.
+fn take_links(text: &str, take: impl Fn(&Attachment) -> bool) -> (String, Vec<Attachment>) {
     let mut out = String::with_capacity(text.len());
     let mut found = Vec::new();
     let mut in_fence = false;
@@ -604,13 +583,21 @@ pub fn extract_attachments(text: &str) -> (String, Vec<Attachment>) {
         while let Some((before, link, after)) = next_link(rest) {
             out.push_str(before);
             match link {
-                Some(a) => found.push(a),
-                None => out.push_str(&rest[before.len()..rest.len() - after.len()]),
+                Some(a) if take(&a) => found.push(a),
+                _ => out.push_str(&rest[before.len()..rest.len() - after.len()]),
             }
             rest = after;
         }
         out.push_str(rest);
     }
+    (out, found)
+}
+
+/// Finds the attachments an answer asks for, and the answer without them: markdown pictures
+/// `![alt](url)` and links titled `attachment`, `[report.pdf](url "attachment")`. A link the
+/// relay cannot read as one stays in the text as it was. Code (fenced or inline) is left alone.
+pub fn extract_attachments(text: &str) -> (String, Vec<Attachment>) {
+    let (out, found) = take_links(text, |_| true);
     if found.is_empty() {
         // Nothing taken out: the answer stays exactly as written.
         return (text.to_owned(), found);

@@ -156,12 +156,7 @@ async fn completions(State(s): State<OpenAiStandin>, headers: HeaderMap, body: B
             tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
         }
     }
-    let authorized = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|k| k == key);
-    if !authorized {
+    if !authorized(&headers, &key) {
         return error(StatusCode::UNAUTHORIZED, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", Some("invalid_api_key"));
     }
     if let Some(f) = &fault {
@@ -264,6 +259,15 @@ async fn completions(State(s): State<OpenAiStandin>, headers: HeaderMap, body: B
     .into_response()
 }
 
+/// Whether the request carries `Authorization: Bearer <key>`.
+fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|k| k == key)
+}
+
 fn valid_part(part: &Value) -> bool {
     match part["type"].as_str() {
         Some("text") => part["text"].is_string(),
@@ -307,12 +311,7 @@ async fn transcriptions(
         inner.transcriptions += 1;
         inner.api_key.clone()
     };
-    let authorized = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|k| k == key);
-    if !authorized {
+    if !authorized(&headers, &key) {
         return error(
             StatusCode::UNAUTHORIZED,
             "Incorrect API key provided.",

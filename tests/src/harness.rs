@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use wecom_relay_standin::wecom::{Delivered, RunningStandin, Standin, StandinApp};
 
-use crate::peer::PeerApp;
+use crate::peer::{PeerApp, WechatpyPeer};
 
 /// One app of a scenario, as both the relay and the stand-in see it.
 #[derive(Debug, Clone)]
@@ -696,6 +696,37 @@ impl Running {
     /// The callback URL with a query.
     pub fn callback_url(&self, query: &str) -> String {
         format!("{}{}?{}", self.base, self.path, query)
+    }
+
+    /// WeCom (the peer) posts a callback from `alice` through the first app: `inner` is the
+    /// XML between `CreateTime` and `AgentID` (`MsgType` and the rest). Returns the status.
+    pub async fn post_xml(&self, peer: &mut WechatpyPeer, nonce: &str, inner: &str) -> u16 {
+        let a = &self.scenario.apps[0];
+        let at = now();
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[alice]]></FromUserName>\
+             <CreateTime>{at}</CreateTime>{inner}<AgentID>{}</AgentID></xml>",
+            a.corp_id, a.agent_id
+        );
+        let cb = peer.encrypt_callback(&a.peer(), &xml, &at.to_string(), nonce);
+        reqwest::Client::new()
+            .post(self.callback_url(&cb.query))
+            .body(cb.body)
+            .send()
+            .await
+            .expect("the relay answers")
+            .status()
+            .as_u16()
+    }
+
+    /// `alice` says `text` (message `msg_id`) through the first app; the relay must take it.
+    pub async fn say(&self, peer: &mut WechatpyPeer, msg_id: u64, text: &str) {
+        let inner = format!(
+            "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{}]]></Content><MsgId>{msg_id}</MsgId>",
+            text.replace("]]>", "]]]]><![CDATA[>")
+        );
+        let status = self.post_xml(peer, &format!("n{msg_id}"), &inner).await;
+        assert_eq!(status, 200, "{}", self.logs());
     }
 
     /// Waits until the stand-in has received messages satisfying `done`, or 15 s.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use wecom_relay_core::relay::{APOLOGY_TEXT, HELP_TEXT, RESET_TEXT, THINKING_TEXT};
 use wecom_relay_standin::openai::{ChatFault, OpenAiStandin, RunningOpenAi};
-use wecom_relay_tests::harness::{now, text_xml, AppSpec, Running, Scenario, Twin};
+use wecom_relay_tests::harness::{AppSpec, Running, Scenario, Twin};
 use wecom_relay_tests::peer::WechatpyPeer;
 use wecom_relay_tests::webhook::serve_webhook;
 
@@ -14,20 +14,6 @@ const KEY: &str = "sk-standin-0123456789";
 
 fn app() -> AppSpec {
     AppSpec::new("a", "wwcorpA", 1000002, 'a', &["alice"])
-}
-
-async fn say(r: &Running, peer: &mut WechatpyPeer, msg_id: u64, text: &str) {
-    let a = &r.scenario.apps[0];
-    let ts = now();
-    let xml = text_xml(&a.corp_id, "alice", a.agent_id, msg_id, text, ts);
-    let cb = peer.encrypt_callback(&a.peer(), &xml, &ts.to_string(), &format!("n{msg_id}"));
-    let resp = reqwest::Client::new()
-        .post(r.callback_url(&cb.query))
-        .body(cb.body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
 }
 
 fn texts(r: &Running) -> Vec<String> {
@@ -66,9 +52,9 @@ async fn openai_multi_turn_memory_reset_and_help() {
     for twin in Twin::selected() {
         let (r, ai) = openai_relay(twin, &[]).await;
         let mut peer = WechatpyPeer::start();
-        say(&r, &mut peer, 1, "one").await;
+        r.say(&mut peer, 1, "one").await;
         r.wait_for("the first answer", |m| m.len() == 1).await;
-        say(&r, &mut peer, 2, "two").await;
+        r.say(&mut peer, 2, "two").await;
         let got = r.wait_for("the second answer", |m| m.len() == 2).await;
         assert_eq!(
             got[0].content.as_deref(),
@@ -92,16 +78,16 @@ async fn openai_multi_turn_memory_reset_and_help() {
         assert_eq!(second["messages"][1]["content"], "one");
         assert_eq!(second["model"], "standin-model");
 
-        say(&r, &mut peer, 3, "/reset").await;
+        r.say(&mut peer, 3, "/reset").await;
         r.wait_for("the reset answer", |m| m.len() == 3).await;
-        say(&r, &mut peer, 4, "/help").await;
+        r.say(&mut peer, 4, "/help").await;
         r.wait_for("the help answer", |m| m.len() == 4).await;
         assert_eq!(
             ai.standin.requests().len(),
             2,
             "{twin:?}: commands never reach the agent"
         );
-        say(&r, &mut peer, 5, "three").await;
+        r.say(&mut peer, 5, "three").await;
         r.wait_for("the answer after reset", |m| m.len() == 5).await;
         assert_eq!(
             texts(&r)[2..],
@@ -123,7 +109,7 @@ async fn a_slow_agent_sends_one_thinking_notice() {
             ..ChatFault::default()
         });
         let mut peer = WechatpyPeer::start();
-        say(&r, &mut peer, 1, "think hard").await;
+        r.say(&mut peer, 1, "think hard").await;
         r.wait_for("the notice and the answer", |m| m.len() == 2)
             .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -136,7 +122,7 @@ async fn a_slow_agent_sends_one_thinking_notice() {
             "{twin:?}"
         );
         // A fast answer gets no notice.
-        say(&r, &mut peer, 2, "quick").await;
+        r.say(&mut peer, 2, "quick").await;
         r.wait_for("the quick answer", |m| m.len() == 3).await;
         assert_eq!(texts(&r)[2], "reply to quick (history: 2 earlier messages)");
     }
@@ -147,7 +133,7 @@ async fn an_agent_that_fails_for_good_gets_the_user_an_apology() {
     for twin in Twin::selected() {
         let (r, ai) = openai_relay(twin, &[("AGENT_API_KEY", "sk-wrong-key-000000")]).await;
         let mut peer = WechatpyPeer::start();
-        say(&r, &mut peer, 1, "hello?").await;
+        r.say(&mut peer, 1, "hello?").await;
         r.wait_for("the apology", |m| m.len() == 1).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(texts(&r), [APOLOGY_TEXT.to_string()], "{twin:?}");
@@ -179,7 +165,7 @@ async fn rate_limits_are_waited_out_and_malformed_answers_retried() {
         });
         let mut peer = WechatpyPeer::start();
         let started = Instant::now();
-        say(&r, &mut peer, 1, "busy?").await;
+        r.say(&mut peer, 1, "busy?").await;
         r.wait_for("the answer after the retries", |m| m.len() == 1)
             .await;
         assert!(
@@ -262,11 +248,11 @@ async fn the_webhook_agent_signs_events_and_takes_sync_and_later_answers() {
         let receiver = serve_webhook(&mut scenario).await;
         let r = Running::start(twin, scenario).await;
         let mut peer = WechatpyPeer::start();
-        say(&r, &mut peer, 1, "hi").await;
+        r.say(&mut peer, 1, "hi").await;
         r.wait_for("the synchronous answer", |m| m.len() == 1).await;
-        say(&r, &mut peer, 2, "many: please").await;
+        r.say(&mut peer, 2, "many: please").await;
         r.wait_for("two answers", |m| m.len() == 3).await;
-        say(&r, &mut peer, 3, "later: take your time").await;
+        r.say(&mut peer, 3, "later: take your time").await;
         r.wait_for("the answer through /api/send", |m| m.len() == 4)
             .await;
         assert_eq!(
@@ -302,23 +288,9 @@ async fn the_webhook_agent_signs_events_and_takes_sync_and_later_answers() {
         assert!(event["create_time"].as_u64().unwrap() > 0);
 
         // An event the relay has no use for reaches the webhook as it came.
-        let a = &r.scenario.apps[0];
-        let at = now();
-        let xml = format!(
-            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[alice]]></FromUserName>\
-             <CreateTime>{at}</CreateTime><MsgType>event</MsgType><Event>scancode_waitmsg</Event>\
-             <EventKey>K_SCAN</EventKey><ScanCodeInfo><ScanType>qrcode</ScanType>\
-             <ScanResult>PO-1234</ScanResult></ScanCodeInfo><AgentID>{}</AgentID></xml>",
-            a.corp_id, a.agent_id
-        );
-        let cb = peer.encrypt_callback(&a.peer(), &xml, &at.to_string(), "nscan");
-        let resp = reqwest::Client::new()
-            .post(r.callback_url(&cb.query))
-            .body(cb.body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
+        let scan = "<MsgType>event</MsgType><Event>scancode_waitmsg</Event><EventKey>K_SCAN</EventKey>\
+                    <ScanCodeInfo><ScanType>qrcode</ScanType><ScanResult>PO-1234</ScanResult></ScanCodeInfo>";
+        assert_eq!(r.post_xml(&mut peer, "nscan", scan).await, 200);
         r.wait_for("the event's answer", |m| m.len() == 5).await;
         assert_eq!(
             texts(&r)[4],
@@ -339,7 +311,7 @@ async fn the_webhook_agent_signs_events_and_takes_sync_and_later_answers() {
             .standin
             .put_file("chart.png", "image/png", chart.clone());
         let url = format!("{}/files/chart.png", r.standin.base_url());
-        say(&r, &mut peer, 4, &format!("attach: {url}")).await;
+        r.say(&mut peer, 4, &format!("attach: {url}")).await;
         let got = r.wait_for("text, picture and file", |m| m.len() == 8).await;
         let kinds: Vec<&str> = got[5..].iter().map(|m| m.msgtype.as_str()).collect();
         assert_eq!(kinds, ["text", "image", "file"], "{twin:?}: {}", r.logs());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use wecom_relay_standin::openai::{OpenAiStandin, RunningOpenAi};
 use wecom_relay_standin::wecom::Delivered;
-use wecom_relay_tests::harness::{now, text_xml, AppSpec, BotSpec, Running, Scenario, Twin};
+use wecom_relay_tests::harness::{now, AppSpec, BotSpec, Running, Scenario, Twin};
 use wecom_relay_tests::peer::{PeerBot, WechatpyPeer};
 
 const KEY: &str = "sk-standin-media";
@@ -36,36 +36,10 @@ fn openai_agent(ai: &RunningOpenAi, extra: &[(&str, &str)]) -> Vec<(String, Stri
     agent
 }
 
-async fn post_xml(r: &Running, peer: &mut WechatpyPeer, msg_id: u64, inner: &str) {
-    let a = &r.scenario.apps[0];
-    let at = now();
-    let xml = format!(
-        "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[alice]]></FromUserName>\
-         <CreateTime>{at}</CreateTime>{inner}<MsgId>{msg_id}</MsgId><AgentID>{}</AgentID></xml>",
-        a.corp_id, a.agent_id
-    );
-    let cb = peer.encrypt_callback(&a.peer(), &xml, &at.to_string(), &format!("n{msg_id}"));
-    let resp = reqwest::Client::new()
-        .post(r.callback_url(&cb.query))
-        .body(cb.body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-}
-
-async fn say(r: &Running, peer: &mut WechatpyPeer, msg_id: u64, text: &str) {
-    let a = &r.scenario.apps[0];
-    let ts = now();
-    let xml = text_xml(&a.corp_id, "alice", a.agent_id, msg_id, text, ts);
-    let cb = peer.encrypt_callback(&a.peer(), &xml, &ts.to_string(), &format!("n{msg_id}"));
-    let resp = reqwest::Client::new()
-        .post(r.callback_url(&cb.query))
-        .body(cb.body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+/// WeCom posts message `msg_id` (`inner` is its `MsgType` and fields); the relay must take it.
+async fn post(r: &Running, peer: &mut WechatpyPeer, msg_id: u64, inner: &str) {
+    let inner = format!("{inner}<MsgId>{msg_id}</MsgId>");
+    assert_eq!(r.post_xml(peer, &format!("n{msg_id}"), &inner).await, 200);
 }
 
 /// The user message the model was asked about, in request `i`.
@@ -105,7 +79,7 @@ async fn pictures_voice_and_files_reach_the_model() {
         let image = format!(
             "<MsgType>image</MsgType><PicUrl>https://wework.qpic.cn/x</PicUrl><MediaId>{media_id}</MediaId>"
         );
-        post_xml(&r, &mut peer, 8101, &image).await;
+        post(&r, &mut peer, 8101, &image).await;
         let requests = wait_requests(&ai, &r, 1).await;
         let parts = last_user(&requests, 0);
         let url = parts[0]["image_url"]["url"].as_str().unwrap_or_default();
@@ -118,7 +92,7 @@ async fn pictures_voice_and_files_reach_the_model() {
         // Voice without WeCom's transcript: the backend is asked to transcribe, refuses AMR
         // (as OpenAI does), and the model hears that a voice message came without one.
         let voice = wecom.put_media("voice.amr", "audio/amr", b"#!AMR\n0123456789".to_vec());
-        post_xml(
+        post(
             &r,
             &mut peer,
             8102,
@@ -135,7 +109,7 @@ async fn pictures_voice_and_files_reach_the_model() {
         );
         assert_eq!(ai.standin.transcriptions(), 1, "{twin:?}");
         // Voice with WeCom's transcript: the transcript, and no transcription call.
-        post_xml(
+        post(
             &r,
             &mut peer,
             8103,
@@ -151,11 +125,7 @@ async fn pictures_voice_and_files_reach_the_model() {
         // A text file: its name, size and content.
         let notes = "# Notes\n\n- ship on Friday\n- 回顾 on Monday\n";
         let file = wecom.put_media("notes.md", "text/markdown", notes.as_bytes().to_vec());
-        post_xml(
-            &r,
-            &mut peer,
-            8104,
-            &format!(
+        post(&r, &mut peer, 8104, &format!(
                 "<MsgType>file</MsgType><MediaId>{file}</MediaId><FileName><![CDATA[notes.md]]></FileName><FileSize>{}</FileSize>",
                 notes.len()
             ),
@@ -169,7 +139,7 @@ async fn pictures_voice_and_files_reach_the_model() {
             "{twin:?}: {said}"
         );
         // An expired media id (40007): the model hears the picture could not be read.
-        post_xml(
+        post(
             &r,
             &mut peer,
             8105,
@@ -213,7 +183,7 @@ async fn attachments_go_out_through_upload_and_what_cannot_go_is_said() {
              [too big]({base}/files/big.bin \"attachment\")\n\
              ![inside](https://169.254.169.254/latest/meta-data.png)"
         );
-        say(&r, &mut peer, 8201, &answer).await;
+        r.say(&mut peer, 8201, &answer).await;
         r.wait_for("text, image and file", |m| m.len() >= 3).await;
         tokio::time::sleep(Duration::from_millis(800)).await;
         let got = wecom.messages();
@@ -267,8 +237,9 @@ async fn auto_format_sends_markdown_only_when_the_answer_uses_it() {
     for twin in Twin::selected() {
         let r = Running::start(twin, Scenario::new(vec![app()])).await;
         let mut peer = WechatpyPeer::start();
-        say(&r, &mut peer, 8301, "a plain answer, 3 * 4 = 12").await;
-        say(&r, &mut peer, 8302, "**bold** and a list:\n- one\n- two").await;
+        r.say(&mut peer, 8301, "a plain answer, 3 * 4 = 12").await;
+        r.say(&mut peer, 8302, "**bold** and a list:\n- one\n- two")
+            .await;
         let got = r.wait_for("two answers", |m| m.len() >= 2).await;
         let mut kinds: Vec<(String, String)> = got
             .iter()

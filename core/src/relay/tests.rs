@@ -697,6 +697,42 @@ fn relay_with_agent(agent: &[(&str, &str)]) -> Relay<TestPlatform> {
     )
 }
 
+/// WeCom answers tokens, sends, and `media/get` with `media` (type and bytes); `more` answers
+/// the other paths it knows.
+fn serving(
+    relay: &Relay<TestPlatform>,
+    media: (&'static str, &'static [u8]),
+    more: fn(&str) -> Option<HttpResponse>,
+) {
+    relay.platform().http.respond_with(move |req| {
+        let path = req.path();
+        Some(Ok(if path.ends_with("gettoken") {
+            HttpResponse::json(TOKEN)
+        } else if path.ends_with("/media/get") {
+            HttpResponse {
+                status: 200,
+                content_type: Some(media.0.into()),
+                body: media.1.to_vec(),
+                ..HttpResponse::default()
+            }
+        } else {
+            more(path).unwrap_or_else(|| HttpResponse::json(SENT))
+        }))
+    });
+}
+
+/// The JSON body of the first request to a path ending in `path`.
+fn json_sent_to(requests: &[crate::http::HttpRequest], path: &str) -> serde_json::Value {
+    let req = requests
+        .iter()
+        .find(|r| r.path().ends_with(path))
+        .unwrap_or_else(|| panic!("nothing sent to {path}"));
+    let Body::Json(json) = &req.body else {
+        panic!("{path} got no JSON")
+    };
+    serde_json::from_str(json).unwrap()
+}
+
 fn media_job(input: AgentInput) -> Job {
     Job {
         kind: JobKind::Answer { input },
@@ -713,26 +749,16 @@ fn voice_is_transcribed_by_the_backend_when_wecom_gave_no_transcript() {
         ("transcription_model", "whisper-large"),
         ("thinking_notice_secs", "0"),
     ]);
-    relay.platform().http.respond_with(|req| {
-        let path = req.path();
-        Some(Ok(if path.ends_with("gettoken") {
-            HttpResponse::json(TOKEN)
-        } else if path.ends_with("/media/get") {
-            HttpResponse {
-                status: 200,
-                content_type: Some("audio/amr".into()),
-                body: b"#!AMR\n0123456789".to_vec(),
-                ..HttpResponse::default()
-            }
-        } else if path.ends_with("/audio/transcriptions") {
-            HttpResponse::json(r#"{"text":"meet at ten"}"#)
+    serving(&relay, ("audio/amr", b"#!AMR\n0123456789"), |path| {
+        if path.ends_with("/audio/transcriptions") {
+            Some(HttpResponse::json(r#"{"text":"meet at ten"}"#))
         } else if path.ends_with("/chat/completions") {
-            HttpResponse::json(
+            Some(HttpResponse::json(
                 r#"{"choices":[{"message":{"role":"assistant","content":"noted"}}]}"#,
-            )
+            ))
         } else {
-            HttpResponse::json(SENT)
-        }))
+            None
+        }
     });
     let report = block_on(relay.run_job(&media_job(AgentInput::Voice {
         media_id: "V1".into(),
@@ -756,14 +782,7 @@ fn voice_is_transcribed_by_the_backend_when_wecom_gave_no_transcript() {
         ),
         ("voice.amr", "whisper-large", 16)
     );
-    let chat = requests
-        .iter()
-        .find(|r| r.path().ends_with("/chat/completions"))
-        .unwrap();
-    let Body::Json(json) = &chat.body else {
-        panic!()
-    };
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let v = json_sent_to(&requests, "/chat/completions");
     assert_eq!(
         v["messages"].as_array().unwrap().last().unwrap()["content"],
         "meet at ten"
@@ -779,40 +798,23 @@ fn the_webhook_gets_media_references_and_on_request_their_bytes() {
             ("secret", "0123456789abcdef0123"),
             ("webhook_media_bytes", bytes),
         ]);
-        relay.platform().http.respond_with(|req| {
-            let path = req.path();
-            Some(Ok(if path.ends_with("gettoken") {
-                HttpResponse::json(TOKEN)
-            } else if path.ends_with("/media/get") {
-                HttpResponse {
-                    status: 200,
-                    content_type: Some("image/png".into()),
-                    body: b"\x89PNG\r\n\x1a\n\0\0\0\0\0\0".to_vec(),
-                    ..HttpResponse::default()
-                }
-            } else if path.ends_with("/events") {
-                HttpResponse {
+        serving(
+            &relay,
+            ("image/png", b"\x89PNG\r\n\x1a\n\0\0\0\0\0\0"),
+            |path| {
+                path.ends_with("/events").then(|| HttpResponse {
                     status: 202,
                     ..HttpResponse::default()
-                }
-            } else {
-                HttpResponse::json(SENT)
-            }))
-        });
+                })
+            },
+        );
         let report = block_on(relay.run_job(&media_job(AgentInput::Image {
             media_id: "P1".into(),
             pic_url: "https://wework.qpic.cn/p".into(),
         })));
         assert!(report.is_success(), "{report}");
         let requests = relay.platform().http.requests();
-        let hook = requests
-            .iter()
-            .find(|r| r.path().ends_with("/events"))
-            .unwrap();
-        let Body::Json(json) = &hook.body else {
-            panic!()
-        };
-        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let v = json_sent_to(&requests, "/events");
         assert_eq!(v["media"][0]["type"], "image");
         assert_eq!(v["media"][0]["media_id"], "P1");
         assert_eq!(v["media"][0]["base64"].as_str(), want, "{v}");
