@@ -128,6 +128,13 @@ impl EncodingAesKey {
         Ok(Self(key))
     }
 
+    /// A short fingerprint to tell keys apart in output without showing them: the first 8
+    /// hex digits of the key's SHA-256.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        to_hex(&Sha256::digest(self.0)[..4])
+    }
+
     /// The raw 32-byte AES key.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -15,7 +15,10 @@ use tracing::info;
 use wecom_relay_core::ports::{Clock, StoreError};
 use wecom_relay_core::{AgentSettings, Relay, Settings};
 
+pub mod api_check;
+pub mod check_config;
 pub mod config;
+pub mod crypto_cmd;
 #[cfg(feature = "demo")]
 pub mod demo;
 #[cfg(feature = "fuzz")]

@@ -34,6 +34,27 @@ enum Command {
     /// Run a self-contained demo: a local WeCom stand-in, the relay and the echo agent.
     #[cfg(feature = "demo")]
     Demo,
+    /// Check the settings as serve would read them: each app and bot (secrets redacted), and
+    /// every problem with its key's path. Exits 1 if serve would refuse to start.
+    CheckConfig {
+        /// The config.yaml to read (default as for serve).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Ask WeCom about each configured app (gettoken, agent/get) and say what is wrong and what
+    /// to do: a wrong secret or corp id, a wrong agent id, this host's IP not trusted (60020).
+    ApiCheck {
+        /// The config.yaml to read (default as for serve).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also send this member (a UserID) a test message through each app.
+        #[arg(long)]
+        send_to: Option<String>,
+    },
+    /// The WXBizMsgCrypt operations, for debugging captured requests: sign, encrypt, decrypt,
+    /// verify-url.
+    #[command(subcommand)]
+    Crypto(wecom_relay::crypto_cmd::CryptoCommand),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +71,33 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::CheckConfig { config } => {
+            let env = |k: &str| std::env::var(k).ok();
+            let (report, ok) = wecom_relay::check_config::report(config.as_deref(), &env);
+            print!("{report}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::ApiCheck { config, send_to } => runtime.block_on(api_check(config, send_to)),
+        Command::Crypto(cmd) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            match wecom_relay::crypto_cmd::run(&cmd, now) {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("{why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         #[cfg(feature = "demo")]
         Command::Demo => {
             if std::env::var_os("RUST_LOG").is_none() {
@@ -68,6 +116,27 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+async fn api_check(path: Option<PathBuf>, send_to: Option<String>) -> ExitCode {
+    let env = |k: &str| std::env::var(k).ok();
+    let cfg = match config::load(path.as_deref(), &env) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let http =
+        wecom_relay::ports::ReqwestHttp::new(Duration::from_secs(cfg.runtime.api_timeout_secs));
+    let (report, ok) =
+        wecom_relay::api_check::check(&cfg.settings, &http, send_to.as_deref()).await;
+    print!("{report}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

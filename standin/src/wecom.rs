@@ -367,8 +367,13 @@ impl Standin {
         Router::new()
             .route("/cgi-bin/gettoken", get(gettoken))
             .route("/cgi-bin/message/send", post(send))
-            .route("/cgi-bin/media/upload", post(upload))
+            // WeCom takes files of up to 20 MB; axum's default body limit is 2 MB.
+            .route(
+                "/cgi-bin/media/upload",
+                post(upload).layer(axum::extract::DefaultBodyLimit::max(24 << 20)),
+            )
             .route("/cgi-bin/media/get", get(media_get))
+            .route("/cgi-bin/agent/get", get(agent_get))
             .route("/files/{name}", get(file_get))
             .route("/cgi-bin/aibot/response", post(aibot_response))
             .route("/__standin/response_code", post(control_response_code))
@@ -785,6 +790,33 @@ async fn media_get(State(s): State<Standin>, Query(q): Query<MediaQuery>) -> Res
     }
 }
 
+#[derive(Deserialize)]
+struct AgentQuery {
+    access_token: Option<String>,
+    agentid: Option<String>,
+}
+
+/// `GET /cgi-bin/agent/get`: the app's details; 40056 for another app's agent id, and (as for
+/// every call but `gettoken`) 60020 from an IP the app does not trust.
+async fn agent_get(State(s): State<Standin>, Query(q): Query<AgentQuery>) -> Response {
+    let app = match s.authorize(q.access_token.as_deref()) {
+        Ok(app) => app,
+        Err(resp) => return *resp,
+    };
+    let me = s.lock().apps[app].clone();
+    if q.agentid.as_deref() != Some(me.agent_id.to_string().as_str()) {
+        return err(40056, "invalid agentid");
+    }
+    let users: Vec<Value> = me.users.iter().map(|u| json!({"userid": u})).collect();
+    Json(json!({
+        "errcode": 0, "errmsg": "ok", "agentid": me.agent_id, "name": format!("standin app {}", me.agent_id),
+        "square_logo_url": "", "description": "", "allow_userinfos": {"user": users},
+        "allow_partys": {"partyid": []}, "allow_tags": {"tagid": []}, "close": 0,
+        "redirect_domain": "", "report_location_flag": 0, "isreportenter": 0, "home_url": ""
+    }))
+    .into_response()
+}
+
 /// `GET /files/<name>`: a file put there by [`Standin::put_file`], as any web server would
 /// serve it (an agent's attachment, or an AI bot's sealed medium on WeCom's CDN).
 async fn file_get(
@@ -1007,5 +1039,86 @@ mod tests {
         let dropped: Vec<bool> = s.messages().iter().map(|m| m.dropped).collect();
         assert_eq!(dropped.iter().filter(|d| **d).count(), 1);
         assert!(dropped[30]);
+    }
+
+    /// `media/upload` checks kinds, extensions and sizes with WeCom's errcodes; `media/get`
+    /// serves what was uploaded, and 40007 for an id it does not know.
+    #[tokio::test]
+    async fn media_follows_the_documented_limits() {
+        let running = standin().serve(0).await.unwrap();
+        let base = running.base_url();
+        let http = reqwest::Client::new();
+        let token: Value = http
+            .get(format!("{base}/cgi-bin/gettoken?corpid=ww1&corpsecret=s1"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap();
+        let token = token["access_token"].as_str().unwrap().to_owned();
+        let upload = |kind: &str, name: &str, bytes: Vec<u8>| {
+            let url = format!("{base}/cgi-bin/media/upload?access_token={token}&type={kind}");
+            let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
+            let form = reqwest::multipart::Form::new().part("media", part);
+            let http = http.clone();
+            async move {
+                let v: Value = http
+                    .post(url)
+                    .multipart(form)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .map(|t| serde_json::from_str(&t).unwrap())
+                    .unwrap();
+                v
+            }
+        };
+        let code = |v: &Value| v["errcode"].as_i64().unwrap();
+        assert_eq!(code(&upload("image", "a.gif", vec![1; 100]).await), 40005);
+        assert_eq!(
+            code(&upload("image", "a.png", vec![1; 11 << 20]).await),
+            40009
+        );
+        assert_eq!(
+            code(&upload("voice", "v.amr", vec![1; 3 << 20]).await),
+            40010
+        );
+        assert_eq!(
+            code(&upload("video", "v.mp4", vec![1; 11 << 20]).await),
+            40011
+        );
+        assert_eq!(code(&upload("file", "f.bin", vec![1; 5]).await), 40006);
+        assert_eq!(code(&upload("sticker", "f.bin", vec![1; 50]).await), 40004);
+        let ok = upload("file", "report.pdf", b"%PDF-1.7 report".to_vec()).await;
+        assert_eq!(code(&ok), 0, "{ok}");
+        let media_id = ok["media_id"].as_str().unwrap();
+        let got = http
+            .get(format!(
+                "{base}/cgi-bin/media/get?access_token={token}&media_id={media_id}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(got.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("report.pdf"));
+        assert_eq!(got.bytes().await.unwrap().as_ref(), b"%PDF-1.7 report");
+        let gone: Value = http
+            .get(format!(
+                "{base}/cgi-bin/media/get?access_token={token}&media_id=old"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap();
+        assert_eq!(code(&gone), 40007);
     }
 }

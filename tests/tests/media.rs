@@ -154,6 +154,23 @@ async fn pictures_voice_and_files_reach_the_model() {
                 .contains("could not be read"),
             "{twin:?}: {said}"
         );
+        // A picture over the 10 MB a model is given: refused while downloading, said so.
+        let huge = wecom.put_media("huge.png", "image/png", png(11 << 20));
+        post(
+            &r,
+            &mut peer,
+            8106,
+            &format!("<MsgType>image</MsgType><PicUrl></PicUrl><MediaId>{huge}</MediaId>"),
+        )
+        .await;
+        let requests = wait_requests(&ai, &r, 6).await;
+        let said = last_user(&requests, 5);
+        assert!(
+            said.as_str()
+                .unwrap_or_default()
+                .contains("larger than 10 MB"),
+            "{twin:?}: {said}"
+        );
     }
 }
 

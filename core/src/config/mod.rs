@@ -22,7 +22,9 @@ use crate::replay::ReplayConfig;
 use crate::wecom::api::DEFAULT_API_BASE;
 
 mod agent;
+mod lint;
 pub use agent::{AgentSettings, Backend, RawAgentSettings, ReplyFormat, AGENT_KEYS};
+pub use lint::{Problem, Severity};
 
 /// The settings keys, lower-case; the environment variable is `WECOM_CALLBACK_` + upper-case.
 pub const KEYS: &[&str] = &[
@@ -381,7 +383,7 @@ impl RawSettings {
     }
 
     /// The bots, by precedence: `bots_json`, then `bots`, then the single-bot variables.
-    fn bot_configs(&self) -> Result<Vec<BotConfig>, ConfigError> {
+    pub(crate) fn bot_configs(&self) -> Result<Vec<BotConfig>, ConfigError> {
         if let Some(json) = self.bots_json.as_deref().filter(|j| !j.trim().is_empty()) {
             return serde_json::from_str(json).map_err(|e| {
                 ConfigError::new(
@@ -409,7 +411,7 @@ impl RawSettings {
     }
 
     /// The apps, by precedence: `apps_json`, then `apps`, then the single-app keys.
-    fn app_configs(&self) -> Result<(Vec<AppConfig>, bool), ConfigError> {
+    pub(crate) fn app_configs(&self) -> Result<(Vec<AppConfig>, bool), ConfigError> {
         if let Some(json) = self.apps_json.as_deref().filter(|j| !j.trim().is_empty()) {
             let apps: Vec<AppConfig> = serde_json::from_str(json).map_err(|e| {
                 // serde_json's message names the field and position, never the value.

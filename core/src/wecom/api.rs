@@ -518,6 +518,63 @@ pub fn parse_response_url(resp: &HttpResponse) -> Result<(), ApiError> {
     parse_json::<serde::de::IgnoredAny>(resp).map(drop)
 }
 
+/// `GET /cgi-bin/agent/get`: the app's details. Subject to the trusted-IP check like every
+/// call but `gettoken`, and it checks `agent_id`: what `api-check` asks before sending anything.
+pub fn get_agent(base: &str, token: &AccessToken, agent_id: AgentId) -> HttpRequest {
+    HttpRequest {
+        method: Method::Get,
+        headers: Vec::new(),
+        url: url(
+            base,
+            "/cgi-bin/agent/get",
+            &[
+                ("access_token", token.expose()),
+                ("agentid", &agent_id.0.to_string()),
+            ],
+        ),
+        body: Body::Empty,
+    }
+}
+
+/// What `agent/get` says of an app.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct AgentInfo {
+    /// The app's name in the console.
+    #[serde(default)]
+    pub name: String,
+    /// Members the app may message directly (`allow_userinfos.user[].userid`).
+    #[serde(
+        default,
+        rename = "allow_userinfos",
+        deserialize_with = "visible_users"
+    )]
+    pub visible_users: Vec<String>,
+}
+
+fn visible_users<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize, Default)]
+    struct Infos {
+        #[serde(default)]
+        user: Vec<User>,
+    }
+    #[derive(Deserialize)]
+    struct User {
+        userid: String,
+    }
+    let infos: Option<Infos> = Option::deserialize(d)?;
+    Ok(infos
+        .unwrap_or_default()
+        .user
+        .into_iter()
+        .map(|u| u.userid)
+        .collect())
+}
+
+/// Parses an `agent/get` answer.
+pub fn parse_agent(resp: &HttpResponse) -> Result<AgentInfo, ApiError> {
+    parse_json(resp)
+}
+
 /// The media kinds of `media/upload`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -189,6 +189,16 @@ impl<H: HttpClient, C: TokenCache, K: Clock, L: RefreshLock> WeComClient<'_, H, 
         }
     }
 
+    /// The app's details (`agent/get`): proves the token, the agent id and the trusted IP.
+    pub async fn get_agent(&self, app: &App) -> Result<api::AgentInfo, ApiError> {
+        self.call(
+            app,
+            |token| Ok(api::get_agent(self.api_base, token, app.agent_id)),
+            api::parse_agent,
+        )
+        .await
+    }
+
     /// Downloads a medium the app received (`media/get`), at most `max` bytes.
     pub async fn get_media(
         &self,
