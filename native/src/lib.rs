@@ -27,6 +27,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod ports;
+pub mod probe;
 pub mod shared;
 pub mod store;
 

@@ -41,6 +41,34 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Play WeCom against a deployed callback URL: a signed URL verification (the exact echo,
+    /// within 1 s), an encrypted message, a wrong signature and a replay, each with the likely
+    /// cause when it fails.
+    Probe {
+        /// The callback URL, e.g. https://your.domain/wecom/callback.
+        url: String,
+        /// Take the credentials from this config.yaml (default as for serve).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Which app (or bot, with --aibot) of the config, by name (default: the first).
+        #[arg(long)]
+        name: Option<String>,
+        /// The Token, instead of a config.
+        #[arg(long, requires = "aes_key")]
+        token: Option<String>,
+        /// The EncodingAESKey, instead of a config.
+        #[arg(long, requires = "token")]
+        aes_key: Option<String>,
+        /// The CorpID, instead of a config (not for --aibot).
+        #[arg(long, default_value = "")]
+        corp_id: String,
+        /// The AgentId, instead of a config.
+        #[arg(long, default_value_t = 1000002)]
+        agent_id: u64,
+        /// Probe an AI bot's URL (JSON, receive id "").
+        #[arg(long)]
+        aibot: bool,
+    },
     /// Ask WeCom about each configured app (gettoken, agent/get) and say what is wrong and what
     /// to do: a wrong secret or corp id, a wrong agent id, this host's IP not trusted (60020).
     ApiCheck {
@@ -81,6 +109,46 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::Probe {
+            url,
+            config,
+            name,
+            token,
+            aes_key,
+            corp_id,
+            agent_id,
+            aibot,
+        } => {
+            let target = match (token, aes_key) {
+                (Some(token), Some(key)) => {
+                    let receive_id = if aibot { "" } else { corp_id.as_str() };
+                    wecom_relay_core::crypto::MsgCrypt::new(&token, &key, receive_id)
+                        .map(|crypt| wecom_relay::probe::Target {
+                            url: url.clone(),
+                            crypt,
+                            agent_id,
+                            aibot,
+                        })
+                        .map_err(|e| format!("--aes-key: {e}"))
+                }
+                _ => probe_target(url, config, name.as_deref(), aibot),
+            };
+            match target {
+                Ok(target) => {
+                    let (report, ok) = runtime.block_on(wecom_relay::probe::probe(&target));
+                    print!("{report}");
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(why) => {
+                    eprintln!("{why}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::ApiCheck { config, send_to } => runtime.block_on(api_check(config, send_to)),
         Command::Crypto(cmd) => {
             let now = std::time::SystemTime::now()
@@ -117,6 +185,46 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The probe's credentials from the config: the named (or first) app, or bot with `--aibot`.
+fn probe_target(
+    url: String,
+    path: Option<PathBuf>,
+    name: Option<&str>,
+    aibot: bool,
+) -> Result<wecom_relay::probe::Target, String> {
+    let env = |k: &str| std::env::var(k).ok();
+    let cfg =
+        config::load(path.as_deref(), &env).map_err(|e| format!("configuration error: {e}"))?;
+    if aibot {
+        let bot = cfg
+            .settings
+            .bots
+            .iter()
+            .find(|b| name.is_none_or(|n| b.name == n))
+            .ok_or("no such AI bot in the configuration (give --token and --aes-key instead)")?;
+        return Ok(wecom_relay::probe::Target {
+            url,
+            crypt: bot.crypt().clone(),
+            agent_id: 0,
+            aibot: true,
+        });
+    }
+    let app = cfg
+        .settings
+        .apps
+        .iter()
+        .find(|a| name.is_none_or(|n| a.name == n))
+        .ok_or(
+            "no such app in the configuration (give --token, --aes-key and --corp-id instead)",
+        )?;
+    Ok(wecom_relay::probe::Target {
+        url,
+        crypt: app.crypt.clone(),
+        agent_id: app.agent_id.0,
+        aibot: false,
+    })
 }
 
 async fn api_check(path: Option<PathBuf>, send_to: Option<String>) -> ExitCode {

@@ -693,6 +693,11 @@ impl Running {
         }
     }
 
+    /// The native twin's `config.yaml` (the Worker's settings are vars, not a file).
+    pub fn config_path(&self) -> Option<PathBuf> {
+        Some(self.dir.join("config.yaml")).filter(|p| p.is_file())
+    }
+
     /// The callback URL with a query.
     pub fn callback_url(&self, query: &str) -> String {
         format!("{}{}?{}", self.base, self.path, query)
