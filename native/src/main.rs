@@ -194,9 +194,7 @@ fn probe_target(
     name: Option<&str>,
     aibot: bool,
 ) -> Result<wecom_relay::probe::Target, String> {
-    let env = |k: &str| std::env::var(k).ok();
-    let cfg =
-        config::load(path.as_deref(), &env).map_err(|e| format!("configuration error: {e}"))?;
+    let cfg = load_config(path)?;
     if aibot {
         let bot = cfg
             .settings
@@ -227,12 +225,17 @@ fn probe_target(
     })
 }
 
-async fn api_check(path: Option<PathBuf>, send_to: Option<String>) -> ExitCode {
+/// The settings as `serve` reads them, or the line saying why not.
+fn load_config(path: Option<PathBuf>) -> Result<config::Config, String> {
     let env = |k: &str| std::env::var(k).ok();
-    let cfg = match config::load(path.as_deref(), &env) {
+    config::load(path.as_deref(), &env).map_err(|e| format!("configuration error: {e}"))
+}
+
+async fn api_check(path: Option<PathBuf>, send_to: Option<String>) -> ExitCode {
+    let cfg = match load_config(path) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("configuration error: {e}");
+        Err(why) => {
+            eprintln!("{why}");
             return ExitCode::from(2);
         }
     };
@@ -249,11 +252,10 @@ async fn api_check(path: Option<PathBuf>, send_to: Option<String>) -> ExitCode {
 }
 
 async fn serve(path: Option<PathBuf>) -> ExitCode {
-    let env = |k: &str| std::env::var(k).ok();
-    let cfg = match config::load(path.as_deref(), &env) {
+    let cfg = match load_config(path) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("configuration error: {e}");
+        Err(why) => {
+            eprintln!("{why}");
             return ExitCode::from(2);
         }
     };

@@ -1041,6 +1041,11 @@ mod tests {
         assert!(dropped[30]);
     }
 
+    /// A JSON answer's body.
+    async fn json_of(resp: reqwest::Response) -> Value {
+        serde_json::from_str(&resp.text().await.unwrap()).unwrap()
+    }
+
     /// `media/upload` checks kinds, extensions and sizes with WeCom's errcodes; `media/get`
     /// serves what was uploaded, and 40007 for an id it does not know.
     #[tokio::test]
@@ -1048,15 +1053,13 @@ mod tests {
         let running = standin().serve(0).await.unwrap();
         let base = running.base_url();
         let http = reqwest::Client::new();
-        let token: Value = http
-            .get(format!("{base}/cgi-bin/gettoken?corpid=ww1&corpsecret=s1"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .map(|t| serde_json::from_str(&t).unwrap())
-            .unwrap();
+        let token: Value = json_of(
+            http.get(format!("{base}/cgi-bin/gettoken?corpid=ww1&corpsecret=s1"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
         let token = token["access_token"].as_str().unwrap().to_owned();
         let upload = |kind: &str, name: &str, bytes: Vec<u8>| {
             let url = format!("{base}/cgi-bin/media/upload?access_token={token}&type={kind}");
@@ -1064,16 +1067,7 @@ mod tests {
             let form = reqwest::multipart::Form::new().part("media", part);
             let http = http.clone();
             async move {
-                let v: Value = http
-                    .post(url)
-                    .multipart(form)
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .map(|t| serde_json::from_str(&t).unwrap())
-                    .unwrap();
+                let v: Value = json_of(http.post(url).multipart(form).send().await.unwrap()).await;
                 v
             }
         };
@@ -1108,17 +1102,15 @@ mod tests {
             .unwrap()
             .contains("report.pdf"));
         assert_eq!(got.bytes().await.unwrap().as_ref(), b"%PDF-1.7 report");
-        let gone: Value = http
-            .get(format!(
+        let gone: Value = json_of(
+            http.get(format!(
                 "{base}/cgi-bin/media/get?access_token={token}&media_id=old"
             ))
             .send()
             .await
-            .unwrap()
-            .text()
-            .await
-            .map(|t| serde_json::from_str(&t).unwrap())
-            .unwrap();
+            .unwrap(),
+        )
+        .await;
         assert_eq!(code(&gone), 40007);
     }
 }
