@@ -76,6 +76,9 @@ scripts/fuzz.sh 5 core
 step "the README's run command: wecom-relay demo"
 cargo run -q -p wecom-relay --locked -- demo
 
+step "packaging: the systemd unit (systemd-analyze), and the image (docker build, or its static musl binary where no container engine runs)"
+scripts/package-check.sh
+
 step "tests (the core on wasm32 under node)"
 cargo test -p wecom-relay-core --target wasm32-unknown-unknown --locked
 

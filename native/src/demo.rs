@@ -118,11 +118,12 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         ("nonce", &n),
         ("echostr", &sealed.encrypt),
     ]);
+    println!("1. WeCom verifies the URL (GET, encrypted echostr)");
     let resp = http.get(format!("{url}?{query}")).send().await?;
     let status = resp.status().as_u16();
     let body = resp.text().await?;
-    println!("1. WeCom verifies the URL (GET, encrypted echostr)");
     println!("   <- {status} {body:?}  (expected the plaintext {echo:?})");
+    print_step_logs();
     ok &= status == 200 && body == echo;
 
     // 2. Messages.
@@ -155,6 +156,11 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         ),
     ];
     for (i, (user, msg_id, text, what)) in steps.iter().enumerate() {
+        println!(
+            "{}. {what} ({} bytes, encrypted, MsgId {msg_id}, user {user})",
+            i + 2,
+            text.len()
+        );
         let ts = SystemClock.now_unix();
         let xml = format!(
             "<xml><ToUserName><![CDATA[{DEMO_CORP_ID}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>\
@@ -177,14 +183,11 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
             .await?;
         let status = resp.status().as_u16();
         let answer = resp.text().await?;
-        println!(
-            "{}. {what} ({} bytes, encrypted, MsgId {msg_id}, user {user})",
-            i + 2,
-            text.len()
-        );
         println!("   <- {status} {answer:?}");
         ok &= status == 200;
+        // The job runs after the answer: its lines belong to this step too.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        print_step_logs();
     }
 
     // 3. What WeCom received.
@@ -311,6 +314,7 @@ async fn bot_demo(url: &str, http: &reqwest::Client) -> Result<bool, Box<dyn std
         "   <- stream {stream}, finish: {}",
         first["stream"]["finish"]
     );
+    print_step_logs();
     let mut last = String::new();
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -326,13 +330,49 @@ async fn bot_demo(url: &str, http: &reqwest::Client) -> Result<bool, Box<dyn std
             println!("   WeCom refreshes <- {content:?}  finish: {finish}");
             last = content.to_owned();
         }
+        print_step_logs();
         if finish {
             break;
         }
     }
     let ok = last == question;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    print_step_logs();
     println!("   the streamed answer is the whole echo: {ok}");
     Ok(ok)
+}
+
+/// The relay's log lines, held until the step they belong to has printed its heading.
+static STEP_LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// Where the demo's log goes (`tracing`'s writer): into [`STEP_LOGS`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepLog;
+
+impl std::io::Write for StepLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        STEP_LOGS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Prints what the relay logged since the last step, indented under it.
+fn print_step_logs() {
+    let bytes = std::mem::take(
+        &mut *STEP_LOGS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for line in String::from_utf8_lossy(&bytes).lines() {
+        println!("   │ relay: {}", line.trim());
+    }
 }
 
 fn form_query(pairs: &[(&str, &str)]) -> String {

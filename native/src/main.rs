@@ -79,6 +79,12 @@ enum Command {
         #[arg(long)]
         send_to: Option<String>,
     },
+    /// Ask a running relay's /health (a container's health check): exit 0 on 200.
+    Health {
+        /// The URL (default: http://127.0.0.1:$WECOM_CALLBACK_PORT/health, port 8645).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// The WXBizMsgCrypt operations, for debugging captured requests: sign, encrypt, decrypt,
     /// verify-url.
     #[command(subcommand)]
@@ -149,6 +155,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Health { url } => {
+            let port = std::env::var("WECOM_CALLBACK_PORT").unwrap_or_else(|_| "8645".into());
+            let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{port}/health"));
+            runtime.block_on(health(&url))
+        }
         Command::ApiCheck { config, send_to } => runtime.block_on(api_check(config, send_to)),
         Command::Crypto(cmd) => {
             let now = std::time::SystemTime::now()
@@ -171,7 +182,16 @@ fn main() -> ExitCode {
             if std::env::var_os("RUST_LOG").is_none() {
                 std::env::set_var("RUST_LOG", "wecom_relay=info,warn");
             }
-            init_logging("text", true);
+            // Each step's log lines print under its heading, not before it.
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+                )
+                .with_ansi(false)
+                .without_time()
+                .with_target(false)
+                .with_writer(|| wecom_relay::demo::StepLog)
+                .try_init();
             match runtime.block_on(wecom_relay::demo::run()) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => {
@@ -225,6 +245,30 @@ fn probe_target(
     })
 }
 
+async fn health(url: &str) -> ExitCode {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(url).send().await {
+        Ok(resp) if resp.status().is_success() => ExitCode::SUCCESS,
+        Ok(resp) => {
+            eprintln!("{url} answered {}", resp.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The settings as `serve` reads them, or the line saying why not.
 fn load_config(path: Option<PathBuf>) -> Result<config::Config, String> {
     let env = |k: &str| std::env::var(k).ok();
@@ -259,7 +303,7 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&cfg.runtime.log_format, false);
+    init_logging(&cfg.runtime.log_format);
     let addr = format!("{}:{}", cfg.settings.host, cfg.settings.port);
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
@@ -290,7 +334,17 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
         "wecom-relay listening"
     );
     let drain = Duration::from_secs(cfg.runtime.drain_timeout_secs);
-    info!(agent = ?cfg.agent.backend, "agent");
+    let store = match (&cfg.runtime.state_dir, &cfg.runtime.redis_url) {
+        (Some(dir), _) => format!("durable (SQLite in {})", dir.display()),
+        (None, Some(_)) => "shared with other replicas (Redis)".to_owned(),
+        (None, None) => "in memory (set relay.state_dir to survive restarts)".to_owned(),
+    };
+    info!(
+        agent = ?cfg.agent.backend,
+        store = %store,
+        callback_url = %format!("https://<your domain>{}", cfg.settings.path),
+        "agent and store; paste the callback URL into each app's 接收消息 settings"
+    );
     let clock = Arc::new(SystemClock);
     let relay = match wecom_relay::start(cfg.settings, cfg.agent, &cfg.runtime, clock).await {
         Ok(relay) => relay,
@@ -327,26 +381,15 @@ async fn shutdown_signal() {
     }
 }
 
-/// Structured logs through `tracing`, to stderr (stdout for the demo, whose steps interleave
-/// with them): human-readable text by default, JSON on request; `RUST_LOG` filters (default
+/// Structured logs through `tracing`, to stderr (the demo has its own, under each step):
+/// human-readable text by default, JSON on request; `RUST_LOG` filters (default
 /// `info`). The lines are the core's events, which never carry a secret or message text.
-fn init_logging(format: &str, stdout: bool) {
+fn init_logging(format: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = if stdout {
-        std::io::stdout().is_terminal()
-    } else {
-        std::io::stderr().is_terminal()
-    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(move || -> Box<dyn std::io::Write> {
-            if stdout {
-                Box::new(std::io::stdout())
-            } else {
-                Box::new(std::io::stderr())
-            }
-        });
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().flatten_event(true).try_init()
     } else {

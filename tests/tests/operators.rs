@@ -118,6 +118,17 @@ async fn api_check_and_check_config_from_the_command_line() {
     .await
     .unwrap();
     assert!(ok && out.contains("app good: corp wwcorpA"), "{out}");
+    // The container's health check.
+    let health = format!("{}/health", r.base);
+    let (ok, out) = tokio::task::spawn_blocking(move || run(&["health", "--url", &health]))
+        .await
+        .unwrap();
+    assert!(ok, "{out}");
+    let (ok, _) =
+        tokio::task::spawn_blocking(|| run(&["health", "--url", "http://127.0.0.1:9/health"]))
+            .await
+            .unwrap();
+    assert!(!ok);
     let (ok, out) = tokio::task::spawn_blocking({
         let config = config.clone();
         move || run(&["api-check", "--config", &config, "--send-to", "alice"])
