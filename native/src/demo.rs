@@ -345,7 +345,7 @@ async fn bot_demo(url: &str, http: &reqwest::Client) -> Result<bool, Box<dyn std
 /// The relay's log lines, held until the step they belong to has printed its heading.
 static STEP_LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
 
-/// Where the demo's log goes (`tracing`'s writer): into [`STEP_LOGS`].
+/// Where the demo's log goes (`tracing`'s writer): held until its step has printed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StepLog;
 
