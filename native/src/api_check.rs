@@ -7,32 +7,11 @@ use std::fmt::Write as _;
 
 use wecom_relay_core::apps::App;
 use wecom_relay_core::ports::{HttpClient, MemoryTokenCache};
-use wecom_relay_core::wecom::api::{ApiError, Content, ErrorClass};
+use wecom_relay_core::wecom::api::{ApiError, Content};
 use wecom_relay_core::wecom::client::WeComClient;
 use wecom_relay_core::Settings;
 
 use crate::ports::SystemClock;
-
-/// What to do about an errcode WeCom answered.
-pub fn advice(e: &ApiError) -> String {
-    let what = match e.errcode {
-        Some(40001) => "the corp_secret is wrong: copy the Secret of this very app (应用管理 → the app → Secret); each app has its own, and viewing it in the console sends it to your WeCom client",
-        Some(40013) => "the corp_id is wrong: it is the 企业ID under 我的企业 → 企业信息 (it starts with ww or wx)",
-        Some(41002) => "corp_id is missing",
-        Some(41004) => "corp_secret is missing",
-        Some(40056) | Some(301002) => "the agent_id is wrong: it is the AgentId on the app's page in 应用管理",
-        Some(48002) => "this API is not allowed for the app (its permissions in the console)",
-        Some(81013) => "the user is not in the app's visible range (可见范围), or has no such UserID in this corp",
-        _ if e.class == ErrorClass::Recipient => "the user is not in the app's visible range (可见范围), or has no such UserID in this corp",
-        Some(60020) => return e.explanation(),
-        Some(-1) => "WeCom is busy; try again in a minute",
-        _ if e.errcode.is_none() && e.class == ErrorClass::RetryLater => {
-            "WeCom's API could not be reached from this host: check DNS, the firewall, TLS interception, or api_base if you use a proxy"
-        }
-        _ => return e.explanation(),
-    };
-    what.to_owned()
-}
 
 /// Checks every app; with `send_to`, sends that member a test message through each app of
 /// the member's corp. Returns the report and whether everything passed.
@@ -70,7 +49,7 @@ async fn check_app<H: HttpClient>(
     out: &mut String,
 ) -> bool {
     let fail = |out: &mut String, step: &str, e: &ApiError| {
-        let _ = writeln!(out, "  FAIL {step}: {e}\n       {}", advice(e));
+        let _ = writeln!(out, "  FAIL {step}: {e}\n       {}", e.explanation());
         false
     };
     match client.fetch_token(app).await {

@@ -126,14 +126,26 @@ impl ApiError {
                  Add that IP in the admin console under the app's trusted IPs, or set api_base to a fixed-IP egress proxy whose IP is listed",
                 self.caller_ip().map(|ip| format!(" ({ip})")).unwrap_or_default()
             ),
-            ErrorClass::Config => format!(
-                "WeCom rejected the app's settings (errcode {}): check corp_id, corp_secret and agent_id for this app",
-                self.errcode.unwrap_or_default()
-            ),
+            ErrorClass::Config => {
+                let code = self.errcode.unwrap_or_default();
+                let what = match code {
+                    40001 => "the corp_secret is wrong: copy the Secret of this very app (应用管理 → the app → Secret); each app has its own",
+                    40013 => "the corp_id is wrong: it is the 企业ID under 我的企业 → 企业信息 (it starts with ww or wx)",
+                    41002 => "corp_id is missing",
+                    41004 => "corp_secret is missing",
+                    40056 | 301002 => "the agent_id is wrong: it is the AgentId on the app's page in 应用管理",
+                    48002 => "this API is not allowed for the app (its permissions in the console)",
+                    _ => "check corp_id, corp_secret and agent_id for this app",
+                };
+                format!("WeCom rejected the app's settings (errcode {code}): {what}")
+            }
             ErrorClass::TokenInvalid => "the access token was rejected; a new one is fetched".into(),
             ErrorClass::RateLimited => "WeCom's frequency or concurrency limit was hit; backing off".into(),
+            ErrorClass::RetryLater if self.errcode.is_none() && self.http_status.is_none() => {
+                "WeCom's API could not be reached: check DNS, the firewall, TLS interception, or api_base if it is a proxy".into()
+            }
             ErrorClass::RetryLater => "WeCom is busy or unreachable; retrying with backoff".into(),
-            ErrorClass::Recipient => "the recipient is outside the app's visible range or does not exist".into(),
+            ErrorClass::Recipient => "the recipient is outside the app's visible range (可见范围) or has no such UserID in this corp".into(),
             ErrorClass::ContentTooLong => "the content exceeds WeCom's limit".into(),
             ErrorClass::BadRequest => "WeCom rejected the request".into(),
         }
@@ -995,6 +1007,23 @@ mod tests {
             "{line}"
         );
         assert!(!e.class.is_retryable());
+        for (code, says) in [
+            (40001, "corp_secret is wrong"),
+            (40013, "corp_id is wrong"),
+            (40056, "agent_id is wrong"),
+        ] {
+            let e = parse_token(&HttpResponse::json(&format!(
+                r#"{{"errcode":{code},"errmsg":"x"}}"#
+            )))
+            .unwrap_err();
+            assert!(
+                e.explanation().contains(says),
+                "{code}: {}",
+                e.explanation()
+            );
+        }
+        let unreachable = ApiError::transport(TransportError::Connect);
+        assert!(unreachable.explanation().contains("could not be reached"));
     }
 
     #[test]
