@@ -17,7 +17,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use aes::cipher::{
+    block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, InnerIvInit, KeyInit, KeyIvInit,
+};
+use aes::Aes256Dec;
 use base64::alphabet;
 use base64::engine::{
     general_purpose::STANDARD, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig,
@@ -27,7 +30,7 @@ use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
-type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
+type Aes256CbcDec = cbc::Decryptor<Aes256Dec>;
 
 /// WXBizMsgCrypt pads to 32 bytes, not to the AES block size.
 const PAD_BLOCK: usize = 32;
@@ -110,9 +113,21 @@ impl fmt::Display for CryptoError {
 #[cfg(feature = "std")]
 impl std::error::Error for CryptoError {}
 
-/// A decoded EncodingAESKey. `Debug` never shows the key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct EncodingAesKey([u8; 32]);
+/// A decoded EncodingAESKey, with its decryption round keys expanded once (every callback
+/// would otherwise expand them again). `Debug` never shows the key.
+#[derive(Clone)]
+pub struct EncodingAesKey {
+    key: [u8; 32],
+    dec: Aes256Dec,
+}
+
+impl PartialEq for EncodingAesKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for EncodingAesKey {}
 
 impl EncodingAesKey {
     /// Decodes the 43-character key as shown in the WeCom admin console.
@@ -125,23 +140,26 @@ impl EncodingAesKey {
             .decode(encoded)
             .map_err(|_| CryptoError::IllegalAesKey)?;
         let key: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::IllegalAesKey)?;
-        Ok(Self(key))
+        Ok(Self {
+            dec: Aes256Dec::new(&key.into()),
+            key,
+        })
     }
 
     /// A short fingerprint to tell keys apart in output without showing them: the first 8
     /// hex digits of the key's SHA-256.
     pub fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
-        to_hex(&Sha256::digest(self.0)[..4])
+        to_hex(&Sha256::digest(self.key)[..4])
     }
 
     /// The raw 32-byte AES key.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.key
     }
 
     fn iv(&self) -> &[u8] {
-        &self.0[..16]
+        &self.key[..16]
     }
 }
 
@@ -247,7 +265,7 @@ fn decrypt_unpad(key: &EncodingAesKey, buf: &mut [u8]) -> Result<usize, CryptoEr
     if buf.is_empty() || !buf.len().is_multiple_of(16) {
         return Err(CryptoError::DecryptAes);
     }
-    let dec = Aes256CbcDec::new_from_slices(key.as_bytes(), key.iv())
+    let dec = Aes256CbcDec::inner_iv_slice_init(key.dec.clone(), key.iv())
         .map_err(|_| CryptoError::IllegalAesKey)?;
     let plain_len = dec
         .decrypt_padded_mut::<NoPadding>(buf)

@@ -7,13 +7,13 @@
 //!   nesting depth is capped, so hostile input cannot recurse or go quadratic.
 //! - Unknown message types and events are kept with their raw XML, never rejected.
 
-use alloc::borrow::ToOwned;
+use alloc::borrow::{Cow, ToOwned};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 use core::fmt::Write as _;
 
-use quick_xml::events::Event as XmlEvent;
+use quick_xml::events::{BytesStart, Event as XmlEvent};
 use quick_xml::Reader;
 use serde::{Deserialize, Serialize};
 
@@ -80,21 +80,34 @@ impl fmt::Display for XmlError {
 #[cfg(feature = "std")]
 impl std::error::Error for XmlError {}
 
-/// One element: its text (CDATA and text joined) and its children.
+/// One element: its text (CDATA and text joined) and its children, borrowed from the input
+/// where it can be (a field of one CDATA section or of plain text without entities costs no
+/// allocation).
 #[derive(Debug, Default, Clone)]
-struct Node {
-    name: String,
-    text: String,
-    children: Vec<Node>,
+struct Node<'a> {
+    name: Cow<'a, str>,
+    text: Cow<'a, str>,
+    children: Vec<Node<'a>>,
 }
 
-impl Node {
-    fn child(&self, name: &str) -> Option<&Node> {
+impl<'a> Node<'a> {
+    fn named(name: Cow<'a, str>) -> Self {
+        Node {
+            name,
+            ..Node::default()
+        }
+    }
+
+    fn child(&self, name: &str) -> Option<&Node<'a>> {
         self.children.iter().find(|c| c.name == name)
     }
 
+    fn text_of(&self, name: &str) -> Option<&str> {
+        self.child(name).map(|c| c.text.as_ref())
+    }
+
     fn opt(&self, name: &str) -> Option<String> {
-        self.child(name).map(|c| c.text.clone())
+        self.text_of(name).map(str::to_owned)
     }
 
     fn req(&self, name: &'static str) -> Result<String, XmlError> {
@@ -102,10 +115,29 @@ impl Node {
     }
 
     fn num<T: core::str::FromStr>(&self, name: &'static str) -> Result<T, XmlError> {
-        self.req(name)?
+        self.text_of(name)
+            .ok_or(XmlError::MissingField(name))?
             .trim()
             .parse()
             .map_err(|_| XmlError::InvalidField(name))
+    }
+
+    /// Adds a child; room for a whole WeCom message's fields at the first, so the list grows
+    /// once.
+    fn adopt(&mut self, child: Node<'a>) {
+        if self.children.is_empty() {
+            self.children.reserve(12);
+        }
+        self.children.push(child);
+    }
+
+    /// Appends a piece of text, borrowing it when it is the first.
+    fn push_text(&mut self, piece: Cow<'a, str>) {
+        if self.text.is_empty() {
+            self.text = piece;
+        } else {
+            self.text.to_mut().push_str(&piece);
+        }
     }
 }
 
@@ -113,10 +145,30 @@ fn malformed(e: impl fmt::Display) -> XmlError {
     XmlError::Malformed(e.to_string())
 }
 
-/// Parses `input` into the tree under its root element, which must be `<xml>`.
-fn parse_tree(input: &str) -> Result<Node, XmlError> {
-    let mut reader = Reader::from_str(input);
-    let mut stack: Vec<Node> = Vec::new();
+/// An element's name, borrowed from `input` when the reader's event points into it (it always
+/// does for a slice reader; quick-xml's `BytesStart` has no owned-or-borrowed accessor, so the
+/// slice is found by its address and checked byte for byte).
+fn element_name<'a>(input: &'a [u8], start: &BytesStart<'_>) -> Result<Cow<'a, str>, XmlError> {
+    let name = start.name();
+    let name = name.as_ref();
+    let offset = (name.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
+    match input.get(offset..offset.saturating_add(name.len())) {
+        Some(within) if within == name && within.as_ptr() == name.as_ptr() => {
+            core::str::from_utf8(within)
+                .map(Cow::Borrowed)
+                .map_err(malformed)
+        }
+        _ => core::str::from_utf8(name)
+            .map(|n| Cow::Owned(n.to_owned()))
+            .map_err(malformed),
+    }
+}
+
+/// Parses `input` into the tree under its root element, which must be `<xml>`. Only what is
+/// kept (names, text, CDATA) is checked to be UTF-8, once.
+fn parse_tree(input: &[u8]) -> Result<Node<'_>, XmlError> {
+    let mut reader = Reader::from_reader(input);
+    let mut stack: Vec<Node<'_>> = Vec::with_capacity(4);
     let mut elements = 0usize;
     loop {
         let event = reader.read_event().map_err(malformed)?;
@@ -131,37 +183,25 @@ fn parse_tree(input: &str) -> Result<Node, XmlError> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(XmlError::TooDeep);
                 }
-                let name = core::str::from_utf8(start.name().as_ref())
-                    .map_err(malformed)?
-                    .to_owned();
-                stack.push(Node {
-                    name,
-                    ..Node::default()
-                });
+                stack.push(Node::named(element_name(input, &start)?));
             }
             XmlEvent::Empty(start) => {
-                let name = core::str::from_utf8(start.name().as_ref())
-                    .map_err(malformed)?
-                    .to_owned();
-                let node = Node {
-                    name,
-                    ..Node::default()
-                };
+                let node = Node::named(element_name(input, &start)?);
                 match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
+                    Some(parent) => parent.adopt(node),
                     None => return finish_root(node),
                 }
             }
             XmlEvent::End(_) => {
                 let node = stack.pop().ok_or_else(|| malformed("unexpected end tag"))?;
                 match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
+                    Some(parent) => parent.adopt(node),
                     None => return finish_root(node),
                 }
             }
             XmlEvent::Text(text) => {
                 if let Some(node) = stack.last_mut() {
-                    node.text.push_str(&text.unescape().map_err(malformed)?);
+                    node.push_text(text.unescape().map_err(malformed)?);
                 } else if !text.iter().all(u8::is_ascii_whitespace) {
                     return Err(malformed("text outside the root element"));
                 }
@@ -170,8 +210,7 @@ fn parse_tree(input: &str) -> Result<Node, XmlError> {
                 let node = stack
                     .last_mut()
                     .ok_or_else(|| malformed("cdata outside the root element"))?;
-                node.text
-                    .push_str(core::str::from_utf8(&data).map_err(malformed)?);
+                node.push_text(data.decode().map_err(malformed)?);
             }
             XmlEvent::DocType(_) => return Err(XmlError::Doctype),
             XmlEvent::Decl(_) | XmlEvent::PI(_) | XmlEvent::Comment(_) => {}
@@ -182,7 +221,7 @@ fn parse_tree(input: &str) -> Result<Node, XmlError> {
 
 /// The root must be `<xml>`, and no field may appear twice in it: WeCom sends each once, and
 /// a second `Encrypt` or `FromUserName` is someone else's doing.
-fn finish_root(node: Node) -> Result<Node, XmlError> {
+fn finish_root(node: Node<'_>) -> Result<Node<'_>, XmlError> {
     if node.name != "xml" {
         return Err(XmlError::NotWeComXml);
     }
@@ -198,8 +237,10 @@ fn finish_root(node: Node) -> Result<Node, XmlError> {
 /// A required id-like field: present, not empty, not longer than `max` bytes, no control
 /// characters.
 fn id_field(root: &Node, name: &'static str, max: usize) -> Result<String, XmlError> {
-    let value = root.req(name)?;
-    let value = value.trim();
+    let value = root
+        .text_of(name)
+        .ok_or(XmlError::MissingField(name))?
+        .trim();
     if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
         return Err(XmlError::InvalidField(name));
     }
@@ -208,7 +249,7 @@ fn id_field(root: &Node, name: &'static str, max: usize) -> Result<String, XmlEr
 
 /// An optional id-like field: empty counts as absent; otherwise as [`id_field`].
 fn opt_id_field(root: &Node, name: &'static str) -> Result<Option<String>, XmlError> {
-    match root.opt(name) {
+    match root.text_of(name) {
         Some(v) if v.trim().is_empty() => Ok(None),
         Some(_) => id_field(root, name, MAX_ID_BYTES).map(Some),
         None => Ok(None),
@@ -228,8 +269,19 @@ pub struct Envelope {
 
 /// Parses the POST body of a callback.
 pub fn parse_envelope(body: &str) -> Result<Envelope, XmlError> {
-    let root = parse_tree(body)?;
-    let encrypt = root.req("Encrypt")?;
+    parse_envelope_bytes(body.as_bytes())
+}
+
+/// Parses the POST body of a callback as it arrived: only the parts kept are checked to be
+/// UTF-8; a body that fails to parse and is not UTF-8 is reported as such.
+pub fn parse_envelope_bytes(body: &[u8]) -> Result<Envelope, XmlError> {
+    let root = parse_tree(body).map_err(|e| match core::str::from_utf8(body) {
+        Ok(_) => e,
+        Err(_) => XmlError::Malformed("body is not utf-8".into()),
+    })?;
+    let encrypt = root
+        .text_of("Encrypt")
+        .ok_or(XmlError::MissingField("Encrypt"))?;
     if encrypt.trim().is_empty() {
         return Err(XmlError::MissingField("Encrypt"));
     }
@@ -444,8 +496,10 @@ impl Event {
 
 /// Parses a decrypted callback XML.
 pub fn parse_message(xml: &str) -> Result<Message, XmlError> {
-    let root = parse_tree(xml)?;
-    let msg_type = root.req("MsgType")?;
+    let root = parse_tree(xml.as_bytes())?;
+    let msg_type = root
+        .text_of("MsgType")
+        .ok_or(XmlError::MissingField("MsgType"))?;
     let body = match msg_type.to_ascii_lowercase().as_str() {
         "text" => MessageBody::Text {
             content: root.req("Content")?,
@@ -487,7 +541,7 @@ pub fn parse_message(xml: &str) -> Result<Message, XmlError> {
         },
         "event" => MessageBody::Event(parse_event(&root, xml)?),
         _ => MessageBody::Unknown {
-            msg_type: msg_type.clone(),
+            msg_type: msg_type.to_owned(),
             raw: xml.to_owned(),
         },
     };
@@ -906,7 +960,7 @@ mod tests {
     #[test]
     fn replies_round_trip_through_the_parser() {
         let plain = text_reply_xml("Alice", "ww1", 5, "x]]>y");
-        let root = parse_tree(&plain).unwrap();
+        let root = parse_tree(plain.as_bytes()).unwrap();
         assert_eq!(root.opt("Content").as_deref(), Some("x]]>y"));
         let sealed = Sealed {
             encrypt: "E".into(),

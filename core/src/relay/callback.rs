@@ -20,7 +20,7 @@ use crate::media;
 use crate::policy::Access;
 use crate::ports::{Claim, DedupStore, JobSink, SinkError, StoreError};
 use crate::replay::{dedup_key, ReplayError};
-use crate::xml::{parse_envelope, parse_message, Event, Message, MessageBody, XmlError};
+use crate::xml::{parse_envelope_bytes, parse_message, Event, Message, MessageBody, XmlError};
 
 pub use crate::http::MAX_BODY_BYTES;
 
@@ -149,9 +149,7 @@ pub fn open_callback(
         return Err(Rejection::Body(BodyError::TooLarge));
     }
     let q = SignedQuery::parse(raw_query).map_err(Rejection::Query)?;
-    let body = core::str::from_utf8(body)
-        .map_err(|_| Rejection::Envelope(XmlError::Malformed("body is not utf-8".into())))?;
-    let envelope = parse_envelope(body).map_err(Rejection::Envelope)?;
+    let envelope = parse_envelope_bytes(body).map_err(Rejection::Envelope)?;
     let routed = settings
         .apps
         .route(&q, &envelope.encrypt)
@@ -446,6 +444,13 @@ impl Outcome {
             self,
             Self::Rejected(_) | Self::StoreFailed(_) | Self::NotQueued { .. }
         )
+    }
+
+    /// Whether it is routine enough for debug level: WeCom's retries of a message already
+    /// accepted (a line each would be a write per request on the hottest path; the
+    /// `duplicates` metric counts them).
+    pub fn is_chatter(&self) -> bool {
+        matches!(self, Self::Duplicate { .. })
     }
 }
 
