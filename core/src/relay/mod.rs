@@ -215,6 +215,7 @@ impl Event<'_> {
             | Self::Unrouted { .. }
             | Self::Paced { .. } => Level::Info,
             Self::Callback(o) if o.is_warning() => Level::Warn,
+            Self::Callback(o) if o.is_chatter() => Level::Debug,
             Self::Callback(_) => Level::Info,
             Self::Bot(o) if o.is_warning() => Level::Warn,
             Self::Bot(o) if o.is_chatter() => Level::Debug,
