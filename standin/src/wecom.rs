@@ -157,6 +157,8 @@ struct Media {
 
 struct Inner {
     apps: Vec<StandinApp>,
+    /// Each app's members, lower-cased (WeCom's user ids are case-insensitive), for lookups.
+    members: Vec<std::collections::HashSet<String>>,
     token_ttl: Duration,
     tokens: HashMap<String, Token>,
     messages: Vec<Delivered>,
@@ -235,6 +237,10 @@ impl Standin {
     pub fn new(apps: Vec<StandinApp>, token_ttl: Duration) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
+                members: apps
+                    .iter()
+                    .map(|a| a.users.iter().map(|u| u.to_lowercase()).collect())
+                    .collect(),
                 apps,
                 token_ttl,
                 tokens: HashMap::new(),
@@ -582,8 +588,8 @@ fn deliver(s: &Standin, q: AuthQuery, body: &Bytes) -> Response {
         return err(47001, "data format error");
     };
     let mut inner = s.lock();
-    let me = inner.apps[app].clone();
-    if body["agentid"].as_u64() != Some(me.agent_id) {
+    let (corp_id, agent_id) = (inner.apps[app].corp_id.clone(), inner.apps[app].agent_id);
+    if body["agentid"].as_u64() != Some(agent_id) {
         return err(40056, "invalid agentid");
     }
     let msgtype = body["msgtype"].as_str().unwrap_or_default().to_owned();
@@ -619,7 +625,7 @@ fn deliver(s: &Standin, q: AuthQuery, body: &Bytes) -> Response {
         .collect();
     let invalid: Vec<String> = recipients
         .iter()
-        .filter(|u| *u != "@all" && !me.users.iter().any(|m| m.eq_ignore_ascii_case(u)))
+        .filter(|u| *u != "@all" && !inner.members[app].contains(&u.to_lowercase()))
         .cloned()
         .collect();
     if recipients.is_empty() || invalid.len() == recipients.len() {
@@ -651,12 +657,7 @@ fn deliver(s: &Standin, q: AuthQuery, body: &Bytes) -> Response {
     for user in recipients.iter().filter(|u| !invalid.contains(u)) {
         let window = inner
             .per_member
-            .entry(format!(
-                "{}:{}:{}",
-                me.corp_id,
-                me.agent_id,
-                user.to_lowercase()
-            ))
+            .entry(format!("{}:{}:{}", corp_id, agent_id, user.to_lowercase()))
             .or_default();
         while window
             .front()
@@ -676,8 +677,8 @@ fn deliver(s: &Standin, q: AuthQuery, body: &Bytes) -> Response {
         }
     }
     inner.messages.push(Delivered {
-        corp_id: me.corp_id.clone(),
-        agent_id: me.agent_id,
+        corp_id,
+        agent_id,
         touser,
         msgtype,
         body,
