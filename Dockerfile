@@ -10,6 +10,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
     && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY . .
+# .git stays out of the context: pass the commit for `wecom-relay --version`
+# (docker build --build-arg WECOM_RELAY_COMMIT=$(git rev-parse --short=12 HEAD) .).
+ARG WECOM_RELAY_COMMIT=unknown
+ENV WECOM_RELAY_COMMIT=$WECOM_RELAY_COMMIT
 RUN cargo build --release --locked -p wecom-relay --target x86_64-unknown-linux-musl \
     && mkdir -p /out/state \
     && cp target/x86_64-unknown-linux-musl/release/wecom-relay /out/wecom-relay

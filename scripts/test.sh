@@ -2,8 +2,8 @@
 # Runs every check and test of wecom-relay, installing whatever a fresh machine lacks:
 # the wasm targets, wasm-bindgen-cli (the version Cargo.lock pins), worker-build, the npm
 # packages (wrangler with workerd, binaryen, esbuild; package-lock.json), redis-server (Debian's
-# package), the Python peer (wechatpy from PyPI) in .venv/, and for the fuzz smoke pass a
-# nightly toolchain and cargo-fuzz. Safe to re-run: installed pieces are reused.
+# package), the Python peer (wechatpy from PyPI) in .venv/, cargo-deny for the dependency
+# policy, and for the fuzz smoke pass a nightly toolchain and cargo-fuzz. Safe to re-run: installed pieces are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -54,6 +54,13 @@ cargo clippy -p wecom-relay-worker --target wasm32-unknown-unknown --locked -- -
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "release readiness: the dependency policy (cargo deny: licences, bans, sources; deny.toml) and the core as a crate of its own (cargo publish --dry-run)"
+if ! cargo deny --version 2>/dev/null | grep -qx 'cargo-deny 0.20.2'; then
+  cargo install cargo-deny --version 0.20.2 --locked
+fi
+cargo deny --locked check bans licenses sources
+cargo publish --dry-run --locked -p wecom-relay-core
 
 step "no_std: the core without std, also for a target that has no std at all"
 cargo build -p wecom-relay-core --no-default-features --locked

@@ -48,6 +48,11 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+/// The crate README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;

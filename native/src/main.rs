@@ -15,7 +15,7 @@ use wecom_relay::{config, http};
 #[derive(Parser)]
 #[command(
     name = "wecom-relay",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WECOM_RELAY_COMMIT"), ")"),
     about = "Relays WeCom self-built app callbacks to an AI agent"
 )]
 struct Cli {
