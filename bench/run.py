@@ -341,16 +341,11 @@ def worker_under_workerd(tmp: Path, args, rows: list) -> None:
              "CLOUDFLARE_CF_FETCH_ENABLED": "false"})
     try:
         while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                conn.request("POST", query, body, {"Content-Type": "text/xml"})
-                status = conn.getresponse().status
-                conn.close()
-                if status == 200:
-                    break
+            status = post_status(port, query, body, 10)
+            if status == 200:
+                break
+            if status is not None:
                 sys.exit(f"the Worker answered {status} to the cold-start callback (see {tmp / 'wrangler.log'})")
-            except OSError:
-                pass
             if proc.poll() is not None or time.perf_counter() - started > 120:
                 sys.exit("wrangler dev did not answer within 120 s")
             time.sleep(0.005)
@@ -372,6 +367,18 @@ def worker_under_workerd(tmp: Path, args, rows: list) -> None:
                  f"{rps:,.0f} req/s, p99 {fmt_us(r['p99_us'])}, errors {errors}", "", ""))
 
 
+def post_status(port: int, query: str, body: bytes, timeout: float) -> int | None:
+    """POSTs one callback; its status, or None while nothing listens yet."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn.request("POST", query, body, {"Content-Type": "text/xml"})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+    except OSError:
+        return None
+
+
 def signed_callback(tmp: Path) -> tuple[str, bytes]:
     path = tmp / "one.tsv"
     subprocess.run([str(TOOL), "corpus", "load", str(path), "1", "1"], check=True)
@@ -390,16 +397,7 @@ def cold_start(tmp: Path, params: dict, args, rows: list) -> None:
             started = time.perf_counter()
             proc = subprocess.Popen([str(RELAY), "serve", "--config", str(cfg)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            while True:
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                    conn.request("POST", query, body, {"Content-Type": "text/xml"})
-                    status = conn.getresponse().status
-                    conn.close()
-                    if status == 200:
-                        break
-                except OSError:
-                    pass
+            while post_status(port, query, body, 1) != 200:
                 if proc.poll() is not None:
                     sys.exit("the relay exited during the cold start")
                 time.sleep(0.0005)
