@@ -20,9 +20,9 @@ use std::time::Instant;
 use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, KeyIvInit};
 use base64::Engine;
 use sha1::{Digest, Sha1};
-use wecom_relay_core::crypto::MsgCrypt;
+use wecom_relay_core::crypto::{MsgCrypt, Sealed};
 use wecom_relay_core::relay::open_callback;
-use wecom_relay_core::xml::callback_envelope_xml;
+use wecom_relay_core::xml::{callback_envelope_xml, parse_envelope};
 use wecom_relay_core::{RawSettings, Settings};
 
 const CORP: &str = "wwbench0123456789";
@@ -157,8 +157,8 @@ fn message_xml(rng: &mut Rng, user: &str, msg_id: u64, created: u64, text_only: 
     format!("{head}{body}<AgentID>{AGENT}</AgentID></xml>")
 }
 
-/// One signed callback: (query, body).
-fn seal(crypt: &MsgCrypt, rng: &mut Rng, xml: &str, timestamp: &str) -> (String, String) {
+/// One signed callback: its query, its body, and what was signed.
+fn seal(crypt: &MsgCrypt, rng: &mut Rng, xml: &str, timestamp: &str) -> (String, String, Sealed) {
     let mut random = [0u8; 16];
     for b in &mut random {
         *b = rng.next() as u8;
@@ -172,7 +172,7 @@ fn seal(crypt: &MsgCrypt, rng: &mut Rng, xml: &str, timestamp: &str) -> (String,
         sealed.signature
     );
     let body = callback_envelope_xml(CORP, &sealed.encrypt, &AGENT.to_string());
-    (query, body)
+    (query, body, sealed)
 }
 
 fn write_core_corpus(path: &str, n: usize) {
@@ -188,24 +188,15 @@ fn write_core_corpus(path: &str, n: usize) {
             now(),
             false,
         );
-        let (query, body) = seal(&crypt, &mut rng, &xml, &ts);
-        let q: std::collections::HashMap<String, String> = form_pairs(&query).into_iter().collect();
+        let (query, body, sealed) = seal(&crypt, &mut rng, &xml, &ts);
         writeln!(
             out,
             "{}",
-            serde_json::json!({"query": query, "body": body, "msg_signature": q["msg_signature"],
-                "timestamp": q["timestamp"], "nonce": q["nonce"], "plain_bytes": xml.len()})
+            serde_json::json!({"query": query, "body": body, "msg_signature": sealed.signature,
+                "timestamp": sealed.timestamp, "nonce": sealed.nonce, "plain_bytes": xml.len()})
         )
         .expect("writing the corpus");
     }
-}
-
-fn form_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
 }
 
 fn write_load_corpus(path: &str, n: usize, users: usize) {
@@ -221,7 +212,7 @@ fn write_load_corpus(path: &str, n: usize, users: usize) {
             now(),
             true,
         );
-        let (query, body) = seal(&crypt, &mut rng, &xml, &ts);
+        let (query, body, _) = seal(&crypt, &mut rng, &xml, &ts);
         debug_assert!(!body.contains(['\t', '\n']));
         writeln!(out, "/wecom/callback?{query}\t{body}").expect("writing the corpus");
     }
@@ -242,12 +233,7 @@ fn load_cases(path: &str) -> Vec<Case> {
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(&line.expect("a line")).expect("json");
             let body = v["body"].as_str().unwrap_or_default().to_owned();
-            let encrypt = body
-                .split("<Encrypt><![CDATA[")
-                .nth(1)
-                .and_then(|rest| rest.split("]]>").next())
-                .unwrap_or_default()
-                .to_owned();
+            let encrypt = parse_envelope(&body).expect("a corpus envelope").encrypt;
             let mut parts = [
                 TOKEN.to_owned(),
                 v["timestamp"].as_str().unwrap_or_default().to_owned(),
