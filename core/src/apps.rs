@@ -7,6 +7,7 @@
 //! Cost: one SHA1 per app, and at most one AES decrypt per distinct key among the apps whose
 //! signature verified.
 
+use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -316,13 +317,15 @@ impl Apps {
             return Err(RouteError::Signature);
         }
         let mut last_err = RouteError::CorpMismatch;
-        let mut tried: Vec<usize> = Vec::new();
-        for &i in &candidates {
+        for (n, &i) in candidates.iter().enumerate() {
             let key = self.apps[i].crypt.key();
-            if tried.iter().any(|&t| self.apps[t].crypt.key() == key) {
+            // Every earlier candidate's key has been tried (by it or by one before it).
+            if candidates[..n]
+                .iter()
+                .any(|&t| self.apps[t].crypt.key() == key)
+            {
                 continue;
             }
-            tried.push(i);
             let opened = match open(key, encrypted) {
                 Ok(o) => o,
                 Err(e) => {
@@ -332,12 +335,12 @@ impl Apps {
             };
             let owner = candidates.iter().copied().find(|&j| {
                 self.apps[j].crypt.key() == key
-                    && self.apps[j].corp_id.as_str().as_bytes() == opened.receive_id.as_slice()
+                    && self.apps[j].corp_id.as_str().as_bytes() == opened.receive_id()
             });
             match owner {
                 Some(app) => {
                     let plaintext =
-                        String::from_utf8(opened.msg).map_err(|_| RouteError::NotUtf8)?;
+                        String::from_utf8(opened.into_msg()).map_err(|_| RouteError::NotUtf8)?;
                     return Ok(Routed { app, plaintext });
                 }
                 None => last_err = RouteError::CorpMismatch,
@@ -378,16 +381,28 @@ impl SignedQuery {
             return Err(RouteError::QueryTooLong);
         }
         let (mut sig, mut ts, mut nonce, mut echostr) = (None, None, None, None);
-        for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
-            let (slot, name) = match k.as_ref() {
+        let mut take = |k: &str, v: Cow<'_, str>| {
+            let (slot, name) = match k {
                 "msg_signature" => (&mut sig, "msg_signature"),
                 "timestamp" => (&mut ts, "timestamp"),
                 "nonce" => (&mut nonce, "nonce"),
                 "echostr" => (&mut echostr, "echostr"),
-                _ => continue,
+                _ => return Ok(()),
             };
-            if slot.replace(v.into_owned()).is_some() {
-                return Err(RouteError::DuplicateParam(name));
+            match slot.replace(v.into_owned()) {
+                Some(_) => Err(RouteError::DuplicateParam(name)),
+                None => Ok(()),
+            }
+        };
+        if raw_query.contains(['%', '+']) {
+            for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
+                take(&k, v)?;
+            }
+        } else {
+            // WeCom's queries have nothing to decode: split as form decoding would, uncopied.
+            for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                take(k, Cow::Borrowed(v))?;
             }
         }
         let sig = sig.ok_or(RouteError::MissingParam("msg_signature"))?;
@@ -678,5 +693,33 @@ mod tests {
             SignedQuery::parse(&format!("msg_signature={sig}&nonce=n")),
             Err(RouteError::MissingParam("timestamp"))
         );
+    }
+
+    /// A query with nothing to decode skips form decoding; it must read exactly as form
+    /// decoding reads it. Appending an ignored `%41` forces the decoding path.
+    #[test]
+    fn undecoded_queries_read_as_form_decoding_reads_them() {
+        let sig = "0123456789abcdef0123456789abcdef01234567";
+        let base = format!("msg_signature={sig}&timestamp=17&nonce=n");
+        for query in [
+            base.clone(),
+            format!("&&{base}&&"),
+            format!("{base}&echostr=abc="),
+            format!("{base}&echostr=a=b=c&flag&=v&x="),
+            format!("{base}&nonce=m"),
+            format!("{base}&echostr="),
+            format!("{base}&msg_signature"),
+            String::from("timestamp=1&nonce=n"),
+            format!("msg_signature={sig}=&timestamp=1&nonce=n"),
+            format!("msg_signature={sig}&timestamp=1&nonce=n=n"),
+            String::new(),
+        ] {
+            let decoded = format!("{query}&zz=%41");
+            assert_eq!(
+                SignedQuery::parse(&query),
+                SignedQuery::parse(&decoded),
+                "{query}"
+            );
+        }
     }
 }

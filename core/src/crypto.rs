@@ -205,13 +205,34 @@ pub fn verify_signature(
     }
 }
 
-/// A decrypted payload before the receive id is checked.
+/// A decrypted payload before the receive id is checked: the one buffer the ciphertext was
+/// decoded and decrypted into, read in place (no copy of the message or the receive id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
+    /// The decrypted content: 16 random bytes, the message's length, the message, the
+    /// receive id (the padding is cut off).
+    buf: Vec<u8>,
+    /// Where the message ends and the receive id starts.
+    msg_end: usize,
+}
+
+impl Opened {
     /// The message: XML for callbacks, the echo string for URL verification.
-    pub msg: Vec<u8>,
+    pub fn msg(&self) -> &[u8] {
+        &self.buf[HEADER_LEN..self.msg_end]
+    }
+
     /// The receive id appended by WeCom: the CorpID for self-built apps.
-    pub receive_id: Vec<u8>,
+    pub fn receive_id(&self) -> &[u8] {
+        &self.buf[self.msg_end..]
+    }
+
+    /// The message, reusing the buffer.
+    pub fn into_msg(mut self) -> Vec<u8> {
+        self.buf.truncate(self.msg_end);
+        self.buf.drain(..HEADER_LEN);
+        self.buf
+    }
 }
 
 /// Decrypts base64 ciphertext without checking any signature. Callers must verify the signature
@@ -221,19 +242,17 @@ pub fn open(key: &EncodingAesKey, encrypted_b64: &str) -> Result<Opened, CryptoE
         .decode(encrypted_b64.trim())
         .map_err(|_| CryptoError::DecodeBase64)?;
     let content_len = decrypt_unpad(key, &mut buf)?;
-    let content = &buf[..content_len];
-    if content.len() < HEADER_LEN {
+    if content_len < HEADER_LEN {
         return Err(CryptoError::IllegalBuffer);
     }
-    let msg_len = u32::from_be_bytes([content[16], content[17], content[18], content[19]]) as usize;
-    let rest = &content[HEADER_LEN..];
-    if msg_len > rest.len() {
+    let msg_len = u32::from_be_bytes([buf[16], buf[17], buf[18], buf[19]]) as usize;
+    if msg_len > content_len - HEADER_LEN {
         return Err(CryptoError::IllegalBuffer);
     }
-    let (msg, receive_id) = rest.split_at(msg_len);
+    buf.truncate(content_len);
     Ok(Opened {
-        msg: msg.to_vec(),
-        receive_id: receive_id.to_vec(),
+        buf,
+        msg_end: HEADER_LEN + msg_len,
     })
 }
 
@@ -378,10 +397,10 @@ impl MsgCrypt {
     /// Decrypts a signature-checked payload and checks its receive id.
     pub fn open_verified(&self, encrypted: &str) -> Result<Vec<u8>, CryptoError> {
         let opened = open(&self.key, encrypted)?;
-        if opened.receive_id != self.receive_id.as_bytes() {
+        if opened.receive_id() != self.receive_id.as_bytes() {
             return Err(CryptoError::ValidateCorpId);
         }
-        Ok(opened.msg)
+        Ok(opened.into_msg())
     }
 
     /// Answers URL verification: returns the plaintext echo string to send back as-is.
@@ -705,8 +724,8 @@ mod props {
             let raw_len = STANDARD.decode(&sealed).unwrap().len();
             prop_assert_eq!(raw_len % PAD_BLOCK, 0);
             let opened = open(&key, &sealed).unwrap();
-            prop_assert_eq!(opened.msg, msg);
-            prop_assert_eq!(opened.receive_id, receive_id.into_bytes());
+            prop_assert_eq!(opened.msg(), &msg[..]);
+            prop_assert_eq!(opened.receive_id(), receive_id.as_bytes());
         }
 
         #[test]

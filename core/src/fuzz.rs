@@ -75,8 +75,8 @@ pub fn decrypt(data: &[u8]) {
     let _ = crypt.decrypt(&sig, "1", "n", &text);
     let sealed = seal(&key, data, CORP.as_bytes(), &[7; 16]).expect("sealing never fails");
     let opened = open(&key, &sealed).expect("what was sealed opens");
-    assert_eq!(opened.msg, data);
-    assert_eq!(opened.receive_id, CORP.as_bytes());
+    assert_eq!(opened.msg(), data);
+    assert_eq!(opened.receive_id(), CORP.as_bytes());
 }
 
 /// The settings from the environment (`KEY=value` lines): never a panic, and no secret value

@@ -13,9 +13,10 @@
 
 use alloc::format;
 use alloc::string::String;
+use core::fmt::Write as _;
 
 use crate::apps::ConfigError;
-use crate::xml::{Message, MessageBody};
+use crate::xml::Message;
 
 /// The replay settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,16 +110,22 @@ impl ReplayConfig {
 /// The dedup key of a decrypted message, scoped by corp and agent. Case is kept for MsgId but
 /// folded for user ids, since WeCom's user ids are case-insensitive.
 pub fn dedup_key(msg: &Message) -> String {
-    let corp = &msg.to_user_name;
     let agent = msg.agent_id.as_deref().unwrap_or("-");
-    match (&msg.msg_id, &msg.body) {
-        (Some(id), _) => format!("{corp}:{agent}:m:{id}"),
-        (None, MessageBody::Event(_)) | (None, _) => format!(
-            "{corp}:{agent}:e:{}:{}",
-            msg.from_user_name.to_lowercase(),
-            msg.create_time
-        ),
+    let mut key = String::with_capacity(msg.to_user_name.len() + agent.len() + 48);
+    for part in [msg.to_user_name.as_str(), ":", agent] {
+        key.push_str(part);
     }
+    match &msg.msg_id {
+        Some(id) => {
+            key.push_str(":m:");
+            key.push_str(id);
+        }
+        None => {
+            let user = msg.from_user_name.to_lowercase();
+            let _ = write!(key, ":e:{user}:{}", msg.create_time);
+        }
+    }
+    key
 }
 
 #[cfg(test)]
@@ -126,7 +133,7 @@ mod tests {
     use super::*;
     #[allow(unused_imports)]
     use crate::testing::*;
-    use crate::xml::{parse_message, Event};
+    use crate::xml::{parse_message, Event, MessageBody};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::fmt::Write as _;
 
-use quick_xml::events::{BytesStart, Event as XmlEvent};
+use quick_xml::events::Event as XmlEvent;
 use quick_xml::Reader;
 use serde::{Deserialize, Serialize};
 
@@ -145,29 +145,27 @@ fn malformed(e: impl fmt::Display) -> XmlError {
     XmlError::Malformed(e.to_string())
 }
 
-/// An element's name, borrowed from `input` when the reader's event points into it (it always
-/// does for a slice reader; quick-xml's `BytesStart` has no owned-or-borrowed accessor, so the
-/// slice is found by its address and checked byte for byte).
-fn element_name<'a>(input: &'a [u8], start: &BytesStart<'_>) -> Result<Cow<'a, str>, XmlError> {
-    let name = start.name();
-    let name = name.as_ref();
-    let offset = (name.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
-    match input.get(offset..offset.saturating_add(name.len())) {
-        Some(within) if within == name && within.as_ptr() == name.as_ptr() => {
-            core::str::from_utf8(within)
-                .map(Cow::Borrowed)
-                .map_err(malformed)
-        }
-        _ => core::str::from_utf8(name)
-            .map(|n| Cow::Owned(n.to_owned()))
+/// `piece` as the part of `input` it is, found by its address: the events of a slice reader
+/// point into its input, so nothing is checked or copied twice. A piece from elsewhere is
+/// checked and copied.
+fn within<'a>(input: &'a str, piece: &[u8]) -> Result<Cow<'a, str>, XmlError> {
+    let offset = (piece.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
+    let found = offset
+        .checked_add(piece.len())
+        .and_then(|end| input.get(offset..end))
+        .filter(|s| s.as_ptr() == piece.as_ptr());
+    match found {
+        Some(s) => Ok(Cow::Borrowed(s)),
+        None => core::str::from_utf8(piece)
+            .map(|s| Cow::Owned(s.to_owned()))
             .map_err(malformed),
     }
 }
 
-/// Parses `input` into the tree under its root element, which must be `<xml>`. Only what is
-/// kept (names, text, CDATA) is checked to be UTF-8, once.
-fn parse_tree(input: &[u8]) -> Result<Node<'_>, XmlError> {
-    let mut reader = Reader::from_reader(input);
+/// Parses `input` into the tree under its root element, which must be `<xml>`. Names, text
+/// and CDATA are borrowed from it; only text with entities is copied.
+fn parse_tree(input: &str) -> Result<Node<'_>, XmlError> {
+    let mut reader = Reader::from_str(input);
     let mut stack: Vec<Node<'_>> = Vec::with_capacity(4);
     let mut elements = 0usize;
     loop {
@@ -183,10 +181,10 @@ fn parse_tree(input: &[u8]) -> Result<Node<'_>, XmlError> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(XmlError::TooDeep);
                 }
-                stack.push(Node::named(element_name(input, &start)?));
+                stack.push(Node::named(within(input, start.name().as_ref())?));
             }
             XmlEvent::Empty(start) => {
-                let node = Node::named(element_name(input, &start)?);
+                let node = Node::named(within(input, start.name().as_ref())?);
                 match stack.last_mut() {
                     Some(parent) => parent.adopt(node),
                     None => return finish_root(node),
@@ -201,7 +199,7 @@ fn parse_tree(input: &[u8]) -> Result<Node<'_>, XmlError> {
             }
             XmlEvent::Text(text) => {
                 if let Some(node) = stack.last_mut() {
-                    node.push_text(text.unescape().map_err(malformed)?);
+                    node.push_text(unescaped(within(input, &text)?)?);
                 } else if !text.iter().all(u8::is_ascii_whitespace) {
                     return Err(malformed("text outside the root element"));
                 }
@@ -210,12 +208,25 @@ fn parse_tree(input: &[u8]) -> Result<Node<'_>, XmlError> {
                 let node = stack
                     .last_mut()
                     .ok_or_else(|| malformed("cdata outside the root element"))?;
-                node.push_text(data.decode().map_err(malformed)?);
+                node.push_text(within(input, &data)?);
             }
             XmlEvent::DocType(_) => return Err(XmlError::Doctype),
             XmlEvent::Decl(_) | XmlEvent::PI(_) | XmlEvent::Comment(_) => {}
             XmlEvent::Eof => return Err(malformed("unexpected end of input")),
         }
+    }
+}
+
+/// Text with the predefined entities and character references decoded (borrowed when it has
+/// none).
+fn unescaped(text: Cow<'_, str>) -> Result<Cow<'_, str>, XmlError> {
+    match text {
+        Cow::Borrowed(s) => quick_xml::escape::unescape(s).map_err(malformed),
+        Cow::Owned(s) => Ok(Cow::Owned(
+            quick_xml::escape::unescape(&s)
+                .map_err(malformed)?
+                .into_owned(),
+        )),
     }
 }
 
@@ -267,18 +278,17 @@ pub struct Envelope {
     pub agent_id: Option<String>,
 }
 
-/// Parses the POST body of a callback.
-pub fn parse_envelope(body: &str) -> Result<Envelope, XmlError> {
-    parse_envelope_bytes(body.as_bytes())
+/// Parses the POST body of a callback as it arrived: a body that is not UTF-8 is refused
+/// before any XML is read.
+pub fn parse_envelope_bytes(body: &[u8]) -> Result<Envelope, XmlError> {
+    let body =
+        core::str::from_utf8(body).map_err(|_| XmlError::Malformed("body is not utf-8".into()))?;
+    parse_envelope(body)
 }
 
-/// Parses the POST body of a callback as it arrived: only the parts kept are checked to be
-/// UTF-8; a body that fails to parse and is not UTF-8 is reported as such.
-pub fn parse_envelope_bytes(body: &[u8]) -> Result<Envelope, XmlError> {
-    let root = parse_tree(body).map_err(|e| match core::str::from_utf8(body) {
-        Ok(_) => e,
-        Err(_) => XmlError::Malformed("body is not utf-8".into()),
-    })?;
+/// Parses the POST body of a callback.
+pub fn parse_envelope(body: &str) -> Result<Envelope, XmlError> {
+    let root = parse_tree(body)?;
     let encrypt = root
         .text_of("Encrypt")
         .ok_or(XmlError::MissingField("Encrypt"))?;
@@ -494,13 +504,27 @@ impl Event {
     }
 }
 
+/// `s` in ASCII lower case when it fits `buf` (every `MsgType` does), else `""`, which
+/// matches no known name.
+fn ascii_lower<'b>(s: &str, buf: &'b mut [u8; 8]) -> &'b str {
+    match buf.get_mut(..s.len()) {
+        Some(out) => {
+            out.copy_from_slice(s.as_bytes());
+            out.make_ascii_lowercase();
+            core::str::from_utf8(out).unwrap_or_default()
+        }
+        None => "",
+    }
+}
+
 /// Parses a decrypted callback XML.
 pub fn parse_message(xml: &str) -> Result<Message, XmlError> {
-    let root = parse_tree(xml.as_bytes())?;
+    let root = parse_tree(xml)?;
     let msg_type = root
         .text_of("MsgType")
         .ok_or(XmlError::MissingField("MsgType"))?;
-    let body = match msg_type.to_ascii_lowercase().as_str() {
+    let mut lower = [0u8; 8];
+    let body = match ascii_lower(msg_type, &mut lower) {
         "text" => MessageBody::Text {
             content: root.req("Content")?,
         },
@@ -960,7 +984,7 @@ mod tests {
     #[test]
     fn replies_round_trip_through_the_parser() {
         let plain = text_reply_xml("Alice", "ww1", 5, "x]]>y");
-        let root = parse_tree(plain.as_bytes()).unwrap();
+        let root = parse_tree(&plain).unwrap();
         assert_eq!(root.opt("Content").as_deref(), Some("x]]>y"));
         let sealed = Sealed {
             encrypt: "E".into(),

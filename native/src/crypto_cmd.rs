@@ -210,7 +210,7 @@ pub fn run(cmd: &CryptoCommand, now_unix: u64) -> Result<String, String> {
                     e,
                 )
             })?;
-            let got = String::from_utf8_lossy(&opened.receive_id).into_owned();
+            let got = String::from_utf8_lossy(opened.receive_id()).into_owned();
             match receive_id {
                 Some(want) if *want != got => {
                     return Err(crypto_error(
@@ -220,7 +220,7 @@ pub fn run(cmd: &CryptoCommand, now_unix: u64) -> Result<String, String> {
                 }
                 _ => out.push(format!("receive_id: {got}")),
             }
-            out.push(String::from_utf8_lossy(&opened.msg).into_owned());
+            out.push(String::from_utf8_lossy(opened.msg()).into_owned());
             Ok(out.join("\n"))
         }
         CryptoCommand::VerifyUrl {
