@@ -585,15 +585,117 @@ mod memory {
         }
     }
 
-    /// Conversations in process memory.
-    #[derive(Debug, Default)]
+    /// Conversations in process memory, within a budget of bytes: when they outgrow it, the
+    /// least recently active are forgotten first, down to three quarters of it (so a sweep,
+    /// which sorts, happens at most once per quarter-budget of new text).
+    #[derive(Debug)]
     pub struct MemoryConversations {
-        turns: Mutex<HashMap<String, Vec<Turn>>>,
+        state: Mutex<HeldConversations>,
+        budget: usize,
+    }
+
+    #[derive(Debug, Default)]
+    struct HeldConversations {
+        by_user: HashMap<String, Held>,
+        bytes: usize,
+        tick: u64,
+    }
+
+    #[derive(Debug)]
+    struct Held {
+        turns: Vec<Turn>,
+        used: u64,
+    }
+
+    /// What one held conversation costs beyond its text: its key, its map entry and one turn
+    /// record per turn, roughly as the allocator sees them.
+    fn held_bytes(user: &str, turns: &[Turn]) -> usize {
+        const ENTRY: usize = 96;
+        const TURN: usize = 48;
+        ENTRY + user.len() + turns.iter().map(|t| TURN + t.text.len()).sum::<usize>()
+    }
+
+    impl MemoryConversations {
+        /// The default budget: 8 MiB, a few thousand conversations of a few turns.
+        pub const DEFAULT_BUDGET: usize = 8 << 20;
+
+        /// Conversations within `budget` bytes.
+        pub fn with_budget(budget: usize) -> Self {
+            Self {
+                state: Mutex::default(),
+                budget,
+            }
+        }
+
+        /// Bytes held, as the budget counts them.
+        pub fn bytes(&self) -> usize {
+            lock(&self.state).bytes
+        }
+
+        /// Conversations held.
+        pub fn len(&self) -> usize {
+            lock(&self.state).by_user.len()
+        }
+
+        /// Whether none is held.
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+    }
+
+    impl Default for MemoryConversations {
+        fn default() -> Self {
+            Self::with_budget(Self::DEFAULT_BUDGET)
+        }
+    }
+
+    impl HeldConversations {
+        fn forget(&mut self, user: &str) {
+            if let Some(held) = self.by_user.remove(user) {
+                self.bytes -= held_bytes(user, &held.turns);
+            }
+        }
+
+        /// Forgets the least recently active conversations until three quarters of
+        /// `budget` are left.
+        fn fit(&mut self, budget: usize) {
+            if self.bytes <= budget {
+                return;
+            }
+            let mut by_age: Vec<(u64, &str)> = self
+                .by_user
+                .iter()
+                .map(|(user, held)| (held.used, user.as_str()))
+                .collect();
+            by_age.sort_unstable();
+            let target = budget - budget / 4;
+            let mut bytes = self.bytes;
+            let mut gone = Vec::new();
+            for (_, user) in by_age {
+                if bytes <= target {
+                    break;
+                }
+                bytes -= held_bytes(user, &self.by_user[user].turns);
+                gone.push(String::from(user));
+            }
+            for user in gone {
+                self.forget(&user);
+            }
+        }
     }
 
     impl ConversationStore for MemoryConversations {
         async fn load(&self, user: &str) -> Result<Vec<Turn>, StoreError> {
-            Ok(lock(&self.turns).get(user).cloned().unwrap_or_default())
+            let mut state = lock(&self.state);
+            state.tick += 1;
+            let tick = state.tick;
+            Ok(match state.by_user.get_mut(user) {
+                Some(held) => {
+                    held.used = tick;
+                    held.turns.clone()
+                }
+                None => Vec::new(),
+            })
         }
         async fn append(
             &self,
@@ -601,14 +703,31 @@ mod memory {
             turns: Vec<Turn>,
             limits: HistoryLimits,
         ) -> Result<(), StoreError> {
-            let mut all = lock(&self.turns);
-            let history = all.entry(user.into()).or_default();
+            let mut state = lock(&self.state);
+            state.tick += 1;
+            let used = state.tick;
+            let mut history = match state.by_user.remove(user) {
+                Some(held) => {
+                    state.bytes -= held_bytes(user, &held.turns);
+                    held.turns
+                }
+                None => Vec::new(),
+            };
             history.extend(turns);
-            trim_history(history, limits);
+            trim_history(&mut history, limits);
+            state.bytes += held_bytes(user, &history);
+            state.by_user.insert(
+                user.into(),
+                Held {
+                    turns: history,
+                    used,
+                },
+            );
+            state.fit(self.budget);
             Ok(())
         }
         async fn clear(&self, user: &str) -> Result<(), StoreError> {
-            lock(&self.turns).remove(user);
+            lock(&self.state).forget(user);
             Ok(())
         }
     }
@@ -699,6 +818,37 @@ mod tests {
         #[cfg(target_arch = "wasm32")]
         use wasm_bindgen_test::wasm_bindgen_test as test;
         crate::conversation_store_contract_tests!(MemoryConversations::default(), block_on);
+
+        /// Many members' conversations stay within the budget; the least recently active are
+        /// forgotten first, and reading a conversation counts as activity.
+        #[test]
+        fn stay_within_their_budget_forgetting_the_least_recently_active() {
+            let store = MemoryConversations::with_budget(64 * 1024);
+            let limits = HistoryLimits::default();
+            let said = |text: &str| {
+                alloc::vec![Turn {
+                    role: crate::memory::Role::User,
+                    text: text.into(),
+                }]
+            };
+            block_on(store.append("first", said("remember me"), limits)).unwrap();
+            for i in 0..2_000 {
+                let user = alloc::format!("member{i}");
+                block_on(store.append(&user, said(&"x".repeat(100)), limits)).unwrap();
+                assert!(store.bytes() <= 64 * 1024, "{} bytes held", store.bytes());
+                // "first" keeps talking; it is never the least recently active.
+                if i % 50 == 0 {
+                    assert_eq!(block_on(store.load("first")).unwrap().len(), 1, "{i}");
+                }
+            }
+            assert!(store.len() > 100, "{} held", store.len());
+            assert!(block_on(store.load("member0")).unwrap().is_empty());
+            assert_eq!(block_on(store.load("member1999")).unwrap().len(), 1);
+            block_on(store.clear("first")).unwrap();
+            let without = store.bytes();
+            assert!(block_on(store.load("first")).unwrap().is_empty());
+            assert_eq!(without, store.bytes());
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct RuntimeConfig {
     pub redis_url: Option<String>,
     /// How soon another replica takes over a dead one's jobs.
     pub redis_lease_secs: u64,
+    /// MiB of conversation memory kept in RAM when there is no durable store: beyond it the
+    /// least recently active members' conversations are forgotten first.
+    pub memory_history_mb: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +51,7 @@ impl Default for RuntimeConfig {
             state_dir: None,
             redis_url: None,
             redis_lease_secs: 30,
+            memory_history_mb: 8,
         }
     }
 }
@@ -245,6 +249,11 @@ pub fn load(
             "relay.concurrency",
             &mut runtime.concurrency,
         ),
+        (
+            "WECOM_RELAY_MEMORY_HISTORY_MB",
+            "relay.memory_history_mb",
+            &mut runtime.memory_history_mb,
+        ),
     ] {
         if let Some(value) = env(var).filter(|v| !v.trim().is_empty()) {
             *slot = value.trim().parse().map_err(|_| {
@@ -346,7 +355,11 @@ agent:
         std::fs::write(&path, "agent:\n  kind: gpt9\n").unwrap();
         assert_eq!(load(Some(&path), &no_env).unwrap_err().key, "agent.kind");
 
-        std::fs::write(&path, "relay:\n  max_queued_jobs: 50\n").unwrap();
+        std::fs::write(
+            &path,
+            "relay:\n  max_queued_jobs: 50\n  memory_history_mb: 2\n",
+        )
+        .unwrap();
         let env = |k: &str| match k {
             "WECOM_CALLBACK_CORP_ID" => Some("ww1".to_string()),
             "WECOM_CALLBACK_CORP_SECRET" => Some("s".to_string()),
@@ -358,8 +371,20 @@ agent:
         };
         let cfg = load(Some(&path), &env).unwrap();
         assert_eq!(
-            (cfg.runtime.max_queued_jobs, cfg.runtime.max_queued_per_user),
-            (50, 7)
+            (
+                cfg.runtime.max_queued_jobs,
+                cfg.runtime.max_queued_per_user,
+                cfg.runtime.memory_history_mb
+            ),
+            (50, 7, 2)
+        );
+        let more = |k: &str| match k {
+            "WECOM_RELAY_MEMORY_HISTORY_MB" => Some("64".to_string()),
+            _ => env(k),
+        };
+        assert_eq!(
+            load(Some(&path), &more).unwrap().runtime.memory_history_mb,
+            64
         );
         for (var, value, key) in [
             ("WECOM_RELAY_MAX_QUEUED_JOBS", "0", "relay.max_queued_jobs"),
@@ -369,6 +394,11 @@ agent:
                 "relay.max_queued_per_user",
             ),
             ("WECOM_RELAY_CONCURRENCY", "-1", "relay.concurrency"),
+            (
+                "WECOM_RELAY_MEMORY_HISTORY_MB",
+                "0",
+                "relay.memory_history_mb",
+            ),
         ] {
             let bad = |k: &str| {
                 if k == var {

@@ -326,7 +326,9 @@ impl NativePlatform {
             Backing::Memory => (
                 Left(MemoryTokenCache::default()),
                 Left(MemoryDedup::default()),
-                Left(MemoryConversations::default()),
+                Left(MemoryConversations::with_budget(
+                    runtime.memory_history_mb.saturating_mul(1 << 20),
+                )),
                 Left(MemorySendBudget::default()),
                 Left(MemoryStreams::default()),
             ),
