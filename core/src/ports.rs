@@ -359,6 +359,11 @@ pub trait Platform: Send + Sync {
     fn observe(&self, event: &Event<'_>) {
         let _ = event;
     }
+    /// Counts the event without writing its line (a warning past the relay's per-second
+    /// budget, [`crate::relay::REQUEST_WARNINGS_PER_SEC`]). The default drops it.
+    fn count(&self, event: &Event<'_>) {
+        let _ = event;
+    }
     /// The metrics exposition served at `GET /metrics`, if this twin keeps metrics.
     fn metrics(&self) -> Option<String> {
         None

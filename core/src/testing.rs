@@ -377,6 +377,7 @@ pub struct TestPlatform {
     /// Whether `/metrics` has something to serve.
     pub metrics: Option<String>,
     events: Mutex<Vec<(Level, String)>>,
+    counted: AtomicU64,
 }
 
 impl TestPlatform {
@@ -396,7 +397,13 @@ impl TestPlatform {
             streams: MemoryStreams::default(),
             metrics: None,
             events: Mutex::new(Vec::new()),
+            counted: AtomicU64::new(0),
         }
+    }
+
+    /// How many events were counted without a line ([`Platform::count`]).
+    pub fn counted(&self) -> u64 {
+        self.counted.load(Ordering::Relaxed)
     }
 
     /// The lines observed so far, with their levels.
@@ -469,6 +476,9 @@ impl Platform for TestPlatform {
             .lock()
             .unwrap()
             .push((event.level(), event.to_string()));
+    }
+    fn count(&self, _event: &Event<'_>) {
+        self.counted.fetch_add(1, Ordering::Relaxed);
     }
     fn metrics(&self) -> Option<String> {
         self.metrics.clone()

@@ -203,7 +203,8 @@ impl Metrics {
             | Event::SendPaced { .. }
             | Event::SendRefused { .. }
             | Event::Unrouted { .. }
-            | Event::Misconfigured(_) => {}
+            | Event::Misconfigured(_)
+            | Event::HeldBack { .. } => {}
         }
     }
 

@@ -433,6 +433,9 @@ impl Platform for NativePlatform {
         }
         self.metrics.record(event);
     }
+    fn count(&self, event: &Event<'_>) {
+        self.metrics.record(event);
+    }
     fn metrics(&self) -> Option<String> {
         Some(self.metrics.render())
     }

@@ -216,11 +216,11 @@ impl<P: Platform> Relay<P> {
             });
         match verified {
             Ok((bot, echo)) => {
-                self.platform.observe(&Event::Verified { app: bot });
+                self.observe_request(&Event::Verified { app: bot });
                 Answer::text(200, echo)
             }
             Err(rejection) => {
-                self.platform.observe(&Event::VerifyRefused(&rejection));
+                self.observe_request(&Event::VerifyRefused(&rejection));
                 Answer::text(rejection.status(), "")
             }
         }
@@ -232,7 +232,7 @@ impl<P: Platform> Relay<P> {
             Ok((bot, q, callback)) => self.bot_decide(bot, callback, &q.nonce).await,
             Err(rejection) => (BotOutcome::Rejected(rejection), None),
         };
-        self.platform.observe(&Event::Bot(&outcome));
+        self.observe_request(&Event::Bot(&outcome));
         match reply {
             Some(body) if outcome.status() == 200 => Answer::json(200, body),
             _ => Answer::text(outcome.status(), ""),

@@ -11,6 +11,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 
 use crate::agent::ConfiguredAgent;
@@ -76,6 +77,50 @@ impl<P: Platform> HttpClient for ObservedHttp<'_, P> {
         more: &mut (dyn FnMut(&[u8]) -> bool + Send),
     ) -> Result<HttpResponse, TransportError> {
         self.0.api_http().send_capped(req, more).await
+    }
+}
+
+/// Warning lines that requests may cause in one second. Past it, each is counted (the
+/// platform's metrics) but not written, and the next second's first request writes how many
+/// were held back: a flood of refused or unqueued callbacks, hostile or not, costs a counter
+/// each instead of a write each.
+pub const REQUEST_WARNINGS_PER_SEC: u32 = 100;
+
+/// The budget of [`REQUEST_WARNINGS_PER_SEC`], shared by every request a relay answers.
+#[derive(Debug, Default)]
+struct WarningGate {
+    /// The unix second the count is for.
+    second: AtomicU64,
+    /// Warnings written in it.
+    written: AtomicU32,
+    /// Warnings held back since the last report.
+    held: AtomicU64,
+}
+
+impl WarningGate {
+    /// Starts the count over when `now` is a new second; returns how many warnings were
+    /// held back before it, if any (once).
+    fn roll(&self, now: u64) -> Option<u64> {
+        let second = self.second.load(Ordering::Relaxed);
+        if second == now
+            || self
+                .second
+                .compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        self.written.store(0, Ordering::Relaxed);
+        Some(self.held.swap(0, Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
+    /// Whether one more warning may be written this second (else it is counted as held).
+    fn admit(&self) -> bool {
+        let admitted = self.written.fetch_add(1, Ordering::Relaxed) < REQUEST_WARNINGS_PER_SEC;
+        if !admitted {
+            self.held.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
     }
 }
 
@@ -192,6 +237,12 @@ pub enum Event<'a> {
     },
     /// The settings are unusable; every route but `/health` answers 500.
     Misconfigured(&'a str),
+    /// Warnings caused by requests were past [`REQUEST_WARNINGS_PER_SEC`] in an earlier
+    /// second; this many were counted but not written.
+    HeldBack {
+        /// Warnings not written.
+        lines: u64,
+    },
 }
 
 impl Level {
@@ -226,7 +277,8 @@ impl Event<'_> {
             | Self::Retrying { .. }
             | Self::SendRefused { .. }
             | Self::SendPaced { .. }
-            | Self::AttachmentFailed { .. } => Level::Warn,
+            | Self::AttachmentFailed { .. }
+            | Self::HeldBack { .. } => Level::Warn,
             Self::Job(r) if r.is_success() => Level::Info,
             Self::Job(_) | Self::SendFailed { .. } | Self::Misconfigured(_) => Level::Error,
             Self::TokenFetched { .. } | Self::AgentAnswered { .. } => Level::Debug,
@@ -283,6 +335,11 @@ impl fmt::Display for Event<'_> {
                 status,
             } => write!(f, "{method} {path:?} answered {status}: no such route"),
             Self::Misconfigured(e) => write!(f, "configuration error: {e}"),
+            Self::HeldBack { lines } => write!(
+                f,
+                "{lines} more warnings about requests were not written \
+                 (at most {REQUEST_WARNINGS_PER_SEC} a second; /metrics counts every one)"
+            ),
         }
     }
 }
@@ -292,6 +349,7 @@ pub struct Relay<P> {
     settings: Settings,
     agent: AgentSettings,
     platform: P,
+    warnings: WarningGate,
 }
 
 impl<P: Platform> Relay<P> {
@@ -302,6 +360,18 @@ impl<P: Platform> Relay<P> {
             settings,
             agent,
             platform,
+            warnings: WarningGate::default(),
+        }
+    }
+
+    /// Observes what a request caused, within [`REQUEST_WARNINGS_PER_SEC`] for warnings and
+    /// errors: past it they are only counted. ([`Relay::handle`] starts each second's count
+    /// and reports what the last ones held back.)
+    pub(crate) fn observe_request(&self, event: &Event<'_>) {
+        if event.level() >= Level::Warn && !self.warnings.admit() {
+            self.platform.count(event);
+        } else {
+            self.platform.observe(event);
         }
     }
 
@@ -323,6 +393,9 @@ impl<P: Platform> Relay<P> {
     /// Answers one HTTP request: URL verification and callbacks on the configured path,
     /// `/health`, `/metrics` and `/api/send`. Accepted callbacks leave a job with the sink.
     pub async fn handle(&self, req: &Incoming<'_>) -> Answer {
+        if let Some(lines) = self.warnings.roll(self.platform.clock().now_unix()) {
+            self.platform.observe(&Event::HeldBack { lines });
+        }
         let method = req.method;
         let answer = if req.path == HEALTH_PATH {
             route(method, HEALTH_METHODS, health)
@@ -354,7 +427,7 @@ impl<P: Platform> Relay<P> {
         };
         if answer.status == 404 || answer.status == 405 {
             let path: String = req.path.chars().take(120).collect();
-            self.platform.observe(&Event::Unrouted {
+            self.observe_request(&Event::Unrouted {
                 method,
                 path: &path,
                 status: answer.status,
@@ -367,11 +440,11 @@ impl<P: Platform> Relay<P> {
         match verify_url(&self.settings, query) {
             Ok((app, echo)) => {
                 let app = self.settings.apps.get(app).map_or("", |a| a.name.as_str());
-                self.platform.observe(&Event::Verified { app });
+                self.observe_request(&Event::Verified { app });
                 Answer::text(200, echo)
             }
             Err(rejection) => {
-                self.platform.observe(&Event::VerifyRefused(&rejection));
+                self.observe_request(&Event::VerifyRefused(&rejection));
                 Answer::text(rejection.status(), "")
             }
         }
@@ -386,7 +459,7 @@ impl<P: Platform> Relay<P> {
             }
             Err(e) => Outcome::Rejected(Rejection::Body(e)),
         };
-        self.platform.observe(&Event::Callback(&outcome));
+        self.observe_request(&Event::Callback(&outcome));
         Answer::text(outcome.status(), outcome.body())
     }
 

@@ -401,6 +401,48 @@ fn routes_statuses_and_literals() {
         .starts_with("application/openmetrics-text"));
 }
 
+/// A flood of refused callbacks writes at most the per-second budget of warnings; the rest
+/// are counted, and the next second's first request says how many were held back.
+#[test]
+fn a_flood_of_refused_callbacks_writes_a_bounded_number_of_lines() {
+    let relay = relay_at(1_000);
+    let post = Incoming {
+        method: "POST",
+        body: Ok(b"<xml>garbage"),
+        ..get("/wecom/callback", "timestamp=1")
+    };
+    let warnings = |r: &Relay<TestPlatform>| {
+        r.platform()
+            .events()
+            .into_iter()
+            .filter(|(level, _)| *level == Level::Warn)
+            .count()
+    };
+    for _ in 0..500 {
+        assert_eq!(block_on(relay.handle(&post)).status, 400);
+    }
+    let limit = REQUEST_WARNINGS_PER_SEC as usize;
+    assert_eq!(warnings(&relay), limit);
+    assert_eq!(relay.platform().counted(), 500 - limit as u64);
+    // Requests that log at info are not held back, and do not report yet.
+    assert_eq!(block_on(relay.handle(&get("/nope", ""))).status, 404);
+    assert_eq!(relay.platform().lines_with("answered 404").len(), 1);
+
+    relay.platform().clock.advance(1);
+    assert_eq!(block_on(relay.handle(&get("/health", ""))).status, 200);
+    let held = relay.platform().lines_with("more warnings about requests");
+    assert_eq!(held.len(), 1);
+    assert!(held[0].starts_with("400 more"), "{}", held[0]);
+    // A new second has its own budget, and nothing is reported twice.
+    for _ in 0..5 {
+        block_on(relay.handle(&post));
+    }
+    relay.platform().clock.advance(1);
+    block_on(relay.handle(&get("/health", "")));
+    assert_eq!(warnings(&relay), limit + 1 + 5);
+    assert_eq!(relay.platform().counted(), 400);
+}
+
 #[test]
 fn the_official_vectors_through_the_front_door() {
     let set = vectors().remove(0);
