@@ -85,6 +85,7 @@ pub mod relay;
 pub mod replay;
 #[cfg(all(feature = "std", any(test, feature = "testing")))]
 pub mod testing;
+mod text;
 pub mod wecom;
 #[cfg(feature = "std")]
 pub mod xml;

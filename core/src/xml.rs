@@ -282,7 +282,7 @@ pub struct Envelope {
 /// before any XML is read.
 pub fn parse_envelope_bytes(body: &[u8]) -> Result<Envelope, XmlError> {
     let body =
-        core::str::from_utf8(body).map_err(|_| XmlError::Malformed("body is not utf-8".into()))?;
+        crate::text::utf8(body).ok_or_else(|| XmlError::Malformed("body is not utf-8".into()))?;
     parse_envelope(body)
 }
 

@@ -124,7 +124,7 @@ fn wechatpy_callbacks_route_across_two_corps_sharing_a_user_id() {
             .route(&q, &parse_envelope(&cb.body).unwrap().encrypt)
             .unwrap();
         assert_eq!(routed.app, i);
-        let msg = parse_message(&routed.plaintext).unwrap();
+        let msg = parse_message(routed.plaintext().unwrap()).unwrap();
         assert_eq!(msg.from_user_name, "zhangsan");
         assert_eq!(
             msg.body,
@@ -137,7 +137,7 @@ fn wechatpy_callbacks_route_across_two_corps_sharing_a_user_id() {
         let q = SignedQuery::parse(&query).unwrap();
         let routed = apps.route(&q, q.echostr.as_deref().unwrap()).unwrap();
         assert_eq!(
-            (routed.app, routed.plaintext.as_str()),
+            (routed.app, routed.plaintext().unwrap()),
             (i, "echo-1288432023552776189")
         );
     }

@@ -122,7 +122,9 @@ pub fn verify_url(settings: &Settings, raw_query: &str) -> Result<(usize, String
         .as_deref()
         .ok_or(Rejection::Query(RouteError::MissingParam("echostr")))?;
     let routed = settings.apps.route(&q, echostr).map_err(route_rejection)?;
-    Ok((routed.app, routed.plaintext))
+    let app = routed.app;
+    let echo = routed.into_plaintext().map_err(route_rejection)?;
+    Ok((app, echo))
 }
 
 /// A verified, decrypted, parsed callback.
@@ -158,7 +160,8 @@ pub fn open_callback(
         .replay
         .check_timestamp(&q.timestamp, now)
         .map_err(Rejection::Stale)?;
-    let message = parse_message(&routed.plaintext).map_err(Rejection::Message)?;
+    let plaintext = routed.plaintext().map_err(route_rejection)?;
+    let message = parse_message(plaintext).map_err(Rejection::Message)?;
     let app = settings
         .apps
         .get(routed.app)
