@@ -10,18 +10,50 @@ use serde::{Deserialize, Serialize};
 use wecom_relay_core::kv::{KeyValue, KvJobStates};
 use wecom_relay_core::ports::{JobSink, SinkError};
 use wecom_relay_core::{AgentSettings, Event, Job, JobState, Relay, Settings, Step};
+use worker::js_sys::JSON;
 use worker::send::{SendFuture, SendWrapper};
-use worker::{Context, Env, MessageBatch, MessageExt, Queue, QueueRetryOptionsBuilder, Result};
+use worker::wasm_bindgen::JsValue;
+use worker::{
+    Context, Env, MessageBatch, MessageExt, Queue, QueueContentType, QueueRetryOptionsBuilder,
+    RawMessageBuilder, Result,
+};
 
 use crate::entry::load_settings;
 use crate::objects::{ObjectKv, USERS_BINDING};
 use crate::ports::{log, Home, WorkerPlatform, WorkersKv};
 use crate::QUEUE_BINDING;
 
-/// The body of a queue message.
+/// The body of a queue message: `{"job": {...}}`, sent with the `json` content type.
+///
+/// Both ways it goes through JSON text and `serde_json`, which the Worker needs anyway,
+/// rather than through `serde_wasm_bindgen`: that would be a second copy of every job type's
+/// deserializer in the wasm (about 100 KB of it). The JS value on the queue is the same as
+/// before, so messages queued by an earlier version are still read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Queued {
     job: Job,
+}
+
+impl Queued {
+    /// The message to send: the JSON text parsed into a JS value.
+    fn to_js(&self) -> std::result::Result<JsValue, String> {
+        let text = serde_json::to_string(self).map_err(|e| e.to_string())?;
+        JSON::parse(&text).map_err(|_| "the job's JSON did not parse".to_owned())
+    }
+
+    /// A delivered message's body, whatever JS value the queue gives back.
+    fn from_js(body: &JsValue) -> std::result::Result<Self, String> {
+        let text = match body.as_string() {
+            Some(text) => text,
+            None => JSON::stringify(body)
+                .ok()
+                .and_then(|t| t.as_string())
+                .ok_or("the message is not JSON")?,
+        };
+        // Not the error's text, which can quote a value of the message.
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{:?} error at column {}", e.classify(), e.column()))
+    }
 }
 
 /// Where jobs go.
@@ -81,10 +113,15 @@ impl JobSink for Sink {
         SendFuture::new(async move {
             match self {
                 Sink::Users(env) => crate::objects::enqueue(env, &job).await.map_err(SinkError),
-                Sink::Queue(queue) => queue
-                    .send(Queued { job })
-                    .await
-                    .map_err(|e| SinkError(format!("queue send failed: {e}"))),
+                Sink::Queue(queue) => {
+                    let body = Queued { job }.to_js().map_err(SinkError)?;
+                    let message = RawMessageBuilder::new(body)
+                        .build_with_content_type(QueueContentType::Json);
+                    queue
+                        .send_raw(message)
+                        .await
+                        .map_err(|e| SinkError(format!("queue send failed: {e}")))
+                }
                 Sink::WaitUntil {
                     ctx,
                     env,
@@ -157,8 +194,17 @@ pub async fn consume(batch: MessageBatch<Queued>, env: Env) -> Result<()> {
         }
     };
     let states = KvJobStates(relay.platform().kv().clone());
-    for message in batch.messages()? {
-        let job = &message.body().job;
+    for message in batch.raw_iter() {
+        let job = match Queued::from_js(&message.body()) {
+            Ok(queued) => queued.job,
+            Err(reason) => {
+                // Not ours to drop: retried, then kept in the dead-letter queue for a look.
+                worker::console_error!("ERROR a queued message is not a job ({reason}); retried");
+                message.retry();
+                continue;
+            }
+        };
+        let job = &job;
         let mut state = states.load(&job.id).await;
         match relay.step_job(job, &mut state).await {
             Step::RetryIn(delay) => {
