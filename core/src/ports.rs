@@ -539,9 +539,27 @@ mod memory {
     }
 
     /// Dedup markers in process memory; expired markers are swept as new ones arrive.
+    ///
+    /// A marker is held as a 128-bit fingerprint of its key (two SipHash digests under keys
+    /// drawn at random for this store), not as the key: 24 bytes a message instead of about a
+    /// hundred, which is most of a flood's dedup memory. Two keys share a fingerprint with a
+    /// chance of about n²/2¹²⁹ for n markers (below 10⁻²⁵ for a million), and nobody outside
+    /// the process knows the hash keys to aim for one.
     #[derive(Debug, Default)]
     pub struct MemoryDedup {
-        markers: Mutex<HashMap<String, u64>>,
+        markers: Mutex<HashMap<u128, u64>>,
+        fingerprint: Fingerprint,
+    }
+
+    /// Two independently keyed hashers.
+    #[derive(Debug, Default)]
+    struct Fingerprint(std::hash::RandomState, std::hash::RandomState);
+
+    impl Fingerprint {
+        fn of(&self, key: &str) -> u128 {
+            use std::hash::BuildHasher;
+            (u128::from(self.0.hash_one(key)) << 64) | u128::from(self.1.hash_one(key))
+        }
     }
 
     impl MemoryDedup {
@@ -558,26 +576,33 @@ mod memory {
 
     impl DedupStore for MemoryDedup {
         async fn claim(&self, key: &str, now: u64, ttl: u64) -> Result<Claim, StoreError> {
+            let id = self.fingerprint.of(key);
             let mut markers = lock(&self.markers);
-            if markers.get(key).is_some_and(|&until| until > now) {
+            if markers.get(&id).is_some_and(|&until| until > now) {
                 return Ok(Claim::Duplicate);
             }
             if worth_sweeping(markers.len()) {
                 markers.retain(|_, until| *until > now);
             }
-            markers.insert(key.into(), now.saturating_add(ttl));
+            markers.insert(id, now.saturating_add(ttl));
             Ok(Claim::Fresh)
         }
         async fn release(&self, key: &str) -> Result<(), StoreError> {
-            lock(&self.markers).remove(key);
+            let id = self.fingerprint.of(key);
+            lock(&self.markers).remove(&id);
             Ok(())
         }
     }
 
     /// Send budgets in process memory; idle windows are swept as new ones arrive.
+    ///
+    /// Members are held by the fingerprint of their key, as in [`MemoryDedup`] (two members
+    /// sharing one would only share a budget); a window that saw one send is still about 200
+    /// bytes, for an hour.
     #[derive(Debug, Default)]
     pub struct MemorySendBudget {
-        windows: Mutex<HashMap<String, crate::pacing::SendWindow>>,
+        windows: Mutex<HashMap<u128, crate::pacing::SendWindow>>,
+        fingerprint: Fingerprint,
     }
 
     impl SendBudget for MemorySendBudget {
@@ -586,7 +611,10 @@ mod memory {
             if windows.len() >= 1024 && windows.len().is_power_of_two() {
                 windows.retain(|_, w| !w.is_idle(now_ms));
             }
-            windows.entry(key.into()).or_default().take(now_ms)
+            windows
+                .entry(self.fingerprint.of(key))
+                .or_default()
+                .take(now_ms)
         }
     }
 
@@ -887,5 +915,33 @@ mod tests {
             }
         });
         assert!(store.len() < 2100, "{} markers kept", store.len());
+    }
+
+    #[test]
+    fn memory_dedup_tells_apart_keys_that_differ_in_one_character() {
+        // Markers are fingerprints of their keys: a weak one would call a new message a retry.
+        let store = MemoryDedup::default();
+        let keys: Vec<String> = (0..50_000u64)
+            .map(|i| alloc::format!("wwcorp:1000002:{}", 7_000_000_000_000_000_000 + i))
+            .collect();
+        block_on(async {
+            for key in &keys {
+                assert_eq!(
+                    store.claim(key, 0, 60).await.unwrap(),
+                    Claim::Fresh,
+                    "{key}"
+                );
+            }
+            for key in &keys {
+                assert_eq!(store.claim(key, 1, 60).await.unwrap(), Claim::Duplicate);
+            }
+            store.release(&keys[7]).await.unwrap();
+            assert_eq!(store.claim(&keys[7], 2, 60).await.unwrap(), Claim::Fresh);
+            assert_eq!(
+                store.claim(&keys[8], 2, 60).await.unwrap(),
+                Claim::Duplicate
+            );
+        });
+        assert_eq!(store.len(), keys.len());
     }
 }
