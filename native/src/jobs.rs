@@ -26,7 +26,8 @@ use crate::NativeRelay;
 /// (the job waits on disk, so memory stays flat however many wait).
 #[derive(Clone)]
 enum Pending {
-    Held(Box<(Job, JobState)>),
+    /// A job not begun: its progress starts empty, so none is held while it waits.
+    Held(Box<Job>),
     Stored(String),
 }
 
@@ -109,7 +110,7 @@ impl JobQueue {
     /// The job and its progress, from memory or from the store.
     fn resolve(&self, pending: Pending) -> Option<(Job, JobState)> {
         match pending {
-            Pending::Held(held) => Some(*held),
+            Pending::Held(job) => Some((*job, JobState::default())),
             Pending::Stored(id) => {
                 let store = self.store.as_ref()?;
                 match store.load_job(&id) {
@@ -228,7 +229,7 @@ impl JobSink for JobQueue {
                     .map_err(|e| SinkError(format!("the durable store refused the job: {e}")))?;
                 Pending::Stored(job.id)
             }
-            None => Pending::Held(Box::new((job, JobState::default()))),
+            None => Pending::Held(Box::new(job)),
         };
         self.enqueue(&mut queues, key, pending);
         Ok(())
