@@ -26,8 +26,10 @@ use crate::NativeRelay;
 /// (the job waits on disk, so memory stays flat however many wait).
 #[derive(Clone)]
 enum Pending {
-    /// A job not begun: its progress starts empty, so none is held while it waits.
-    Held(Box<Job>),
+    /// A job not begun, as its JSON: the form the durable store and Redis keep it in, and
+    /// about half the memory of the `Job` with its strings (a waiting job is only read once,
+    /// when it starts). Its progress starts empty, so none is held while it waits.
+    Held(Box<str>),
     Stored(String),
 }
 
@@ -110,7 +112,14 @@ impl JobQueue {
     /// The job and its progress, from memory or from the store.
     fn resolve(&self, pending: Pending) -> Option<(Job, JobState)> {
         match pending {
-            Pending::Held(job) => Some((*job, JobState::default())),
+            Pending::Held(text) => match serde_json::from_str(&text) {
+                Ok(job) => Some((job, JobState::default())),
+                Err(e) => {
+                    // Not the error's text, which can quote the message.
+                    warn!(error = ?e.classify(), "a held job could not be read");
+                    None
+                }
+            },
             Pending::Stored(id) => {
                 let store = self.store.as_ref()?;
                 match store.load_job(&id) {
@@ -229,7 +238,11 @@ impl JobSink for JobQueue {
                     .map_err(|e| SinkError(format!("the durable store refused the job: {e}")))?;
                 Pending::Stored(job.id)
             }
-            None => Pending::Held(Box::new(job)),
+            None => Pending::Held(
+                serde_json::to_string(&job)
+                    .map_err(|e| SinkError(format!("the job could not be held: {e}")))?
+                    .into_boxed_str(),
+            ),
         };
         self.enqueue(&mut queues, key, pending);
         Ok(())
