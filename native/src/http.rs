@@ -6,9 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, BodyDataStream};
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::body::BodyDataStream;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::StreamExt;
@@ -91,13 +91,11 @@ pub fn app(relay: Arc<NativeRelay>, timeout: Duration) -> Router {
         .with_state(Served { relay, timeout })
 }
 
-async fn handle(
-    State(served): State<Served>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn handle(State(served): State<Served>, request: Request) -> Response {
+    // The request whole, not `Method`, `Uri` and `HeaderMap` extractors: those clone the
+    // parts, and the header map is an allocation per request.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok());
@@ -112,9 +110,9 @@ async fn handle(
         let _ = tokio::time::timeout(served.timeout, drain(announced, &mut chunks)).await;
     }
     let incoming = Incoming {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query().unwrap_or_default(),
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or_default(),
         authorization: headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
