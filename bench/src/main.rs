@@ -233,7 +233,10 @@ fn load_cases(path: &str) -> Vec<Case> {
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(&line.expect("a line")).expect("json");
             let body = v["body"].as_str().unwrap_or_default().to_owned();
-            let encrypt = parse_envelope(&body).expect("a corpus envelope").encrypt;
+            let encrypt = parse_envelope(&body)
+                .expect("a corpus envelope")
+                .encrypt
+                .into_owned();
             let mut parts = [
                 TOKEN.to_owned(),
                 v["timestamp"].as_str().unwrap_or_default().to_owned(),

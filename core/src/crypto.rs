@@ -515,7 +515,10 @@ mod tests {
         for set in vectors() {
             let crypt = MsgCrypt::new(&set.token, &set.encoding_aes_key, &set.corp_id).unwrap();
             let c = &set.callback;
-            let encrypt = crate::xml::parse_envelope(&c.body).unwrap().encrypt;
+            let encrypt = crate::xml::parse_envelope(&c.body)
+                .unwrap()
+                .encrypt
+                .into_owned();
             let plain = crypt
                 .decrypt(&c.msg_signature, &c.timestamp, &c.nonce, &encrypt)
                 .unwrap();
@@ -550,7 +553,7 @@ mod tests {
             let crypt = MsgCrypt::new(&set.token, &set.encoding_aes_key, &set.corp_id).unwrap();
             let c = &set.callback;
             let encrypt = crate::xml::parse_envelope(&c.body).unwrap().encrypt;
-            let mut raw = STANDARD.decode(&encrypt).unwrap();
+            let mut raw = STANDARD.decode(encrypt.as_bytes()).unwrap();
             Aes256CbcDec::new_from_slices(crypt.key().as_bytes(), crypt.key().iv())
                 .unwrap()
                 .decrypt_padded_mut::<NoPadding>(&mut raw)

@@ -267,38 +267,46 @@ fn opt_id_field(root: &Node, name: &'static str) -> Result<Option<String>, XmlEr
     }
 }
 
-/// The outer body WeCom POSTs: `<xml><ToUserName/><Encrypt/><AgentID/></xml>`.
+/// The outer body WeCom POSTs: `<xml><ToUserName/><Encrypt/><AgentID/></xml>`, borrowed from
+/// the body (the ciphertext is most of it, and is only read once, to verify and decrypt it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
+pub struct Envelope<'a> {
     /// The CorpID in clear text (not authenticated: routing trusts only the decrypted one).
-    pub to_user_name: Option<String>,
+    pub to_user_name: Option<Cow<'a, str>>,
     /// Base64 ciphertext.
-    pub encrypt: String,
+    pub encrypt: Cow<'a, str>,
     /// The agent id in clear text, when present (not authenticated either).
-    pub agent_id: Option<String>,
+    pub agent_id: Option<Cow<'a, str>>,
 }
 
 /// Parses the POST body of a callback as it arrived: a body that is not UTF-8 is refused
 /// before any XML is read.
-pub fn parse_envelope_bytes(body: &[u8]) -> Result<Envelope, XmlError> {
+pub fn parse_envelope_bytes(body: &[u8]) -> Result<Envelope<'_>, XmlError> {
     let body =
         crate::text::utf8(body).ok_or_else(|| XmlError::Malformed("body is not utf-8".into()))?;
     parse_envelope(body)
 }
 
 /// Parses the POST body of a callback.
-pub fn parse_envelope(body: &str) -> Result<Envelope, XmlError> {
-    let root = parse_tree(body)?;
-    let encrypt = root
-        .text_of("Encrypt")
-        .ok_or(XmlError::MissingField("Encrypt"))?;
-    if encrypt.trim().is_empty() {
+pub fn parse_envelope(body: &str) -> Result<Envelope<'_>, XmlError> {
+    let mut root = parse_tree(body)?;
+    let mut take = |name: &str| {
+        root.children
+            .iter_mut()
+            .find(|c| c.name == name)
+            .map(|c| core::mem::take(&mut c.text))
+    };
+    let encrypt = match take("Encrypt").ok_or(XmlError::MissingField("Encrypt"))? {
+        Cow::Borrowed(text) => Cow::Borrowed(text.trim()),
+        Cow::Owned(text) => Cow::Owned(text.trim().to_owned()),
+    };
+    if encrypt.is_empty() {
         return Err(XmlError::MissingField("Encrypt"));
     }
     Ok(Envelope {
-        to_user_name: root.opt("ToUserName"),
-        encrypt: encrypt.trim().to_owned(),
-        agent_id: root.opt("AgentID"),
+        to_user_name: take("ToUserName"),
+        encrypt,
+        agent_id: take("AgentID"),
     })
 }
 
@@ -997,7 +1005,8 @@ mod tests {
             env,
             "<xml><Encrypt><![CDATA[E]]></Encrypt><MsgSignature><![CDATA[S]]></MsgSignature><TimeStamp>1</TimeStamp><Nonce><![CDATA[N]]></Nonce></xml>"
         );
-        let env = parse_envelope(&callback_envelope_xml("ww1", "ENC", "7")).unwrap();
+        let xml = callback_envelope_xml("ww1", "ENC", "7");
+        let env = parse_envelope(&xml).unwrap();
         assert_eq!(env.encrypt, "ENC");
         assert_eq!(env.agent_id.as_deref(), Some("7"));
     }

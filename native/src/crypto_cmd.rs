@@ -114,7 +114,7 @@ fn encrypted_in(input: &str) -> Result<String, String> {
     let input = input.trim();
     if input.starts_with('<') {
         return wecom_relay_core::xml::parse_envelope(input)
-            .map(|e| e.encrypt)
+            .map(|e| e.encrypt.into_owned())
             .map_err(|e| format!("not a callback body: {e}"));
     }
     if input.starts_with('{') {
