@@ -195,6 +195,13 @@ def load_run(kind: str, workload: dict, tmp: Path, params: dict, args) -> dict:
     return r
 
 
+def spread(values: list[float], fmt: str) -> str:
+    """` (rounds: low to high)`, the range of a per-round ratio, when there are rounds."""
+    if len(values) < 2:
+        return ""
+    return f" (rounds: {fmt.format(min(values))} to {fmt.format(max(values))})"
+
+
 def median_run(runs: list[dict]) -> dict:
     runs = sorted(runs, key=lambda r: r["rps"])
     return runs[len(runs) // 2]
@@ -219,12 +226,16 @@ def core_section(tmp: Path, params: dict, args, rows: list) -> dict:
             capture_output=True, text=True, check=True).stdout)
         figures["wechatpy"].append(w["wechatpy_ns"])
     core, floor, wechatpy = (statistics.median(figures[k]) for k in ("core", "floor", "wechatpy"))
+    # Each round's ratio is of figures measured moments apart; their spread says how far the
+    # machine's noise moves a ratio within this run.
+    slower = [w / c for w, c in zip(figures["wechatpy"], figures["core"])]
+    above = [c / f for c, f in zip(figures["core"], figures["floor"])]
     rows.append(("Core per callback (1,000 callbacks, 5 to 600 bytes of text, pictures, voice, events)", "", "", ""))
     rows.append(("  wecom-relay core: verify, decrypt, route, parse", f"{core / 1000:.2f} µs", "1.0", ""))
     rows.append(("  wechatpy: decrypt_message + parse_message", f"{wechatpy / 1000:.1f} µs",
-                 f"{wechatpy / core:.1f}× slower", "target 25×"))
+                 f"{wechatpy / core:.1f}× slower{spread(slower, '{:.1f}×')}", "target 25×"))
     rows.append(("  floor: one SHA1 + one AES-256-CBC decryption", f"{floor / 1000:.2f} µs",
-                 f"core is {core / floor:.1f}× the floor", "target ≤ 2×"))
+                 f"core is {core / floor:.1f}× the floor{spread(above, '{:.1f}×')}", "target ≤ 2×"))
     return {"core_ns": core, "floor_ns": floor, "wechatpy_ns": wechatpy, "corpus": corpus}
 
 
@@ -264,7 +275,8 @@ def load_section(tmp: Path, params: dict, args, rows: list) -> None:
                 detail += f", {r['wrapped']:,} past the corpus (duplicates)"
             ratio = ""
             if kind == "relay" and ceiling:
-                ratio = f"{r['rps'] / ceiling:.0%} of nginx"
+                shares = [a["rps"] / b["rps"] for a, b in zip(runs["relay"], runs["nginx"])]
+                ratio = f"{r['rps'] / ceiling:.0%} of nginx{spread(shares, '{:.0%}')}"
             if kind == "relay" and "hermes" in best:
                 ratio += f", {r['rps'] / best['hermes']['rps']:.1f}× Hermes"
             rows.append((f"  {label}", detail, ratio, ""))
