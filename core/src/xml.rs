@@ -83,7 +83,7 @@ impl std::error::Error for XmlError {}
 /// One element: its text (CDATA and text joined) and its children, borrowed from the input
 /// where it can be (a field of one CDATA section or of plain text without entities costs no
 /// allocation).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 struct Node<'a> {
     name: Cow<'a, str>,
     text: Cow<'a, str>,
@@ -164,7 +164,101 @@ fn within<'a>(input: &'a str, piece: &[u8]) -> Result<Cow<'a, str>, XmlError> {
 
 /// Parses `input` into the tree under its root element, which must be `<xml>`. Names, text
 /// and CDATA are borrowed from it; only text with entities is copied.
+///
+/// What WeCom sends (one `<xml>` of flat fields, each CDATA or plain text) is read by
+/// [`flat_tree`] in one pass; everything else, and every error, comes from quick-xml's reader
+/// ([`general_tree`]). The two agree wherever the first answers: the tests and the `xml` fuzz
+/// target check it.
 fn parse_tree(input: &str) -> Result<Node<'_>, XmlError> {
+    match flat_tree(input) {
+        Some(root) => Ok(root),
+        None => general_tree(input),
+    }
+}
+
+/// Whether `b` may be in a field's name on the fast path: the names WeCom uses and then some.
+/// A name with anything else (attributes, namespaces' odd corners) takes the general path.
+fn flat_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')
+}
+
+/// The fast path of [`parse_tree`]: `<xml>` (after ASCII whitespace) holding only fields
+/// `<Name>…</Name>` separated by ASCII whitespace, each field's content CDATA sections and
+/// plain text without `&` or `<`. Like the general path it reads nothing after `</xml>`.
+/// `None` for anything else (a declaration, a comment, an attribute, an entity, a nested or
+/// empty element, a repeated field, too many fields, a malformed tag), which the general path
+/// then parses or refuses, so the errors are always its own.
+fn flat_tree(input: &str) -> Option<Node<'_>> {
+    const OPEN: &str = "<xml>";
+    const CDATA: &str = "<![CDATA[";
+    let start = input.find(|c: char| !c.is_ascii_whitespace())?;
+    let mut rest = input[start..].strip_prefix(OPEN)?;
+    let mut root = Node::named(Cow::Borrowed("xml"));
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace());
+        let tag = rest.strip_prefix('<')?;
+        if let Some(end) = tag.strip_prefix('/') {
+            // Only the root's end tag can close here: a field's end is read with the field.
+            return end.strip_prefix("xml>").map(|_| root);
+        }
+        let name_len = tag.bytes().take_while(|&b| flat_name_byte(b)).count();
+        let (name, after) = tag.split_at(name_len);
+        let mut content = after.strip_prefix('>')?;
+        if name.is_empty()
+            || root.children.len() + 2 > MAX_ELEMENTS
+            || root.children.iter().any(|c| c.name == name)
+        {
+            return None;
+        }
+        let mut node = Node::named(Cow::Borrowed(name));
+        loop {
+            if let Some(data) = content.strip_prefix(CDATA) {
+                let end = cdata_end(data.as_bytes())?;
+                node.push_text(Cow::Borrowed(&data[..end]));
+                content = &data[end + 3..];
+                continue;
+            }
+            // Plain text runs to the next tag; an entity (`&`) ends the fast path below, as
+            // it is not `</`.
+            let stop = memchr::memchr2(b'<', b'&', content.as_bytes())?;
+            if stop > 0 {
+                node.push_text(Cow::Borrowed(&content[..stop]));
+                content = &content[stop..];
+                continue;
+            }
+            let end = content.strip_prefix("</")?.strip_prefix(name)?;
+            rest = end.strip_prefix('>')?;
+            break;
+        }
+        root.adopt(node);
+    }
+}
+
+/// Whether the fast path, where it answers, answers as the general path does (the `xml` fuzz
+/// target's invariant).
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn fast_path_agrees(input: &str) -> bool {
+    match flat_tree(input) {
+        None => true,
+        Some(fast) => general_tree(input).is_ok_and(|general| general.children == fast.children),
+    }
+}
+
+/// Where `]]>` first starts in `data` (a CDATA section's content rarely holds a `]`, so this
+/// is one `memchr` where a substring searcher would first have to be built).
+fn cdata_end(data: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let at = from + memchr::memchr(b']', &data[from..])?;
+        if data[at..].starts_with(b"]]>") {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+}
+
+/// The general path of [`parse_tree`]: quick-xml's reader, for any XML.
+fn general_tree(input: &str) -> Result<Node<'_>, XmlError> {
     let mut reader = Reader::from_str(input);
     let mut stack: Vec<Node<'_>> = Vec::with_capacity(4);
     let mut elements = 0usize;
@@ -252,10 +346,19 @@ fn id_field(root: &Node, name: &'static str, max: usize) -> Result<String, XmlEr
         .text_of(name)
         .ok_or(XmlError::MissingField(name))?
         .trim();
-    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+    if value.is_empty() || value.len() > max || has_control(value) {
         return Err(XmlError::InvalidField(name));
     }
     Ok(value.to_owned())
+}
+
+/// Whether `s` holds a control character (`char::is_control`: U+0000 to U+001F and U+007F
+/// to U+009F), read from its bytes: the C1 controls are `C2 80` to `C2 9F` in UTF-8.
+fn has_control(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c < 0x20 || c == 0x7f || (c == 0xc2 && matches!(b.get(i + 1), Some(0x80..=0x9f)))
+    })
 }
 
 /// An optional id-like field: empty counts as absent; otherwise as [`id_field`].
@@ -1009,5 +1112,137 @@ mod tests {
         let env = parse_envelope(&xml).unwrap();
         assert_eq!(env.encrypt, "ENC");
         assert_eq!(env.agent_id.as_deref(), Some("7"));
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod props {
+    use super::*;
+    use alloc::format;
+    use proptest::prelude::*;
+
+    /// A field's content: CDATA (with `]]>` split across sections), plain text, entities,
+    /// whitespace, and the odd things the fast path must leave to the general one.
+    fn content() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            4 => "[a-zA-Z0-9 你好😀\\]>\r\n\t]{0,12}".prop_map(|t| format!("<![CDATA[{t}]]>")),
+            3 => "[a-zA-Z0-9 你好\\]>\r\n\t]{0,12}",
+            1 => Just("&amp;".to_owned()),
+            1 => Just("&#x4F60;".to_owned()),
+            1 => Just("<!-- c -->".to_owned()),
+            1 => Just("<Inner>x</Inner>".to_owned()),
+            1 => Just("<![CDATA[unclosed".to_owned()),
+            1 => Just("&bogus;".to_owned()),
+        ];
+        prop::collection::vec(piece, 0..4).prop_map(|p| p.concat())
+    }
+
+    /// A field, mostly well formed, sometimes with a broken or odd tag.
+    fn field() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("ToUserName"),
+            Just("FromUserName"),
+            Just("Content"),
+            Just("MsgId"),
+            Just("A"),
+            Just("x-y.z:w_1"),
+        ];
+        let shape = prop_oneof![
+            12 => Just(0u8), // <N>content</N>
+            1 => Just(1),    // <N/>
+            1 => Just(2),    // <N a="1">content</N>
+            1 => Just(3),    // <N>content</M>
+            1 => Just(4),    // <N>content</N >
+            1 => Just(5),    // <N>content (unclosed)
+            1 => Just(6),    // <N>content</Nx>
+        ];
+        (name, content(), shape).prop_map(|(n, c, shape)| match shape {
+            0 => format!("<{n}>{c}</{n}>"),
+            1 => format!("<{n}/>"),
+            2 => format!("<{n} a=\"1\">{c}</{n}>"),
+            3 => format!("<{n}>{c}</Other>"),
+            4 => format!("<{n}>{c}</{n} >"),
+            6 => format!("<{n}>{c}</{n}x>"),
+            _ => format!("<{n}>{c}"),
+        })
+    }
+
+    fn document() -> impl Strategy<Value = String> {
+        let lead = prop_oneof![
+            6 => Just(""),
+            2 => Just(" \r\n\t"),
+            1 => Just("<?xml version=\"1.0\"?>"),
+            1 => Just("\u{feff}"),
+            1 => Just("junk"),
+        ];
+        let sep = prop_oneof![6 => Just(""), 2 => Just("\n  "), 1 => Just("junk")];
+        let root = prop_oneof![8 => Just("xml"), 1 => Just("XML"), 1 => Just("root")];
+        let end = prop_oneof![
+            8 => Just(None),
+            1 => Just(Some("")),
+            1 => Just(Some("</xml >")),
+            1 => Just(Some("</x>")),
+            1 => Just(Some("</xmlx>")),
+            1 => Just(Some("</XML>")),
+        ];
+        let tail = prop_oneof![6 => Just(""), 1 => Just("\n"), 1 => Just("<after/>trailing")];
+        (
+            lead,
+            root,
+            prop::collection::vec((sep, field()), 0..8),
+            tail,
+            end,
+        )
+            .prop_map(|(lead, root, fields, tail, end)| {
+                let body: String = fields.into_iter().map(|(s, f)| format!("{s}{f}")).collect();
+                // Mostly the root's own end tag; sometimes none, a wrong one or an odd one.
+                let end = end.map_or_else(|| format!("</{root}>"), str::to_owned);
+                format!("{lead}<{root}>{body}{end}{tail}")
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Wherever the fast path answers, its tree is quick-xml's.
+        #[test]
+        fn the_fast_path_reads_what_quick_xml_reads(doc in document()) {
+            prop_assert!(fast_path_agrees(&doc), "{doc:?}");
+            // And parse_tree as a whole is the general path's answer.
+            let general = general_tree(&doc).map(|n| n.children);
+            prop_assert_eq!(parse_tree(&doc).map(|n| n.children), general);
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_what_wecom_sends() {
+        let message = "<xml><ToUserName><![CDATA[ww1]]></ToUserName>\n<FromUserName><![CDATA[Alice]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[a]]]]><![CDATA[>b]]></Content><MsgId>7</MsgId><AgentID>1000002</AgentID></xml>";
+        let root = flat_tree(message).expect("the fast path reads a WeCom message");
+        assert_eq!(root.text_of("Content"), Some("a]]>b"));
+        assert_eq!(root.text_of("AgentID"), Some("1000002"));
+        assert_eq!(
+            Some(&root.children),
+            general_tree(message).ok().as_ref().map(|r| &r.children)
+        );
+        let envelope = "<xml><ToUserName><![CDATA[ww1]]></ToUserName><Encrypt><![CDATA[QUJD]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>";
+        assert!(flat_tree(envelope).is_some());
+        // What it leaves to quick-xml: entities, nesting, empty elements, a declaration.
+        for other in [
+            "<xml><A>&amp;</A></xml>",
+            "<xml><A><B>1</B></A></xml>",
+            "<xml><A/></xml>",
+            "<?xml version=\"1.0\"?><xml><A>1</A></xml>",
+            "<xml><A>1</A><A>2</A></xml>",
+        ] {
+            assert!(flat_tree(other).is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_found_by_their_bytes() {
+        for c in (0..=0x10ffffu32).filter_map(char::from_u32) {
+            let s = format!("a{c}b");
+            assert_eq!(has_control(&s), c.is_control(), "{c:?}");
+        }
     }
 }
