@@ -22,9 +22,7 @@ use aes::cipher::{
 };
 use aes::Aes256Dec;
 use base64::alphabet;
-use base64::engine::{
-    general_purpose::STANDARD, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig,
-};
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
@@ -238,8 +236,8 @@ impl Opened {
 /// Decrypts base64 ciphertext without checking any signature. Callers must verify the signature
 /// first; see the module's security note.
 pub fn open(key: &EncodingAesKey, encrypted_b64: &str) -> Result<Opened, CryptoError> {
-    let mut buf = STANDARD
-        .decode(encrypted_b64.trim())
+    let mut buf = base64_simd::STANDARD
+        .decode_to_vec(encrypted_b64.trim())
         .map_err(|_| CryptoError::DecodeBase64)?;
     let content_len = decrypt_unpad(key, &mut buf)?;
     if content_len < HEADER_LEN {
@@ -324,7 +322,7 @@ pub fn seal(
     buf.extend_from_slice(&msg_len.to_be_bytes());
     buf.extend_from_slice(msg);
     buf.extend_from_slice(receive_id);
-    Ok(STANDARD.encode(pad_encrypt(key, buf)?))
+    Ok(base64_simd::STANDARD.encode_to_string(pad_encrypt(key, buf)?))
 }
 
 /// One app's WXBizMsgCrypt: token, key and receive id (the CorpID).
@@ -489,6 +487,7 @@ mod tests {
     use super::*;
     use crate::testing::*;
     use alloc::vec;
+    use base64::engine::general_purpose::STANDARD;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -711,6 +710,7 @@ mod tests {
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod props {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
     use proptest::prelude::*;
 
     proptest! {
@@ -729,6 +729,28 @@ mod props {
             let opened = open(&key, &sealed).unwrap();
             prop_assert_eq!(opened.msg(), &msg[..]);
             prop_assert_eq!(opened.receive_id(), receive_id.as_bytes());
+        }
+
+        /// The ciphertext's decoder (base64-simd) accepts and refuses exactly what the
+        /// `base64` crate's strict standard engine does: padding, trailing bits, stray
+        /// characters and all.
+        #[test]
+        fn the_simd_decoder_agrees_with_the_base64_crate(
+            bytes in prop::collection::vec(any::<u8>(), 0..200),
+            cut in 0usize..4,
+            noise in "[A-Za-z0-9+/=]{0,6}|[ \\n_\\-.=]{0,3}",
+            at in any::<prop::sample::Index>(),
+        ) {
+            let good = STANDARD.encode(&bytes);
+            // Cut from the end, then noise inserted anywhere (base64 is ASCII: any index is a
+            // boundary).
+            let mut text = String::from(&good[..good.len().saturating_sub(cut)]);
+            text.insert_str(at.index(text.len() + 1), &noise);
+            for candidate in [good.as_str(), text.as_str()] {
+                let simd = base64_simd::STANDARD.decode_to_vec(candidate).ok();
+                prop_assert_eq!(&simd, &STANDARD.decode(candidate).ok(), "{:?}", candidate);
+            }
+            prop_assert_eq!(base64_simd::STANDARD.encode_to_string(&bytes), good);
         }
 
         #[test]
