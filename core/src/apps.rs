@@ -316,7 +316,7 @@ impl Apps {
     }
 
     /// Verifies the signature against every app and decrypts with the candidates' keys.
-    pub fn route(&self, q: &SignedQuery, encrypted: &str) -> Result<Routed, RouteError> {
+    pub fn route(&self, q: &SignedQuery<'_>, encrypted: &str) -> Result<Routed, RouteError> {
         let candidates: Vec<usize> = (0..self.apps.len())
             .filter(|&i| {
                 self.apps[i]
@@ -367,20 +367,21 @@ impl Apps {
 /// verification is the longest part).
 pub const MAX_QUERY_BYTES: usize = 4096;
 
-/// The signed query parameters of a callback.
+/// The signed query parameters of a callback, borrowed from the query string where nothing
+/// had to be decoded (WeCom's never need it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SignedQuery {
+pub struct SignedQuery<'a> {
     /// `msg_signature`.
-    pub msg_signature: String,
+    pub msg_signature: Cow<'a, str>,
     /// `timestamp`.
-    pub timestamp: String,
+    pub timestamp: Cow<'a, str>,
     /// `nonce`.
-    pub nonce: String,
+    pub nonce: Cow<'a, str>,
     /// `echostr`, on URL verification only.
-    pub echostr: Option<String>,
+    pub echostr: Option<Cow<'a, str>>,
 }
 
-impl SignedQuery {
+impl<'a> SignedQuery<'a> {
     /// Parses a raw query string (`a=b&c=d`, percent-encoded).
     ///
     /// `+` in `echostr` stays `+`: base64 never contains a space, so a `+` that a proxy left
@@ -389,12 +390,12 @@ impl SignedQuery {
     /// Strict where WeCom is exact: each parameter at most once (a repeated one is somebody's
     /// attempt to make two parsers disagree), the signature in lower-case hex, the timestamp in
     /// digits. Unknown parameters are ignored.
-    pub fn parse(raw_query: &str) -> Result<Self, RouteError> {
+    pub fn parse(raw_query: &'a str) -> Result<Self, RouteError> {
         if raw_query.len() > MAX_QUERY_BYTES {
             return Err(RouteError::QueryTooLong);
         }
         let (mut sig, mut ts, mut nonce, mut echostr) = (None, None, None, None);
-        let mut take = |k: &str, v: Cow<'_, str>| {
+        let mut take = |k: &str, v: Cow<'a, str>| {
             let (slot, name) = match k {
                 "msg_signature" => (&mut sig, "msg_signature"),
                 "timestamp" => (&mut ts, "timestamp"),
@@ -402,7 +403,7 @@ impl SignedQuery {
                 "echostr" => (&mut echostr, "echostr"),
                 _ => return Ok(()),
             };
-            match slot.replace(v.into_owned()) {
+            match slot.replace(v) {
                 Some(_) => Err(RouteError::DuplicateParam(name)),
                 None => Ok(()),
             }
@@ -432,7 +433,8 @@ impl SignedQuery {
         }
         let echostr = match echostr {
             Some(e) if e.trim().is_empty() => return Err(RouteError::BadParam("echostr")),
-            other => other.map(|e| e.replace(' ', "+")),
+            Some(e) if e.contains(' ') => Some(Cow::Owned(e.replace(' ', "+"))),
+            other => other,
         };
         Ok(Self {
             msg_signature: sig,
@@ -514,7 +516,7 @@ mod tests {
         let b = &apps.get(1).unwrap().crypt;
         let sealed = b.encrypt("<xml/>", &[1; 16], "100", "n").unwrap();
         let q = SignedQuery {
-            msg_signature: sealed.signature,
+            msg_signature: sealed.signature.into(),
             timestamp: "100".into(),
             nonce: "n".into(),
             echostr: None,
@@ -524,7 +526,7 @@ mod tests {
         let foreign = MsgCrypt::new("tokA", key, "corpC").unwrap();
         let sealed = foreign.encrypt("<xml/>", &[1; 16], "100", "n").unwrap();
         let q = SignedQuery {
-            msg_signature: sealed.signature,
+            msg_signature: sealed.signature.into(),
             timestamp: "100".into(),
             nonce: "n".into(),
             echostr: None,
@@ -535,7 +537,7 @@ mod tests {
         );
         // Bad signature.
         let q = SignedQuery {
-            msg_signature: "0".repeat(40),
+            msg_signature: "0".repeat(40).into(),
             timestamp: "100".into(),
             nonce: "n".into(),
             echostr: None,
@@ -560,7 +562,7 @@ mod tests {
             .encrypt("hi", &[2; 16], "1", "n")
             .unwrap();
         let q = SignedQuery {
-            msg_signature: sealed.signature,
+            msg_signature: sealed.signature.into(),
             timestamp: "1".into(),
             nonce: "n".into(),
             echostr: None,
@@ -641,11 +643,23 @@ mod tests {
     #[test]
     fn query_parsing() {
         let sig = "0123456789abcdef0123456789abcdef01234567";
-        let q = SignedQuery::parse(&format!(
-            "msg_signature={sig}&timestamp=1&nonce=n&echostr=a%2Bb+c%3D&other=x&other=y"
-        ))
-        .unwrap();
+        let raw =
+            format!("msg_signature={sig}&timestamp=1&nonce=n&echostr=a%2Bb+c%3D&other=x&other=y");
+        let q = SignedQuery::parse(&raw).unwrap();
         assert_eq!(q.echostr.as_deref(), Some("a+b+c="));
+        // WeCom's own queries need no decoding: every field is borrowed, nothing copied.
+        let raw = format!("msg_signature={sig}&timestamp=1&nonce=n&echostr=abc%3D");
+        let plain = raw.replace("%3D", "=");
+        let q = SignedQuery::parse(&plain).unwrap();
+        assert!([
+            &q.msg_signature,
+            &q.timestamp,
+            &q.nonce,
+            q.echostr.as_ref().unwrap()
+        ]
+        .iter()
+        .all(|f| matches!(f, Cow::Borrowed(_))));
+        assert_eq!(SignedQuery::parse(&raw).unwrap(), q);
         let refused = |query: &str| SignedQuery::parse(query).unwrap_err();
         let ok = format!("msg_signature={sig}&timestamp=1700000000&nonce=n");
         assert!(SignedQuery::parse(&ok).is_ok());

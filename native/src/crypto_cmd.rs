@@ -183,7 +183,11 @@ pub fn run(cmd: &CryptoCommand, now_unix: u64) -> Result<String, String> {
             let signed = match query {
                 Some(q) => {
                     let q = SignedQuery::parse(query_of(q)).map_err(|e| format!("--query: {e}"))?;
-                    Some((q.msg_signature, q.timestamp, q.nonce))
+                    Some((
+                        q.msg_signature.into_owned(),
+                        q.timestamp.into_owned(),
+                        q.nonce.into_owned(),
+                    ))
                 }
                 None => match (sig, timestamp, nonce) {
                     (Some(s), Some(t), Some(n)) => Some((s.clone(), t.clone(), n.clone())),

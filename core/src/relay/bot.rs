@@ -239,7 +239,10 @@ impl<P: Platform> Relay<P> {
         }
     }
 
-    fn open_bot(&self, req: &Incoming<'_>) -> Result<(&Bot, SignedQuery, BotCallback), Rejection> {
+    fn open_bot<'q>(
+        &self,
+        req: &Incoming<'q>,
+    ) -> Result<(&Bot, SignedQuery<'q>, BotCallback), Rejection> {
         let body = req.body.map_err(Rejection::Body)?;
         let q = SignedQuery::parse(req.query).map_err(route_rejection)?;
         let envelope: Envelope = serde_json::from_slice(body).map_err(|_| {
