@@ -540,14 +540,15 @@ mod memory {
 
     /// Dedup markers in process memory; expired markers are swept as new ones arrive.
     ///
-    /// A marker is held as a 128-bit fingerprint of its key (two SipHash digests under keys
-    /// drawn at random for this store), not as the key: 24 bytes a message instead of about a
-    /// hundred, which is most of a flood's dedup memory. Two keys share a fingerprint with a
-    /// chance of about n²/2¹²⁹ for n markers (below 10⁻²⁵ for a million), and nobody outside
-    /// the process knows the hash keys to aim for one.
+    /// A marker is held as a 96-bit fingerprint of its key ([`Fp`]) and its expiry in whole
+    /// seconds (`now` and `ttl` are seconds, as the relay passes them; a `u32` lasts until
+    /// 2106): 16 bytes in the map instead of about a hundred for the key, which is most of the
+    /// dedup memory when many messages arrive. Two keys share a fingerprint with a chance of
+    /// about n²/2⁹⁷ for n markers (below 10⁻¹⁷ for a million), and nobody outside the process
+    /// knows the hash keys to aim for one.
     #[derive(Debug, Default)]
     pub struct MemoryDedup {
-        markers: Mutex<HashMap<u128, u64>>,
+        markers: Mutex<FpMap<u32>>,
         fingerprint: Fingerprint,
     }
 
@@ -556,9 +557,63 @@ mod memory {
     struct Fingerprint(std::hash::RandomState, std::hash::RandomState);
 
     impl Fingerprint {
-        fn of(&self, key: &str) -> u128 {
+        fn of(&self, key: &str) -> Fp {
             use std::hash::BuildHasher;
-            (u128::from(self.0.hash_one(key)) << 64) | u128::from(self.1.hash_one(key))
+            let (a, b) = (self.0.hash_one(key), self.1.hash_one(key));
+            Fp([(a >> 32) as u32, a as u32, b as u32])
+        }
+    }
+
+    /// 96 bits of a key's two keyed digests: twelve bytes aligned to four, so a map entry of a
+    /// fingerprint and a `u32` is 16 bytes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Fp([u32; 3]);
+
+    impl std::hash::Hash for Fp {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            // Already a keyed hash: its first 64 bits serve the map as they are.
+            state.write_u64((u64::from(self.0[0]) << 32) | u64::from(self.0[1]));
+        }
+    }
+
+    /// The hasher of maps keyed by [`Fp`]: it keeps the 64 bits it is given, so a lookup
+    /// hashes the key once (the fingerprint), not twice.
+    #[derive(Default)]
+    struct Given(u64);
+
+    impl std::hash::Hasher for Given {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write_u64(&mut self, v: u64) {
+            self.0 = v;
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            // `Fp` hashes as one `u64`; anything else is folded in all the same.
+            for &b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            }
+        }
+    }
+
+    type FpMap<V> = HashMap<Fp, V, std::hash::BuildHasherDefault<Given>>;
+
+    #[cfg(test)]
+    mod layout {
+        use super::*;
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
+
+        #[test]
+        fn a_dedup_marker_is_sixteen_bytes_in_its_map() {
+            assert_eq!(core::mem::size_of::<(Fp, u32)>(), 16);
+            let fingerprint = Fingerprint::default();
+            assert_ne!(fingerprint.of("ww1:1:m:1"), fingerprint.of("ww1:1:m:2"));
+            assert_ne!(
+                fingerprint.of("k"),
+                Fingerprint::default().of("k"),
+                "each store draws its own keys"
+            );
         }
     }
 
@@ -578,13 +633,17 @@ mod memory {
         async fn claim(&self, key: &str, now: u64, ttl: u64) -> Result<Claim, StoreError> {
             let id = self.fingerprint.of(key);
             let mut markers = lock(&self.markers);
-            if markers.get(&id).is_some_and(|&until| until > now) {
+            if markers
+                .get(&id)
+                .is_some_and(|&until| u64::from(until) > now)
+            {
                 return Ok(Claim::Duplicate);
             }
             if worth_sweeping(markers.len()) {
-                markers.retain(|_, until| *until > now);
+                markers.retain(|_, until| u64::from(*until) > now);
             }
-            markers.insert(id, now.saturating_add(ttl));
+            let until = u32::try_from(now.saturating_add(ttl)).unwrap_or(u32::MAX);
+            markers.insert(id, until);
             Ok(Claim::Fresh)
         }
         async fn release(&self, key: &str) -> Result<(), StoreError> {
@@ -601,7 +660,7 @@ mod memory {
     /// bytes, for an hour.
     #[derive(Debug, Default)]
     pub struct MemorySendBudget {
-        windows: Mutex<HashMap<u128, crate::pacing::SendWindow>>,
+        windows: Mutex<FpMap<crate::pacing::SendWindow>>,
         fingerprint: Fingerprint,
     }
 
