@@ -21,9 +21,6 @@ use aes::cipher::{
     block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, InnerIvInit, KeyInit, KeyIvInit,
 };
 use aes::Aes256Dec;
-use base64::alphabet;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use base64::Engine as _;
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
@@ -34,14 +31,6 @@ type Aes256CbcDec = cbc::Decryptor<Aes256Dec>;
 const PAD_BLOCK: usize = 32;
 /// Random prefix plus the 4-byte length field.
 const HEADER_LEN: usize = 20;
-
-/// Decoder for EncodingAESKeys: Tencent's keys have non-zero trailing bits.
-const LENIENT_KEY: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_allow_trailing_bits(true)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// What can go wrong in WXBizMsgCrypt; [`CryptoError::code`] gives the official number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,8 +123,9 @@ impl EncodingAesKey {
         if encoded.len() != 43 || !encoded.bytes().all(is_base64_char) {
             return Err(CryptoError::IllegalAesKey);
         }
-        let bytes = LENIENT_KEY
-            .decode(encoded)
+        // Tencent's keys have non-zero trailing bits and no padding: the forgiving decoder
+        // (WHATWG's) discards the bits and wants no `=`; the characters are checked above.
+        let bytes = base64_simd::forgiving_decode_to_vec(encoded.as_bytes())
             .map_err(|_| CryptoError::IllegalAesKey)?;
         let key: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::IllegalAesKey)?;
         Ok(Self {
@@ -479,6 +469,7 @@ mod tests {
     use crate::testing::*;
     use alloc::vec;
     use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -702,6 +693,7 @@ mod tests {
 mod props {
     use super::*;
     use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
     use proptest::prelude::*;
 
     proptest! {
@@ -742,6 +734,24 @@ mod props {
                 prop_assert_eq!(&simd, &STANDARD.decode(candidate).ok(), "{:?}", candidate);
             }
             prop_assert_eq!(base64_simd::STANDARD.encode_to_string(&bytes), good);
+        }
+
+        /// EncodingAESKeys decode as the `base64` crate decodes them when told to allow
+        /// trailing bits and either padding: every 43-character key of the alphabet.
+        #[test]
+        fn keys_decode_as_the_lenient_base64_engine_decodes_them(
+            key in "[A-Za-z0-9+/]{43}",
+        ) {
+            use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+            const LENIENT: GeneralPurpose = GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                GeneralPurposeConfig::new()
+                    .with_decode_allow_trailing_bits(true)
+                    .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+            );
+            let expected: [u8; 32] = LENIENT.decode(&key).unwrap().try_into().unwrap();
+            let parsed = EncodingAesKey::parse(&key).unwrap();
+            prop_assert_eq!(parsed.as_bytes(), &expected);
         }
 
         #[test]

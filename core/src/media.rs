@@ -13,8 +13,6 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use url::{Host, Url};
 
 use crate::apps::ConfigError;
@@ -405,7 +403,7 @@ pub fn as_text(bytes: &[u8]) -> Option<&str> {
 
 /// A picture as a `data:` URL, for a vision model.
 pub fn data_url(mime: &str, bytes: &[u8]) -> String {
-    format!("data:{mime};base64,{}", STANDARD.encode(bytes))
+    format!("data:{mime};base64,{}", base64(bytes))
 }
 
 /// An attachment an answer asks to send.
@@ -470,8 +468,8 @@ impl Attachment {
                     .ok_or_else(|| MediaError::new("a data: URL that is not base64"))?;
                 Source::Bytes {
                     mime: Some(mime.to_owned()).filter(|m| !m.is_empty()),
-                    bytes: STANDARD
-                        .decode(data.trim())
+                    bytes: base64_simd::STANDARD
+                        .decode_to_vec(data.trim())
                         .map_err(|_| MediaError::new("a data: URL whose base64 is broken"))?,
                 }
             }
@@ -761,7 +759,7 @@ pub fn human_size(bytes: u64) -> String {
 
 /// The base64 of bytes (the webhook's `media[].base64`).
 pub fn base64(bytes: &[u8]) -> String {
-    STANDARD.encode(bytes)
+    base64_simd::STANDARD.encode_to_string(bytes)
 }
 
 impl Source {

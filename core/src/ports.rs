@@ -540,7 +540,7 @@ mod memory {
 
     /// Dedup markers in process memory; expired markers are swept as new ones arrive.
     ///
-    /// A marker is held as a 96-bit fingerprint of its key ([`Fp`]) and its expiry in whole
+    /// A marker is held as a 96-bit fingerprint of its key and its expiry in whole
     /// seconds (`now` and `ttl` are seconds, as the relay passes them; a `u32` lasts until
     /// 2106): 16 bytes in the map instead of about a hundred for the key, which is most of the
     /// dedup memory when many messages arrive. Two keys share a fingerprint with a chance of
