@@ -184,10 +184,9 @@ pub fn verify_signature(
     encrypted: &str,
     msg_signature: &str,
 ) -> Result<(), CryptoError> {
-    // Compared as text: the expected digest in lower-case hex against what was given, so an
-    // upper-case or otherwise different spelling never matches.
-    let expected = hex_40(&signature_bytes(token, timestamp, nonce, encrypted));
-    if bool::from(expected[..].ct_eq(msg_signature.as_bytes())) {
+    let expected = signature_bytes(token, timestamp, nonce, encrypted);
+    let given = from_hex_20(msg_signature).ok_or(CryptoError::ValidateSignature)?;
+    if bool::from(expected.ct_eq(&given)) {
         Ok(())
     } else {
         Err(CryptoError::ValidateSignature)
@@ -452,15 +451,25 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
     out
 }
 
-/// A SHA1 digest in lower-case hex, on the stack.
-fn hex_40(digest: &[u8; 20]) -> [u8; 40] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 40];
-    for (pair, &b) in out.chunks_exact_mut(2).zip(digest) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 15)];
+/// Lower-case hex only, as Tencent's SDKs compare it: `ABCD…` or ` abcd…` is not a signature.
+fn from_hex_20(s: &str) -> Option<[u8; 20]> {
+    let s = s.as_bytes();
+    if s.len() != 40 {
+        return None;
     }
-    out
+    let mut out = [0u8; 20];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+    }
+    Some(out)
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
