@@ -214,7 +214,7 @@ struct Raw {
 }
 
 fn id(field: &str, value: &str) -> Result<String, MessageError> {
-    if value.is_empty() || value.len() > MAX_ID_BYTES || value.chars().any(char::is_control) {
+    if value.is_empty() || value.len() > MAX_ID_BYTES || crate::text::has_control(value) {
         return Err(MessageError(format!(
             "{field} must be 1 to {MAX_ID_BYTES} bytes without control characters"
         )));
