@@ -111,6 +111,13 @@ impl Progress {
 
 /// An AI backend.
 pub trait Agent: Send + Sync {
+    /// Whether answers read the conversation's memory (the `history` of [`Agent::respond`]).
+    /// When not, the relay neither loads nor keeps it: memory no one reads would only cost
+    /// every job a load and an append, and RAM or a store's space for each member.
+    fn remembers(&self) -> bool {
+        true
+    }
+
     /// Answers one job's input given the stored conversation. An empty list means the backend
     /// will answer later (a webhook's `202`).
     fn respond(
@@ -149,6 +156,10 @@ pub trait Agent: Send + Sync {
 pub struct EchoAgent;
 
 impl Agent for EchoAgent {
+    fn remembers(&self) -> bool {
+        false
+    }
+
     async fn respond(
         &self,
         job: &Job,
@@ -159,7 +170,7 @@ impl Agent for EchoAgent {
     }
 }
 
-fn job_text(job: &Job) -> String {
+pub(crate) fn job_text(job: &Job) -> String {
     match &job.kind {
         JobKind::Answer { input } | JobKind::Stream { input, .. } => input.to_text(),
         JobKind::Notice { text } => text.clone(),
@@ -299,6 +310,11 @@ impl<H: HttpClient, K: Clock, S: Sleeper> ConfiguredAgent<'_, H, K, S> {
 }
 
 impl<H: HttpClient, K: Clock, S: Sleeper> Agent for ConfiguredAgent<'_, H, K, S> {
+    /// Only the OpenAI backend sends the conversation; a webhook agent keeps its own.
+    fn remembers(&self) -> bool {
+        matches!(self.settings.backend, Backend::OpenAi { .. })
+    }
+
     async fn feedback(&self, job: &Job) -> Result<(), AgentError> {
         let (Backend::Webhook { .. }, Some(event)) =
             (&self.settings.backend, WebhookEvent::feedback(job))

@@ -252,13 +252,7 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         if let Some(answer) = self.command(&key, input, state).await? {
             return Ok(answer);
         }
-        // Memory is best-effort: an unreadable history means answering without it.
-        let history = self
-            .platform
-            .conversations()
-            .load(&key)
-            .await
-            .unwrap_or_default();
+        let history = self.history(&key).await;
         let media = self.gather(job, input).await;
         let answer = {
             let respond = pin!(self.timed_answer(job, &history, &media));
@@ -336,8 +330,24 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         }
     }
 
-    /// Keeps the exchange in the conversation's memory (best effort).
+    /// The conversation's memory, when the agent reads it. Memory is best-effort: an
+    /// unreadable history means answering without it.
+    pub(crate) async fn history(&self, key: &str) -> Vec<Turn> {
+        if !self.agent.remembers() {
+            return Vec::new();
+        }
+        self.platform
+            .conversations()
+            .load(key)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Keeps the exchange in the conversation's memory (best effort), when the agent reads it.
     pub(crate) async fn remember(&self, key: &str, input: &AgentInput, answer: &[String]) {
+        if !self.agent.remembers() {
+            return;
+        }
         let mut turns = alloc::vec![Turn {
             role: Role::User,
             text: input.to_text()

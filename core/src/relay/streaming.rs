@@ -26,7 +26,7 @@ use crate::aibot::stream::{fit_message, layout, showable, Stream, StreamOp, LATE
 use crate::http::Answer;
 use crate::job::{AgentInput, Job, JobError, JobKind, JobState};
 use crate::media::drop_inline_bytes;
-use crate::ports::{Clock, ConversationStore, HttpClient, JobSink, Platform, Sleeper, StreamStore};
+use crate::ports::{Clock, HttpClient, JobSink, Platform, Sleeper, StreamStore};
 use crate::wecom::api::{parse_response_url, response_url_post, ApiError};
 
 /// How often the answer so far is written to the stream while the agent writes it (WeCom
@@ -116,12 +116,7 @@ impl<P: Platform, A: Agent> Runner<'_, P, A> {
         if let Some(answer) = self.command(conversation, input, state).await? {
             return Ok(answer);
         }
-        let history = self
-            .platform
-            .conversations()
-            .load(conversation)
-            .await
-            .unwrap_or_default();
+        let history = self.history(conversation).await;
         let progress = Progress::default();
         let media = self.gather(job, input).await;
         let started = self.platform.clock().now_millis();

@@ -170,18 +170,37 @@ fn a_retry_resumes_without_asking_the_agent_or_sending_twice() {
     );
 }
 
+/// Echoes, as [`EchoAgent`] does, but reads the memory: it answers with how many turns it
+/// was given.
+struct Recalling;
+impl Agent for Recalling {
+    async fn respond(
+        &self,
+        job: &Job,
+        history: &[Turn],
+        _media: &crate::media::Gathered,
+    ) -> Result<Vec<String>, AgentError> {
+        Ok(alloc::vec![format!(
+            "{} after {}",
+            crate::agent::job_text(job),
+            history.len()
+        )])
+    }
+}
+
 #[test]
 fn memory_commands_and_notices() {
     let p = TestPlatform::at(1);
     answering(&p);
-    with_runner(&p, &EchoAgent, |r| {
+    with_runner(&p, &Recalling, |r| {
         block_on(r.run(&job("first"), &mut JobState::default())).unwrap();
         block_on(r.run(&job("second"), &mut JobState::default())).unwrap();
+        assert_eq!(sent_texts(&p), ["first after 0", "second after 2"]);
         let stored = block_on(p.conversations.load("ww1:alice")).unwrap();
         assert_eq!(stored.len(), 4);
         assert_eq!(
             (stored[0].role, stored[3].text.as_str()),
-            (Role::User, "second")
+            (Role::User, "second after 2")
         );
         let mut st = JobState::default();
         block_on(r.run(&job(" /NEW "), &mut st)).unwrap();
@@ -200,6 +219,20 @@ fn memory_commands_and_notices() {
             "commands never reach the agent or the memory"
         );
     });
+}
+
+#[test]
+fn an_agent_that_reads_no_memory_gets_none_kept() {
+    let p = TestPlatform::at(1);
+    answering(&p);
+    with_runner(&p, &EchoAgent, |r| {
+        block_on(r.run(&job("first"), &mut JobState::default())).unwrap();
+        block_on(r.run(&job("second"), &mut JobState::default())).unwrap();
+    });
+    assert_eq!(sent_texts(&p), ["first", "second"]);
+    assert!(block_on(p.conversations.load("ww1:alice"))
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
