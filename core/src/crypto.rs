@@ -452,25 +452,34 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
 }
 
 /// Lower-case hex only, as Tencent's SDKs compare it: `ABCD…` or ` abcd…` is not a signature.
+/// Read through a table with no branch per digit: a signature's digits are random, and a
+/// branch on each (digit or letter) was mispredicted often enough to cost more than the
+/// rest of the check outside SHA1.
 fn from_hex_20(s: &str) -> Option<[u8; 20]> {
-    let s = s.as_bytes();
-    if s.len() != 40 {
-        return None;
-    }
+    let s: &[u8; 40] = s.as_bytes().try_into().ok()?;
     let mut out = [0u8; 20];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+    let mut invalid = 0u8;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (hi, lo) = (
+            HEX_VALUE[usize::from(pair[0])],
+            HEX_VALUE[usize::from(pair[1])],
+        );
+        invalid |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
     }
-    Some(out)
+    (invalid & 0xf0 == 0).then_some(out)
 }
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// Each byte's value as a lower-case hex digit, or `0xff`.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[b"0123456789abcdef"[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -695,6 +704,41 @@ mod tests {
                 .unwrap(),
             "你好"
         );
+    }
+
+    #[test]
+    fn signatures_are_forty_lower_case_hex_digits() {
+        let digest: [u8; 20] = core::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0x5a);
+        let hex = to_hex(&digest);
+        assert_eq!(from_hex_20(&hex), Some(digest));
+        // Every byte in every place of a pair: only 0-9 and a-f read, as what they say.
+        for at in [0, 1, 38, 39] {
+            for b in 0..=u8::MAX {
+                let mut s = hex.clone().into_bytes();
+                s[at] = b;
+                let value = match b {
+                    b'0'..=b'9' => Some(b - b'0'),
+                    b'a'..=b'f' => Some(b - b'a' + 10),
+                    _ => None,
+                };
+                let read = core::str::from_utf8(&s).ok().and_then(from_hex_20);
+                let want = value.map(|v| {
+                    let mut d = digest;
+                    let shift = if at % 2 == 0 { 4 } else { 0 };
+                    d[at / 2] = (d[at / 2] & !(0x0f << shift)) | (v << shift);
+                    d
+                });
+                assert_eq!(read, want, "byte {b:#04x} at {at}");
+            }
+        }
+        for bad in [
+            "",
+            &hex[..39],
+            &alloc::format!("{hex}0"),
+            &hex.to_uppercase(),
+        ] {
+            assert_eq!(from_hex_20(bad), None, "{bad:?}");
+        }
     }
 }
 
