@@ -6,9 +6,11 @@
 //! [`SendWindow`] is the rule, as data a store keeps per member; the
 //! [`crate::ports::SendBudget`] port is where the windows live.
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -108,6 +110,77 @@ impl SendWindow {
             .or(self.sends.back())
             .is_none_or(|&t| t.saturating_add(HOUR_MS) <= now_ms)
     }
+
+    /// The window in a few bytes, for a store that holds every member's in RAM: each list as
+    /// its length and its values' differences, each a LEB128 varint. A member sent one
+    /// message is 14 bytes (the three `VecDeque`s are 96 bytes before their contents).
+    pub fn pack(&self) -> Box<[u8]> {
+        let mut out = Vec::with_capacity(16);
+        let mut put = |mut v: u64| loop {
+            let low = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(low);
+                break;
+            }
+            out.push(low | 0x80);
+        };
+        for list in [&self.recent, &self.sends] {
+            put(list.len() as u64);
+            let mut last = 0u64;
+            for &t in list {
+                // Wrapping: a clock that stepped back packs as a long difference, not a wrong one.
+                put(t.wrapping_sub(last));
+                last = t;
+            }
+        }
+        put(self.minutes.len() as u64);
+        let mut last = 0u64;
+        for &(m, n) in &self.minutes {
+            put(m.wrapping_sub(last));
+            put(u64::from(n));
+            last = m;
+        }
+        out.into_boxed_slice()
+    }
+
+    /// Reads what [`SendWindow::pack`] wrote; `None` for anything else.
+    pub fn unpack(mut bytes: &[u8]) -> Option<Self> {
+        let mut get = || -> Option<u64> {
+            let mut v = 0u64;
+            for shift in (0..64).step_by(7) {
+                let (&b, rest) = bytes.split_first()?;
+                bytes = rest;
+                v |= u64::from(b & 0x7f).checked_shl(shift)?;
+                if b & 0x80 == 0 {
+                    return Some(v);
+                }
+            }
+            None
+        };
+        let mut lists = [VecDeque::new(), VecDeque::new()];
+        for list in &mut lists {
+            let len = get()?;
+            let mut last = 0u64;
+            for _ in 0..len {
+                last = last.wrapping_add(get()?);
+                list.push_back(last);
+            }
+        }
+        let [recent, sends] = lists;
+        let len = get()?;
+        let mut minutes = VecDeque::new();
+        let mut last = 0u64;
+        for _ in 0..len {
+            last = last.wrapping_add(get()?);
+            minutes.push_back((last, u32::try_from(get()?).ok()?));
+        }
+        Some(Self {
+            recent,
+            minutes,
+            sends,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -201,5 +274,47 @@ mod tests {
         let mut w = old;
         assert!(w.take(2_000).is_err(), "30 sends a moment ago");
         assert!(w.take(1_000 + MINUTE_MS).is_ok());
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// A packed window is the same window, whatever sends (and clock steps back) built it.
+        #[test]
+        fn a_packed_window_is_the_same_window(
+            steps in prop::collection::vec(-5_000i64..200_000, 0..400),
+            start in 0u64..=u64::MAX / 2,
+            legacy in prop::collection::vec(any::<u64>(), 0..5),
+        ) {
+            let mut w = SendWindow { sends: legacy.into_iter().collect(), ..SendWindow::default() };
+            prop_assert_eq!(SendWindow::unpack(&w.pack()), Some(w.clone()));
+            let mut now = start;
+            for step in steps {
+                now = now.saturating_add_signed(step);
+                let _ = w.take(now);
+                let packed = w.pack();
+                prop_assert_eq!(SendWindow::unpack(&packed), Some(w.clone()));
+                // Shorter is never read as a window.
+                prop_assert_eq!(SendWindow::unpack(&packed[..packed.len() - 1]), None);
+            }
+        }
+
+        #[test]
+        fn any_bytes_unpack_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = SendWindow::unpack(&bytes);
+        }
+    }
+
+    #[test]
+    fn one_send_packs_small() {
+        let mut w = SendWindow::default();
+        w.take(1_796_000_000_000).unwrap();
+        assert_eq!(w.pack().len(), 14);
     }
 }
