@@ -303,7 +303,8 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&cfg.runtime.log_format);
+    // Held until serving ends: dropping it writes out the lines still buffered.
+    let _log = init_logging(&cfg.runtime.log_format);
     let addr = format!("{}:{}", cfg.settings.host, cfg.settings.port);
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
@@ -384,15 +385,31 @@ async fn shutdown_signal() {
 /// Structured logs through `tracing`, to stderr (the demo has its own, under each step):
 /// human-readable text by default, JSON on request; `RUST_LOG` filters (default
 /// `info`). The lines are the core's events, which never carry a secret or message text.
-fn init_logging(format: &str) {
+///
+/// A thread of its own writes them, as many as are waiting in one write: a request or a job
+/// formats its line and goes on, instead of making a system call per line (each message is
+/// two lines at info level, accepted and answered), or waiting on a slow reader of stderr.
+/// Past [`LOG_BUFFER_LINES`] waiting lines, writers wait for room: lines are never dropped.
+/// The returned guard writes out what is left when it is dropped.
+fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .lossy(false)
+        .thread_name("wecom-relay-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = if format == "json" {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()
     };
+    guard
 }
+
+/// How many log lines may wait for the log thread. Its queue is allocated whole at start
+/// (32 bytes a line), so this is kept to what a burst needs rather than the crate's 128,000.
+const LOG_BUFFER_LINES: usize = 4096;
