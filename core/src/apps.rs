@@ -363,6 +363,26 @@ impl Apps {
     }
 }
 
+/// The `key=value` pairs of a query with nothing to decode (no `%` or `+`), as form decoding
+/// reads them, borrowed: empty pairs skipped, a pair without `=` a key with an empty value.
+/// With `memchr`, where `str::split` builds a char searcher for each call.
+fn plain_pairs(raw: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut start = 0;
+    memchr::memchr_iter(b'&', raw.as_bytes())
+        .chain([raw.len()])
+        .filter_map(move |end| {
+            let pair = &raw[start..end];
+            start = end + 1;
+            if pair.is_empty() {
+                return None;
+            }
+            Some(match memchr::memchr(b'=', pair.as_bytes()) {
+                Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+                None => (pair, ""),
+            })
+        })
+}
+
 /// The longest query string read. WeCom's are under 400 bytes (the `echostr` of a URL
 /// verification is the longest part).
 pub const MAX_QUERY_BYTES: usize = 4096;
@@ -414,8 +434,7 @@ impl<'a> SignedQuery<'a> {
             }
         } else {
             // WeCom's queries have nothing to decode: split as form decoding would, uncopied.
-            for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            for (k, v) in plain_pairs(raw_query) {
                 take(k, Cow::Borrowed(v))?;
             }
         }
@@ -747,6 +766,27 @@ mod tests {
                 SignedQuery::parse(&decoded),
                 "{query}"
             );
+        }
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Without anything to decode, the borrowed split reads what form decoding reads.
+        #[test]
+        fn plain_pairs_read_as_form_decoding_does(raw in "[a-z_=&é0-9]{0,40}") {
+            let plain: Vec<(String, String)> =
+                plain_pairs(&raw).map(|(k, v)| (k.into(), v.into())).collect();
+            let form: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            prop_assert_eq!(plain, form);
         }
     }
 }
