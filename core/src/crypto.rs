@@ -441,12 +441,14 @@ impl MsgCrypt {
     }
 }
 
+/// Lower-case hex digits, by value: what signatures are written in and read from.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 15) as usize] as char);
+        out.push(HEX_DIGITS[(b >> 4) as usize] as char);
+        out.push(HEX_DIGITS[(b & 15) as usize] as char);
     }
     out
 }
@@ -475,7 +477,7 @@ const HEX_VALUE: [u8; 256] = {
     let mut table = [0xff; 256];
     let mut i = 0;
     while i < 16 {
-        table[b"0123456789abcdef"[i] as usize] = i as u8;
+        table[HEX_DIGITS[i] as usize] = i as u8;
         i += 1;
     }
     table
