@@ -103,6 +103,9 @@ struct Queues {
     by_user: HashMap<UserTag, Line>,
     depth: usize,
     closed: bool,
+    /// Where a held job is written before it is copied into a block of its exact size (a
+    /// string grown by doubling and then shrunk leaves a free remainder beside every job).
+    scratch: Vec<u8>,
 }
 
 /// What the runner is woken for.
@@ -311,11 +314,14 @@ impl JobSink for JobQueue {
                     .map_err(|e| SinkError(format!("the durable store refused the job: {e}")))?;
                 Pending::Stored(job.id)
             }
-            None => Pending::Held(
-                serde_json::to_string(&job)
-                    .map_err(|e| SinkError(format!("the job could not be held: {e}")))?
-                    .into_boxed_str(),
-            ),
+            None => {
+                let scratch = &mut queues.scratch;
+                scratch.clear();
+                serde_json::to_writer(&mut *scratch, &job)
+                    .map_err(|e| SinkError(format!("the job could not be held: {e}")))?;
+                let text = std::str::from_utf8(scratch).expect("serde_json writes UTF-8");
+                Pending::Held(text.into())
+            }
         };
         self.enqueue(&mut queues, key, pending);
         Ok(())
