@@ -32,7 +32,11 @@ export BENCH_PYTHON="$root/bench/.venv/bin/python"
 
 step "release builds"
 rustup target add wasm32-wasip1 >/dev/null 2>&1
-cargo build --release --locked -p wecom-relay -p wecom-relay-bench
+# One package at a time: built together, cargo unifies their dependencies' features, and the
+# relay's symbols would not be the ones a plain `cargo build --release` gives (see
+# native/build.rs for why its symbols matter).
+cargo build --release --locked -p wecom-relay
+cargo build --release --locked -p wecom-relay-bench
 cargo build --locked --profile worker -p wecom-relay-bench --no-default-features --target wasm32-wasip1
 if command -v worker-build >/dev/null || [ -x "$HOME/.cargo/bin/worker-build" ]; then
   [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error

@@ -1,6 +1,9 @@
 //! Records the git commit the binary is built from, for `wecom-relay --version`:
 //! `WECOM_RELAY_COMMIT` when set (a build without `.git`, e.g. the Dockerfile's `--build-arg`),
 //! else `git rev-parse`, with `-dirty` when the work tree has uncommitted changes, else `unknown`.
+//!
+//! And lays out a release binary's code by `link-order.txt` where the linker is LLD (see
+//! [`link_order`]).
 
 use std::process::Command;
 
@@ -11,7 +14,51 @@ fn git(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// The functions a running relay executes, placed together at the start of the release
+/// binary's code (`link-order.txt`, written by `bench/link-order.sh`, hottest first).
+///
+/// The kernel maps a binary's code 64 KB around each page a process touches, so code spread
+/// over the whole text section made most of it resident: an idle relay had 4.6 MB of its
+/// 7.7 MB of code in memory, and nearly all of it ran once or never. Together, the code that
+/// runs is under 2 MB.
+///
+/// Only for `x86_64-unknown-linux-gnu` release builds, whose default linker has been the
+/// toolchain's LLD since Rust 1.90, and only when nothing in the flags chooses another linker;
+/// `WECOM_RELAY_LINK_ORDER=0` turns it off. A name the build no longer has (another compiler,
+/// other dependency versions) is skipped without a warning: such a binary is only laid out
+/// less well.
+fn link_order() {
+    println!("cargo:rerun-if-env-changed=WECOM_RELAY_LINK_ORDER");
+    println!("cargo:rerun-if-changed=link-order.txt");
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let wanted = var("PROFILE") == "release"
+        && var("TARGET") == "x86_64-unknown-linux-gnu"
+        && var("WECOM_RELAY_LINK_ORDER") != "0"
+        && var("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_empty()
+        && !var("CARGO_ENCODED_RUSTFLAGS").contains("link")
+        && rustc_minor().is_some_and(|minor| minor >= 90);
+    if !wanted {
+        return;
+    }
+    let file = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link-order.txt");
+    if file.exists() {
+        let file = file.display();
+        println!("cargo:rustc-link-arg-bin=wecom-relay=-Wl,--symbol-ordering-file={file}");
+        println!("cargo:rustc-link-arg-bin=wecom-relay=-Wl,--no-warn-symbol-ordering");
+    }
+}
+
+/// The compiler's minor version (`1.95.0` is 95).
+fn rustc_minor() -> Option<u32> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc).arg("--version").output().ok()?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    let number = version.split_whitespace().nth(1)?;
+    number.split('.').nth(1)?.parse().ok()
+}
+
 fn main() {
+    link_order();
     println!("cargo:rerun-if-env-changed=WECOM_RELAY_COMMIT");
     let commit = match std::env::var("WECOM_RELAY_COMMIT") {
         Ok(c) if !c.trim().is_empty() => c.trim().to_owned(),

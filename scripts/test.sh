@@ -86,6 +86,10 @@ cargo run -q -p wecom-relay --locked -- demo
 step "packaging: the systemd unit (systemd-analyze), and the image (docker build, or its static musl binary where no container engine runs)"
 scripts/package-check.sh
 
+step "the release binary, its code laid out by native/link-order.txt (native/build.rs; bench/link-order.sh rewrites the file)"
+cargo build --release --locked -p wecom-relay
+python3 scripts/link-order-check.py target/release/wecom-relay native/link-order.txt
+
 step "tests (the core on wasm32 under node)"
 cargo test -p wecom-relay-core --target wasm32-unknown-unknown --locked
 
