@@ -23,8 +23,8 @@ fn git(args: &[&str]) -> Option<String> {
 /// runs is under 2 MB.
 ///
 /// Only for `x86_64-unknown-linux-gnu` release builds, whose default linker has been the
-/// toolchain's LLD since Rust 1.90, and only when nothing in the flags chooses another linker;
-/// `WECOM_RELAY_LINK_ORDER=0` turns it off. A name the build no longer has (another compiler,
+/// toolchain's LLD since Rust 1.90, and only when no linker is configured and no rustflag
+/// mentions `link` (a `-fuse-ld`, a linker flavour); `WECOM_RELAY_LINK_ORDER=0` turns it off. A name the build no longer has (another compiler,
 /// other dependency versions) is skipped without a warning: such a binary is only laid out
 /// less well.
 fn link_order() {
@@ -34,7 +34,8 @@ fn link_order() {
     let wanted = var("PROFILE") == "release"
         && var("TARGET") == "x86_64-unknown-linux-gnu"
         && var("WECOM_RELAY_LINK_ORDER") != "0"
-        && var("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_empty()
+        // Cargo names a linker set in `.cargo/config.toml` or `CARGO_TARGET_<triple>_LINKER`.
+        && var("RUSTC_LINKER").is_empty()
         && !var("CARGO_ENCODED_RUSTFLAGS").contains("link")
         && rustc_minor().is_some_and(|minor| minor >= 90);
     if !wanted {
