@@ -3,7 +3,8 @@
 //! else `git rev-parse`, with `-dirty` when the work tree has uncommitted changes, else `unknown`.
 //!
 //! And lays out a release binary's code by `link-order.txt` where the linker is LLD (see
-//! [`link_order`]).
+//! [`link_order`]), with its relocations packed where the glibc it is built on reads them
+//! (see [`packed_relocations`]).
 
 use std::process::Command;
 
@@ -24,7 +25,8 @@ fn git(args: &[&str]) -> Option<String> {
 ///
 /// Only for `x86_64-unknown-linux-gnu` release builds, whose default linker has been the
 /// toolchain's LLD since Rust 1.90, and only when no linker is configured and no rustflag
-/// mentions `link` (a `-fuse-ld`, a linker flavour); `WECOM_RELAY_LINK_ORDER=0` turns it off. A name the build no longer has (another compiler,
+/// mentions `link` (a `-fuse-ld`, a linker flavour); `WECOM_RELAY_LINK_ORDER=0` turns it off
+/// (and [`packed_relocations`] with it). A name the build no longer has (another compiler,
 /// other dependency versions) is skipped without a warning: such a binary is only laid out
 /// less well.
 fn link_order() {
@@ -41,12 +43,40 @@ fn link_order() {
     if !wanted {
         return;
     }
+    packed_relocations();
     let file = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link-order.txt");
     if file.exists() {
         let file = file.display();
         println!("cargo:rustc-link-arg-bin=wecom-relay=-Wl,--symbol-ordering-file={file}");
         println!("cargo:rustc-link-arg-bin=wecom-relay=-Wl,--no-warn-symbol-ordering");
     }
+}
+
+/// Packed relative relocations (`DT_RELR`) where the binary is built for the machine that
+/// builds it and that machine's glibc reads them (2.36 and later).
+///
+/// A position-independent binary's relocations are a table the loader reads whole at start,
+/// and its pages stay resident: 231 KB of `.rela.dyn` for the relay, nearly all of it
+/// relative relocations, which RELR packs into 3 KB. The binary then needs glibc 2.36 where
+/// it runs (it needs 2.34 in any case), so a build for another machine or on an older glibc
+/// leaves it out, as do the conditions of [`link_order`].
+fn packed_relocations() {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let native = var("HOST") == var("TARGET");
+    if native && glibc_minor().is_some_and(|minor| minor >= 36) {
+        println!("cargo:rustc-link-arg-bin=wecom-relay=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// The building machine's glibc minor version (`glibc 2.36` is 36).
+fn glibc_minor() -> Option<u32> {
+    let out = Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .ok()?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    let number = version.split_whitespace().nth(1)?;
+    number.split('.').nth(1)?.parse().ok()
 }
 
 /// The compiler's minor version (`1.95.0` is 95).
