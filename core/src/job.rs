@@ -19,6 +19,10 @@ use crate::wecom::api::{ApiError, ErrorClass};
 use crate::wecom::client::retry_delay_ms;
 
 /// What the user sent, as the agent sees it. Media are references (media ids valid 3 days).
+///
+/// A [`Job`] is stored as JSON, and the native twin holds a waiting job as MessagePack whose
+/// structs are arrays, read by position: a field skipped when empty (`skip_serializing_if`)
+/// must be its variant's last. `native/src/jobs.rs` reads back a job of every shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentInput {
