@@ -3,7 +3,7 @@
 # compiler or dependency update, or a change to what a request runs, and commit the file. A
 # stale file costs nothing but memory: the names it misses are laid out as if it were absent.
 #
-# Installs what is missing: valgrind and wrk (Debian's packages). About three minutes.
+# Installs what is missing: valgrind, perf and wrk (Debian's packages). About four minutes.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -11,6 +11,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v valgrind >/dev/null || missing+=(valgrind)
+command -v perf >/dev/null || missing+=(linux-perf)
 command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
