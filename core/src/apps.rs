@@ -15,7 +15,7 @@ use core::fmt;
 
 use serde::Deserialize;
 
-use crate::crypto::{open, CryptoError, MsgCrypt};
+use crate::crypto::{open, CryptoError, MsgCrypt, Opened};
 use crate::ids::{AgentId, CorpId, CorpSecret, ScopedUser};
 
 /// One app's settings as written in `config.yaml` or `apps_json`.
@@ -179,19 +179,19 @@ impl fmt::Display for RouteError {
 pub struct Routed {
     /// Index of the app in [`Apps::iter`].
     pub app: usize,
-    /// The plaintext as decrypted, not yet checked as UTF-8.
-    plaintext: Vec<u8>,
+    /// The decrypted payload, read in place: the plaintext is not yet checked as UTF-8.
+    opened: Opened,
 }
 
 impl Routed {
     /// The plaintext, checked as UTF-8 (with SIMD where the CPU has it; call it once).
     pub fn plaintext(&self) -> Result<&str, RouteError> {
-        crate::text::utf8(&self.plaintext).ok_or(RouteError::NotUtf8)
+        crate::text::utf8(self.opened.msg()).ok_or(RouteError::NotUtf8)
     }
 
     /// The plaintext, owned.
     pub fn into_plaintext(self) -> Result<String, RouteError> {
-        String::from_utf8(self.plaintext).map_err(|_| RouteError::NotUtf8)
+        String::from_utf8(self.opened.into_msg()).map_err(|_| RouteError::NotUtf8)
     }
 }
 
@@ -317,24 +317,24 @@ impl Apps {
 
     /// Verifies the signature against every app and decrypts with the candidates' keys.
     pub fn route(&self, q: &SignedQuery<'_>, encrypted: &str) -> Result<Routed, RouteError> {
-        let candidates: Vec<usize> = (0..self.apps.len())
-            .filter(|&i| {
-                self.apps[i]
-                    .crypt
-                    .verify_signature(&q.msg_signature, &q.timestamp, &q.nonce, encrypted)
-                    .is_ok()
-            })
-            .collect();
-        if candidates.is_empty() {
-            return Err(RouteError::Signature);
-        }
+        let mut verified = (0..self.apps.len()).filter(|&i| {
+            self.apps[i]
+                .crypt
+                .verify_signature(&q.msg_signature, &q.timestamp, &q.nonce, encrypted)
+                .is_ok()
+        });
+        // Nearly always one app verifies: the others are collected only when there are any,
+        // so a callback costs no allocation here.
+        let first = verified.next().ok_or(RouteError::Signature)?;
+        let rest: Vec<usize> = verified.collect();
+        let candidates = || core::iter::once(first).chain(rest.iter().copied());
         let mut last_err = RouteError::CorpMismatch;
-        for (n, &i) in candidates.iter().enumerate() {
+        for (n, i) in candidates().enumerate() {
             let key = self.apps[i].crypt.key();
             // Every earlier candidate's key has been tried (by it or by one before it).
-            if candidates[..n]
-                .iter()
-                .any(|&t| self.apps[t].crypt.key() == key)
+            if candidates()
+                .take(n)
+                .any(|t| self.apps[t].crypt.key() == key)
             {
                 continue;
             }
@@ -345,17 +345,12 @@ impl Apps {
                     continue;
                 }
             };
-            let owner = candidates.iter().copied().find(|&j| {
+            let owner = candidates().find(|&j| {
                 self.apps[j].crypt.key() == key
                     && self.apps[j].corp_id.as_str().as_bytes() == opened.receive_id()
             });
             match owner {
-                Some(app) => {
-                    return Ok(Routed {
-                        app,
-                        plaintext: opened.into_msg(),
-                    })
-                }
+                Some(app) => return Ok(Routed { app, opened }),
                 None => last_err = RouteError::CorpMismatch,
             }
         }
