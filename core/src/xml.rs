@@ -344,11 +344,7 @@ impl<'a> Fields<'a> {
                 }
                 // Plain text runs to the next tag; an entity (`&`) ends the fast path below,
                 // as it is not `</`.
-                let stop = find(
-                    content.as_bytes(),
-                    |b| b == b'<' || b == b'&',
-                    |tail| memchr::memchr2(b'<', b'&', tail),
-                )?;
+                let stop = markup_at(content.as_bytes())?;
                 if stop > 0 {
                     push_text(&mut text, &content[..stop]);
                     content = &content[stop..];
@@ -407,11 +403,11 @@ pub(crate) fn fast_path_agrees(input: &str) -> bool {
 }
 
 /// Where `]]>` first starts in `data` (a CDATA section's content rarely holds a `]`, so this
-/// is a byte search where a substring searcher would first have to be built).
+/// is one `memchr` where a substring searcher would first have to be built).
 fn cdata_end(data: &[u8]) -> Option<usize> {
     let mut from = 0;
     loop {
-        let at = from + find(&data[from..], |b| b == b']', |d| memchr::memchr(b']', d))?;
+        let at = from + memchr::memchr(b']', &data[from..])?;
         if data[at..].starts_with(b"]]>") {
             return Some(at);
         }
@@ -419,19 +415,15 @@ fn cdata_end(data: &[u8]) -> Option<usize> {
     }
 }
 
-/// Where `is` first holds in `bytes`: a plain loop over the first few bytes, which is where
-/// most fields end (ids, numbers, the end tag after a CDATA section), then `search`
-/// (`memchr`'s vector search, which pays for its call only on longer text).
-fn find(
-    bytes: &[u8],
-    is: impl Fn(u8) -> bool,
-    search: impl FnOnce(&[u8]) -> Option<usize>,
-) -> Option<usize> {
+/// Where the first `<` or `&` is in `bytes`: a plain loop over the first few bytes, which is
+/// where plain text ends (ids, numbers, the end tag after a CDATA section), then `memchr`'s
+/// vector search, which pays for its call only on longer text.
+fn markup_at(bytes: &[u8]) -> Option<usize> {
     const SHORT: usize = 24;
     let (head, tail) = bytes.split_at(bytes.len().min(SHORT));
-    match head.iter().position(|&b| is(b)) {
+    match head.iter().position(|&b| b == b'<' || b == b'&') {
         Some(at) => Some(at),
-        None => search(tail).map(|at| at + head.len()),
+        None => memchr::memchr2(b'<', b'&', tail).map(|at| at + head.len()),
     }
 }
 
