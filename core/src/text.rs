@@ -11,6 +11,14 @@ pub(crate) fn utf8(bytes: &[u8]) -> Option<&str> {
 /// to U+009F), read from its bytes: the C1 controls are `C2 80` to `C2 9F` in UTF-8.
 pub(crate) fn has_control(s: &str) -> bool {
     let b = s.as_bytes();
+    // Visible ASCII, as ids nearly always are, has none: one pass without a branch per
+    // byte (the compiler makes it a vector loop) settles it.
+    if !b
+        .iter()
+        .fold(false, |odd, &c| odd | !(0x20..0x7f).contains(&c))
+    {
+        return false;
+    }
     b.iter().enumerate().any(|(i, &c)| {
         c < 0x20 || c == 0x7f || (c == 0xc2 && matches!(b.get(i + 1), Some(0x80..=0x9f)))
     })

@@ -327,7 +327,8 @@ impl<'a> Fields<'a> {
                 // Only the root's end tag can close here: a field's end is read with it.
                 return end.strip_prefix("xml>").map(|_| ());
             }
-            let name_len = rest.bytes().take(LONGEST_TAG + 1).position(|b| b == b'>')?;
+            let head = &rest.as_bytes()[..rest.len().min(LONGEST_TAG + 1)];
+            let name_len = head.iter().position(|&b| b == b'>')?;
             let name = &rest[..name_len];
             let slot = &mut self.slots[Tag::of(name)? as usize];
             if slot.is_some() {
