@@ -129,15 +129,6 @@ impl<'a> Node<'a> {
         }
         self.children.push(child);
     }
-
-    /// Appends a piece of text, borrowing it when it is the first.
-    fn push_text(&mut self, piece: Cow<'a, str>) {
-        if self.text.is_empty() {
-            self.text = piece;
-        } else {
-            self.text.to_mut().push_str(&piece);
-        }
-    }
 }
 
 fn malformed(e: impl fmt::Display) -> XmlError {
@@ -339,7 +330,7 @@ impl<'a> Fields<'a> {
             loop {
                 if let Some(data) = content.strip_prefix(CDATA) {
                     let end = cdata_end(data.as_bytes())?;
-                    push_text(&mut text, &data[..end]);
+                    push_text(&mut text, Cow::Borrowed(&data[..end]));
                     content = &data[end + 3..];
                     continue;
                 }
@@ -347,7 +338,7 @@ impl<'a> Fields<'a> {
                 // as it is not `</`.
                 let stop = markup_at(content.as_bytes())?;
                 if stop > 0 {
-                    push_text(&mut text, &content[..stop]);
+                    push_text(&mut text, Cow::Borrowed(&content[..stop]));
                     content = &content[stop..];
                     continue;
                 }
@@ -384,12 +375,13 @@ fn general_fields(input: &str) -> Result<Fields<'_>, XmlError> {
     Ok(fields)
 }
 
-/// Appends `piece` to `text`, borrowing it when it is the first.
-fn push_text<'a>(text: &mut Cow<'a, str>, piece: &'a str) {
+/// Appends `piece` to `text` (a field's or an element's), taking it whole when it is the
+/// first, so a field of one CDATA section or one run of text stays borrowed.
+fn push_text<'a>(text: &mut Cow<'a, str>, piece: Cow<'a, str>) {
     if text.is_empty() {
-        *text = Cow::Borrowed(piece);
+        *text = piece;
     } else {
-        text.to_mut().push_str(piece);
+        text.to_mut().push_str(&piece);
     }
 }
 
@@ -477,7 +469,7 @@ fn general_tree(input: &str) -> Result<Node<'_>, XmlError> {
             }
             XmlEvent::Text(text) => {
                 if let Some(node) = stack.last_mut() {
-                    node.push_text(unescaped(within(input, &text)?)?);
+                    push_text(&mut node.text, unescaped(within(input, &text)?)?);
                 } else if !text.iter().all(u8::is_ascii_whitespace) {
                     return Err(malformed("text outside the root element"));
                 }
@@ -486,7 +478,7 @@ fn general_tree(input: &str) -> Result<Node<'_>, XmlError> {
                 let node = stack
                     .last_mut()
                     .ok_or_else(|| malformed("cdata outside the root element"))?;
-                node.push_text(within(input, &data)?);
+                push_text(&mut node.text, within(input, &data)?);
             }
             XmlEvent::DocType(_) => return Err(XmlError::Doctype),
             XmlEvent::Decl(_) | XmlEvent::PI(_) | XmlEvent::Comment(_) => {}
