@@ -2,6 +2,7 @@
 //! port to make, and the inbound requests a twin hands to [`crate::Relay::handle`] with the
 //! [`Answer`] it writes back.
 
+use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -286,13 +287,14 @@ pub struct Answer {
     pub content_type: &'static str,
     /// Other headers.
     pub headers: Vec<(&'static str, String)>,
-    /// The body.
-    pub body: String,
+    /// The body: borrowed when it is a constant (`success`, empty), so most answers allocate
+    /// nothing.
+    pub body: Cow<'static, str>,
 }
 
 impl Answer {
     /// Plain text (the echo, `success`, or empty).
-    pub fn text(status: u16, body: impl Into<String>) -> Self {
+    pub fn text(status: u16, body: impl Into<Cow<'static, str>>) -> Self {
         Self {
             status,
             content_type: "text/plain; charset=utf-8",
@@ -307,7 +309,7 @@ impl Answer {
             status,
             content_type: "application/json",
             headers: Vec::new(),
-            body,
+            body: Cow::Owned(body),
         }
     }
 
@@ -317,7 +319,7 @@ impl Answer {
             status: 200,
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
             headers: Vec::new(),
-            body,
+            body: Cow::Owned(body),
         }
     }
 

@@ -59,7 +59,7 @@ async fn read_capped(req: &mut Request) -> std::result::Result<Vec<u8>, BodyErro
 }
 
 fn respond(answer: Answer) -> Result<Response> {
-    let response = Response::ok(answer.body)?.with_status(answer.status);
+    let response = Response::ok(answer.body.into_owned())?.with_status(answer.status);
     let headers = response.headers();
     headers.set("content-type", answer.content_type)?;
     for (name, value) in answer.headers {

@@ -198,6 +198,8 @@ pub enum Decision {
     Deny {
         /// The notice job, when a deny message is configured.
         notice: Option<Job>,
+        /// The user.
+        user: ScopedUser,
     },
     /// `enter_agent`: claim `notice.id` for `ttl` seconds (the rest of the user's day) and, if
     /// fresh, enqueue the welcome.
@@ -208,7 +210,12 @@ pub enum Decision {
         ttl: u64,
     },
     /// Nothing to do (events, unknown types); answer 200.
-    Ignore(&'static str),
+    Ignore {
+        /// Why, as a metrics label.
+        why: &'static str,
+        /// The user.
+        user: ScopedUser,
+    },
 }
 
 /// The offset of the corp's time zone (China Standard Time, UTC+8): "once a day" means a
@@ -229,44 +236,47 @@ pub fn deny_notice_key(user: &ScopedUser) -> String {
     format!("deny:{}", user.key())
 }
 
-/// Decides what an opened callback leads to.
-pub fn decide(settings: &Settings, inbound: &Inbound) -> Decision {
+/// Decides what an opened callback leads to, taking the message's fields into the job
+/// rather than copying them (a WeCom retry costs no more than its claim).
+pub fn decide(settings: &Settings, inbound: Inbound) -> Decision {
+    let Inbound {
+        app,
+        message,
+        user,
+        dedup_key,
+    } = inbound;
     let app = settings
         .apps
-        .get(inbound.app)
+        .get(app)
         .expect("inbound carries a valid index");
-    let input = match &inbound.message.body {
-        MessageBody::Text { content } => AgentInput::Text {
-            text: content.clone(),
-        },
-        MessageBody::Image { pic_url, media_id } => AgentInput::Image {
-            media_id: media_id.clone(),
-            pic_url: pic_url.clone(),
-        },
+    let create_time = message.create_time;
+    let input = match message.body {
+        MessageBody::Text { content } => AgentInput::Text { text: content },
+        MessageBody::Image { pic_url, media_id } => AgentInput::Image { media_id, pic_url },
         MessageBody::Voice {
             media_id,
             format,
             recognition,
         } => AgentInput::Voice {
-            media_id: media_id.clone(),
-            format: format.clone(),
-            transcript: recognition.clone(),
+            media_id,
+            format,
+            transcript: recognition,
         },
         MessageBody::Video {
             media_id,
             thumb_media_id,
         } => AgentInput::Video {
-            media_id: media_id.clone(),
-            thumb_media_id: thumb_media_id.clone(),
+            media_id,
+            thumb_media_id,
         },
         MessageBody::File {
             media_id,
             file_name,
             file_size,
         } => AgentInput::File {
-            media_id: media_id.clone(),
-            file_name: media::clean_name(file_name),
-            file_size: *file_size,
+            media_id,
+            file_name: media::clean_name(&file_name),
+            file_size,
         },
         MessageBody::Location {
             latitude,
@@ -274,9 +284,9 @@ pub fn decide(settings: &Settings, inbound: &Inbound) -> Decision {
             label,
             ..
         } => AgentInput::Location {
-            latitude: *latitude,
-            longitude: *longitude,
-            label: label.clone(),
+            latitude,
+            longitude,
+            label,
         },
         MessageBody::Link {
             title,
@@ -284,17 +294,20 @@ pub fn decide(settings: &Settings, inbound: &Inbound) -> Decision {
             url,
             ..
         } => AgentInput::Link {
-            title: title.clone(),
-            description: description.clone(),
-            url: url.clone(),
+            title,
+            description,
+            url,
         },
-        MessageBody::Event(Event::Click { key }) if settings.menu_commands.contains_key(key) => {
+        MessageBody::Event(Event::Click { key }) if settings.menu_commands.contains_key(&key) => {
             AgentInput::Text {
                 text: settings.menu_commands[key.as_str()].clone(),
             }
         }
         MessageBody::Event(Event::Click { .. }) if !settings.forward_events => {
-            return Decision::Ignore("unmapped_click")
+            return Decision::Ignore {
+                why: "unmapped_click",
+                user,
+            }
         }
         MessageBody::Event(Event::EnterAgent { .. })
             if !settings.forward_events
@@ -308,55 +321,63 @@ pub fn decide(settings: &Settings, inbound: &Inbound) -> Decision {
             return match welcome {
                 Some(text)
                     if !text.trim().is_empty()
-                        && settings.policy.check(&inbound.user) == Access::Allowed =>
+                        && settings.policy.check(&user) == Access::Allowed =>
                 {
-                    let (key, ttl) =
-                        welcome_key(&app.name, &inbound.user, inbound.message.create_time);
+                    let (key, ttl) = welcome_key(&app.name, &user, create_time);
                     Decision::Welcome {
                         ttl,
                         notice: Job {
                             id: key,
                             app: app.name.clone(),
                             agent_id: app.agent_id,
-                            user: inbound.user.clone(),
-                            create_time: inbound.message.create_time,
+                            user,
+                            create_time,
                             kind: JobKind::Notice {
                                 text: text.to_owned(),
                             },
                         },
                     }
                 }
-                _ => Decision::Ignore("event"),
+                _ => Decision::Ignore { why: "event", user },
             };
         }
         // Any other event goes to a webhook agent as it came, and is otherwise ignored.
-        MessageBody::Event(event) if settings.forward_events => AgentInput::Event {
-            event: event.clone(),
-        },
-        MessageBody::Event(Event::Unknown { .. }) => return Decision::Ignore("unknown_event"),
-        MessageBody::Event(_) => return Decision::Ignore("event"),
-        MessageBody::Unknown { .. } => return Decision::Ignore("unknown_type"),
+        MessageBody::Event(event) if settings.forward_events => AgentInput::Event { event },
+        MessageBody::Event(Event::Unknown { .. }) => {
+            return Decision::Ignore {
+                why: "unknown_event",
+                user,
+            }
+        }
+        MessageBody::Event(_) => return Decision::Ignore { why: "event", user },
+        MessageBody::Unknown { .. } => {
+            return Decision::Ignore {
+                why: "unknown_type",
+                user,
+            }
+        }
     };
-    let job = |id: String, kind: JobKind| Job {
-        id,
+    if settings.policy.check(&user) == Access::Denied {
+        let notice = settings.deny_message.as_ref().map(|text| Job {
+            id: deny_notice_key(&user),
+            app: app.name.clone(),
+            agent_id: app.agent_id,
+            user: user.clone(),
+            create_time,
+            kind: JobKind::Notice {
+                text: text.to_owned(),
+            },
+        });
+        return Decision::Deny { notice, user };
+    }
+    Decision::Process(Job {
+        id: dedup_key,
         app: app.name.clone(),
         agent_id: app.agent_id,
-        user: inbound.user.clone(),
-        create_time: inbound.message.create_time,
-        kind,
-    };
-    if settings.policy.check(&inbound.user) == Access::Denied {
-        let notice = settings.deny_message.as_ref().map(|text| {
-            job(
-                deny_notice_key(&inbound.user),
-                JobKind::Notice {
-                    text: text.to_owned(),
-                },
-            )
-        });
-        return Decision::Deny { notice };
-    }
-    Decision::Process(job(inbound.dedup_key.clone(), JobKind::Answer { input }))
+        user,
+        create_time,
+        kind: JobKind::Answer { input },
+    })
 }
 
 /// What became of a callback `POST`: the HTTP answer plus what to log and count.
@@ -507,7 +528,7 @@ pub async fn handle_callback<D: DedupStore, S: JobSink>(
         Ok(inbound) => inbound,
         Err(r) => return Outcome::Rejected(r),
     };
-    match decide(settings, &inbound) {
+    match decide(settings, inbound) {
         Decision::Process(job) => match dedup
             .claim(&job.id, now, settings.replay.dedup_ttl_secs())
             .await
@@ -515,12 +536,9 @@ pub async fn handle_callback<D: DedupStore, S: JobSink>(
             Ok(Claim::Duplicate) => Outcome::Duplicate { job: job.id },
             Err(e) => Outcome::StoreFailed(e),
             Ok(Claim::Fresh) => {
-                let id = job.id.clone();
+                let (id, user) = (job.id.clone(), job.user.clone());
                 match sink.submit(job).await {
-                    Ok(()) => Outcome::Accepted {
-                        job: id,
-                        user: inbound.user,
-                    },
+                    Ok(()) => Outcome::Accepted { job: id, user },
                     Err(error) => {
                         let _ = dedup.release(&id).await;
                         Outcome::NotQueued { job: id, error }
@@ -528,7 +546,7 @@ pub async fn handle_callback<D: DedupStore, S: JobSink>(
                 }
             }
         },
-        Decision::Deny { notice } => {
+        Decision::Deny { notice, user } => {
             let mut sent = false;
             if let Some(notice) = notice {
                 if let Ok(Claim::Fresh) = dedup
@@ -538,25 +556,17 @@ pub async fn handle_callback<D: DedupStore, S: JobSink>(
                     sent = sink.submit(notice).await.is_ok();
                 }
             }
-            Outcome::Denied {
-                user: inbound.user,
-                notice: sent,
-            }
+            Outcome::Denied { user, notice: sent }
         }
         Decision::Welcome { notice, ttl } => {
+            let user = notice.user.clone();
             let sent = match dedup.claim(&notice.id, now, ttl).await {
                 Ok(Claim::Fresh) => sink.submit(notice).await.is_ok(),
                 _ => false,
             };
-            Outcome::Welcomed {
-                user: inbound.user,
-                sent,
-            }
+            Outcome::Welcomed { user, sent }
         }
-        Decision::Ignore(why) => Outcome::Ignored {
-            user: inbound.user,
-            why,
-        },
+        Decision::Ignore { why, user } => Outcome::Ignored { user, why },
     }
 }
 
@@ -593,7 +603,7 @@ mod tests {
             inbound.user.to_string(),
             format!("{}:ChenJiaShun", set.corp_id)
         );
-        match decide(&settings, &inbound) {
+        match decide(&settings, inbound) {
             Decision::Process(job) => {
                 assert_eq!(
                     job.kind,
@@ -664,13 +674,18 @@ mod tests {
                 crate::xml::callback_envelope_xml(crypt.receive_id(), &sealed.encrypt, "1000002");
             let q = format!("msg_signature={}&timestamp=100&nonce=n", sealed.signature);
             let inbound = open_callback(settings, &q, body.as_bytes(), 100).unwrap();
-            decide(settings, &inbound)
+            decide(settings, inbound)
         };
         let text = "<MsgType>text</MsgType><Content>hi</Content><MsgId>5</MsgId>";
-        assert_eq!(send(&settings, text), Decision::Deny { notice: None });
+        assert!(matches!(
+            send(&settings, text),
+            Decision::Deny { notice: None, .. }
+        ));
         settings.deny_message = Some("not for you".into());
         match send(&settings, text) {
-            Decision::Deny { notice: Some(job) } => {
+            Decision::Deny {
+                notice: Some(job), ..
+            } => {
                 assert_eq!(job.id, format!("deny:{}:mallory", crypt.receive_id()));
                 assert_eq!(
                     job.kind,
@@ -681,17 +696,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(
+        assert!(matches!(
             send(
                 &settings,
                 "<MsgType>event</MsgType><Event>enter_agent</Event>"
             ),
-            Decision::Ignore("event")
-        );
-        assert_eq!(
+            Decision::Ignore { why: "event", .. }
+        ));
+        assert!(matches!(
             send(&settings, "<MsgType>hologram</MsgType>"),
-            Decision::Ignore("unknown_type")
-        );
+            Decision::Ignore {
+                why: "unknown_type",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -709,11 +727,14 @@ mod tests {
                 crate::xml::callback_envelope_xml(crypt.receive_id(), &sealed.encrypt, "1000002");
             let q = format!("msg_signature={}&timestamp={at}&nonce=n", sealed.signature);
             let inbound = open_callback(settings, &q, body.as_bytes(), at).unwrap();
-            decide(settings, &inbound)
+            decide(settings, inbound)
         };
         let enter = "<MsgType>event</MsgType><Event>enter_agent</Event>";
         // No welcome configured: nothing.
-        assert_eq!(send(&settings, enter, 100), Decision::Ignore("event"));
+        assert!(matches!(
+            send(&settings, enter, 100),
+            Decision::Ignore { why: "event", .. }
+        ));
         settings.welcome_message = Some("welcome!".into());
         // 2023-11-14 23:59:59 and 2023-11-15 00:00:00 in UTC+8: two days.
         let (before, after) = (1_699_977_599, 1_699_977_600);
@@ -736,10 +757,13 @@ mod tests {
         assert_eq!(key_at(after + 3600).0, k2, "once a day");
         // A menu click stands for its text; an unmapped one is ignored.
         let click = "<MsgType>event</MsgType><Event>click</Event><EventKey>K_HELP</EventKey>";
-        assert_eq!(
+        assert!(matches!(
             send(&settings, click, 100),
-            Decision::Ignore("unmapped_click")
-        );
+            Decision::Ignore {
+                why: "unmapped_click",
+                ..
+            }
+        ));
         settings
             .menu_commands
             .insert("K_HELP".into(), "/help".into());
@@ -757,7 +781,10 @@ mod tests {
         // For a webhook agent, the events the relay has no use for arrive as they came.
         let scan = "<MsgType>event</MsgType><Event>scancode_waitmsg</Event><EventKey>K_SCAN</EventKey>\
                     <ScanCodeInfo><ScanType>qrcode</ScanType><ScanResult>PO-1234</ScanResult></ScanCodeInfo>";
-        assert_eq!(send(&settings, scan, 100), Decision::Ignore("event"));
+        assert!(matches!(
+            send(&settings, scan, 100),
+            Decision::Ignore { why: "event", .. }
+        ));
         settings.forward_events = true;
         match send(&settings, scan, 100) {
             Decision::Process(Job {

@@ -386,7 +386,7 @@ fn routes_statuses_and_literals() {
     let relay = relay_at(1);
     let health = block_on(relay.handle(&get("/health", "")));
     assert_eq!(
-        (health.status, health.content_type, health.body.as_str()),
+        (health.status, health.content_type, health.body.as_ref()),
         (
             200,
             "application/json",
@@ -420,7 +420,7 @@ fn routes_statuses_and_literals() {
     };
     let answer = block_on(relay.handle(&send));
     assert_eq!(
-        (answer.status, answer.body.as_str()),
+        (answer.status, answer.body.as_ref()),
         (404, r#"{"error":"not found","ok":false}"#),
         "no api_token: the send API does not exist"
     );
@@ -428,7 +428,7 @@ fn routes_statuses_and_literals() {
     let mut relay = relay_at(1);
     relay.platform.metrics = Some("# EOF\n".into());
     let metrics = block_on(relay.handle(&get("/metrics", "")));
-    assert_eq!((metrics.status, metrics.body.as_str()), (200, "# EOF\n"));
+    assert_eq!((metrics.status, metrics.body.as_ref()), (200, "# EOF\n"));
     assert!(metrics
         .content_type
         .starts_with("application/openmetrics-text"));
@@ -487,7 +487,7 @@ fn the_official_vectors_through_the_front_door() {
     );
     let echo = block_on(relay.handle(&get("/wecom/callback", &set.verify_url.query)));
     assert_eq!(
-        (echo.status, echo.body.as_str()),
+        (echo.status, echo.body.as_ref()),
         (200, set.verify_url.expected_body.as_str())
     );
     let post = Incoming {
@@ -496,10 +496,10 @@ fn the_official_vectors_through_the_front_door() {
         ..get("/wecom/callback", &set.callback.query)
     };
     let answer = block_on(relay.handle(&post));
-    assert_eq!((answer.status, answer.body.as_str()), (200, "success"));
+    assert_eq!((answer.status, answer.body.as_ref()), (200, "success"));
     assert_eq!(relay.platform().sink.take().len(), 1);
     let again = block_on(relay.handle(&post));
-    assert_eq!((again.status, again.body.as_str()), (200, "success"));
+    assert_eq!((again.status, again.body.as_ref()), (200, "success"));
     assert!(
         relay.platform().sink.take().is_empty(),
         "a retry is not a new job"
@@ -540,7 +540,7 @@ fn misconfigured_answers_500_except_health() {
     assert_eq!(health.status, 200);
     let other = answer_misconfigured(&get("/wecom/callback", ""));
     assert_eq!(
-        (other.status, other.body.as_str()),
+        (other.status, other.body.as_ref()),
         (500, "configuration error")
     );
     let e = crate::apps::ConfigError::new("apps[0].encoding_aes_key", "bad");
