@@ -4,6 +4,8 @@ measured in the same run, as a ratio. bench/run.sh installs what this needs and 
 1. Core per message: wecom-relay's core against wechatpy and the raw AES + SHA1 floor.
 2. Native server under load (wrk): wecom-relay against the Hermes adapter and against nginx
    answering a constant 200, on duplicates, on new messages, and on a flood against a slow API.
+   On duplicates also the relay's own HTTP stack answering a constant 200 ("stack"), which
+   tells the relay's own work apart from its stack's.
 3. Worker: the wasm's size, and the core's CPU per callback compiled to wasm under node.
 4. Cold start: the native process to its first answered callback; the Worker under wrangler
    dev (workerd) to its first.
@@ -149,6 +151,8 @@ def start(kind: str, tmp: Path, params: dict, standin: Standin | None) -> Server
         conf = (BENCH / "nginx.conf.in").read_text().replace("@DIR@", str(tmp)).replace("@PORT@", str(port))
         (tmp / "nginx.conf").write_text(conf)
         return Server("nginx", ["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], port)
+    if kind == "stack":
+        return Server("stack", [str(TOOL), "stack", str(port)], port)
     if kind == "relay":
         cfg = relay_config(tmp, port, params, standin.url)
         return Server("relay", [str(RELAY), "serve", "--config", str(cfg)], port,
@@ -172,7 +176,8 @@ def wrk(port: int, corpus: Path, secs: int, connections: int, threads: int) -> d
 
 
 def load_run(kind: str, workload: dict, tmp: Path, params: dict, args) -> dict:
-    standin = Standin(workload["users"], workload.get("slow_ms", 0)) if kind != "nginx" else None
+    needs_api = kind in ("relay", "hermes")
+    standin = Standin(workload["users"], workload.get("slow_ms", 0)) if needs_api else None
     server = start(kind, tmp, params, standin)
     try:
         pids = server.pids()
@@ -180,7 +185,7 @@ def load_run(kind: str, workload: dict, tmp: Path, params: dict, args) -> dict:
         r = wrk(server.port, workload["corpus"], args.secs, args.connections, args.threads)
         pids = server.pids()
         r["cpu_us_per_req"] = (cpu_ticks(pids) - before) / TICKS * 1e6 / max(r["requests"], 1)
-        if kind != "nginx":
+        if needs_api:
             # Let accepted work finish (the API is local), then read the peak.
             time.sleep(workload.get("settle", 2))
             r["sent"] = standin.stats()["send_calls"]
@@ -246,7 +251,8 @@ def load_section(tmp: Path, params: dict, args, rows: list) -> None:
     subprocess.run([str(TOOL), "corpus", "load", str(new), str(args.new_messages), "20000"], check=True)
     workloads = [
         {"name": "2,000 callbacks cycled (after the first round, WeCom retries: dedup)",
-         "corpus": dup, "lines": 2000, "users": 500, "settle": 1},
+         "corpus": dup, "lines": 2000, "users": 500, "settle": 1,
+         "peers": ["nginx", "stack", "relay", "hermes"]},
         {"name": f"every callback new ({args.new_messages:,} from 20,000 members), each answered through message/send",
          "corpus": new, "lines": args.new_messages, "users": 20000, "settle": 3},
         {"name": "flood: every callback new, message/send takes 200 ms (the relay's queue bounds)",
@@ -264,7 +270,9 @@ def load_section(tmp: Path, params: dict, args, rows: list) -> None:
         ceiling = best.get("nginx", {}).get("rps")
         for kind in kinds:
             r = best[kind]
-            label = {"nginx": "nginx, constant 200 (ceiling)", "relay": "wecom-relay native",
+            label = {"nginx": "nginx, constant 200 (ceiling)",
+                     "stack": "the relay's HTTP stack, constant 200 (hyper, axum, tokio)",
+                     "relay": "wecom-relay native",
                      "hermes": "Hermes wecom_callback 0.19.0"}[kind]
             detail = (f"{r['rps']:,.0f} req/s, p50 {fmt_us(r['p50_us'])}, p99 {fmt_us(r['p99_us'])}, "
                       f"p99.9 {fmt_us(r['p999_us'])}, {r['cpu_us_per_req']:.0f} µs CPU/req, "
@@ -277,6 +285,12 @@ def load_section(tmp: Path, params: dict, args, rows: list) -> None:
             if kind == "relay" and ceiling:
                 shares = [a["rps"] / b["rps"] for a, b in zip(runs["relay"], runs["nginx"])]
                 ratio = f"{r['rps'] / ceiling:.0%} of nginx{spread(shares, '{:.0%}')}"
+            if kind == "stack" and ceiling:
+                shares = [a["rps"] / b["rps"] for a, b in zip(runs["stack"], runs["nginx"])]
+                ratio = f"{r['rps'] / ceiling:.0%} of nginx{spread(shares, '{:.0%}')}"
+            if kind == "relay" and "stack" in best:
+                shares = [a["rps"] / b["rps"] for a, b in zip(runs["relay"], runs["stack"])]
+                ratio += f", {r['rps'] / best['stack']['rps']:.0%} of the stack{spread(shares, '{:.0%}')}"
             if kind == "relay" and "hermes" in best:
                 ratio += f", {r['rps'] / best['hermes']['rps']:.1f}× Hermes"
             rows.append((f"  {label}", detail, ratio, ""))

@@ -13,6 +13,9 @@
 //!   or `valgrind --tool=callgrind`.
 //! - `bench standin PORT USERS [SLOW_MS]`: the stand-in for WeCom's API (`message/send` slowed
 //!   by SLOW_MS); answers `stats` on stdin.
+//! - `bench stack PORT`: the native relay's HTTP stack (its runtime, its hyper settings and
+//!   accept loop, an axum router) answering every request with a constant 200 once its body is
+//!   read: the load runs' measure of what the relay's own work costs above its stack.
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
@@ -49,8 +52,10 @@ fn main() {
         ("profile", _) => profile(arg(1), num(2, 100)),
         #[cfg(feature = "serve")]
         ("standin", _) => standin::serve(num(1, 18700) as u16, num(2, 10_000) as usize, num(3, 0)),
+        #[cfg(feature = "serve")]
+        ("stack", _) => stack::serve(num(1, 18800) as u16),
         _ => {
-            eprintln!("usage: bench params | corpus core FILE N | corpus load FILE N USERS | core FILE SECS | profile FILE ROUNDS | standin PORT USERS [SLOW_MS]");
+            eprintln!("usage: bench params | corpus core FILE N | corpus load FILE N USERS | core FILE SECS | profile FILE ROUNDS | standin PORT USERS [SLOW_MS] | stack PORT");
             std::process::exit(2);
         }
     }
@@ -388,6 +393,53 @@ mod standin {
             }
         }
         drop(running);
+    }
+}
+
+#[cfg(feature = "serve")]
+mod stack {
+    use axum::body::Bytes;
+    use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+    use http_body_util::{BodyExt, Full, Limited};
+    use hyper::body::Incoming;
+    use wecom_relay::http::{serve_with, Reply, DEFAULT_REQUEST_TIMEOUT};
+    use wecom_relay_core::MAX_BODY_BYTES;
+
+    /// Serves a constant `success` on `port` through the relay's own `serve_with`, on a
+    /// runtime built as `wecom-relay serve` builds its own, until killed.
+    pub fn serve(port: u16) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("the stack's port");
+            serve_with(
+                listener,
+                DEFAULT_REQUEST_TIMEOUT,
+                std::future::pending(),
+                constant,
+            )
+            .await;
+        });
+    }
+
+    /// Reads the body (at most the relay's cap), then answers as the relay answers a retry.
+    async fn constant(request: Request<Incoming>) -> Reply {
+        let read = Limited::new(request.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await;
+        let mut response = Response::new(Full::new(Bytes::from_static(b"success")));
+        if read.is_err() {
+            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        }
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
     }
 }
 

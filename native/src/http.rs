@@ -2,22 +2,23 @@
 //! request becomes the core's `Incoming`, with the body read up to the core's cap, and the
 //! core's `Answer` is written back as it is.
 
+use std::borrow::Cow;
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::BodyDataStream;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::body::Bytes;
+use axum::http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
 use axum::Router;
-use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
-use wecom_relay_core::{Answer, BodyError, CappedBody, Drain, Incoming};
+use wecom_relay_core::{Answer, BodyError, CappedBody, Drain};
 
 use crate::NativeRelay;
 
@@ -25,6 +26,9 @@ use crate::NativeRelay;
 /// WeCom sends a callback in one go; a client that dribbles is closed (headers) or answered
 /// 408 (body), so slow clients cannot pile up. `relay.request_timeout_secs` sets it.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A response as the relay writes it: the body whole in one buffer, not boxed.
+pub type Reply = Response<Full<Bytes>>;
 
 /// Serves `relay` on `listener` over HTTP/1.1 until `shutdown` completes, then lets the
 /// requests in flight finish. Each connection has `timeout` to send a request's headers (also
@@ -35,12 +39,31 @@ pub async fn serve(
     timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
+    let served = Served { relay, timeout };
+    serve_with(listener, timeout, shutdown, move |request| {
+        handle(served.clone(), request)
+    })
+    .await;
+}
+
+/// Serves `handler` as [`serve`] serves the relay: the same connection settings, deadlines,
+/// accept loop and graceful shutdown. Each request goes straight to `handler` (the core
+/// routes, so a router would only add its allocations). The benchmark's "stack" peer serves
+/// a constant answer through it, which tells the relay's own work apart from its stack's.
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
         .max_buf_size(64 * 1024);
-    let router = app(relay, timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -57,7 +80,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let handler = handler.clone();
+        let service = service_fn(move |request| {
+            let reply = handler(request);
+            async move { Ok::<_, Infallible>(reply.await) }
+        });
         let conn = http1.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -83,23 +110,24 @@ struct Served {
     timeout: Duration,
 }
 
-/// The relay's router: one handler, the core routes; bodies get `timeout`. [`serve`] uses it;
-/// tests can drive it without a socket.
+/// The relay as an axum router whose every request goes to the handler [`serve`] uses, for
+/// tests that drive it without a socket.
 pub fn app(relay: Arc<NativeRelay>, timeout: Duration) -> Router {
-    Router::new()
-        .fallback(handle)
-        .with_state(Served { relay, timeout })
+    let served = Served { relay, timeout };
+    Router::new().fallback(move |request: axum::extract::Request| handle(served.clone(), request))
 }
 
-async fn handle(State(served): State<Served>, request: Request) -> Response {
+async fn handle<B>(served: Served, request: Request<B>) -> Reply
+where
+    B: Body<Data = Bytes> + Unpin,
+{
     // The request whole, not `Method`, `Uri` and `HeaderMap` extractors: those clone the
     // parts, and the header map is an allocation per request.
-    let (parts, body) = request.into_parts();
+    let (parts, mut chunks) = request.into_parts();
     let headers = &parts.headers;
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok());
-    let mut chunks = body.into_data_stream();
     let body = match tokio::time::timeout(served.timeout, read_capped(announced, &mut chunks)).await
     {
         Ok(read) => read,
@@ -109,7 +137,7 @@ async fn handle(State(served): State<Served>, request: Request) -> Response {
         // A client still sending gets the 413 instead of a reset connection.
         let _ = tokio::time::timeout(served.timeout, drain(announced, &mut chunks)).await;
     }
-    let incoming = Incoming {
+    let incoming = wecom_relay_core::Incoming {
         method: parts.method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or_default(),
@@ -128,12 +156,32 @@ async fn handle(State(served): State<Served>, request: Request) -> Response {
     response
 }
 
+/// The body's next piece of data, skipping trailers; `Some(Err(()))` if the body broke.
+async fn next_chunk<B>(body: &mut B) -> Option<Result<Bytes, ()>>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    loop {
+        match body.frame().await? {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    return Some(Ok(data));
+                }
+            }
+            Err(_) => return Some(Err(())),
+        }
+    }
+}
+
 /// Reads and drops what is left of a refused body, as far as the core's [`Drain`] says.
-async fn drain(announced: Option<&str>, chunks: &mut BodyDataStream) {
+async fn drain<B>(announced: Option<&str>, chunks: &mut B)
+where
+    B: Body<Data = Bytes> + Unpin,
+{
     let Some(mut drain) = Drain::new(announced) else {
         return;
     };
-    while let Some(Ok(chunk)) = chunks.next().await {
+    while let Some(Ok(chunk)) = next_chunk(chunks).await {
         if !drain.drop_chunk(chunk.len()) {
             break;
         }
@@ -141,20 +189,25 @@ async fn drain(announced: Option<&str>, chunks: &mut BodyDataStream) {
 }
 
 /// Reads the body through the core's cap, chunk by chunk.
-async fn read_capped(
-    announced: Option<&str>,
-    chunks: &mut BodyDataStream,
-) -> Result<Vec<u8>, BodyError> {
+async fn read_capped<B>(announced: Option<&str>, chunks: &mut B) -> Result<Vec<u8>, BodyError>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
     let mut capped = CappedBody::new(announced)?;
-    while let Some(chunk) = chunks.next().await {
-        capped.push(&chunk.map_err(|_| BodyError::Broken)?)?;
+    while let Some(chunk) = next_chunk(chunks).await {
+        capped.push(&chunk.map_err(|()| BodyError::Broken)?)?;
     }
     Ok(capped.finish())
 }
 
-fn respond(answer: Answer) -> Response {
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, answer.body).into_response();
+fn respond(answer: Answer) -> Reply {
+    let body = match answer.body {
+        Cow::Borrowed(text) => Bytes::from_static(text.as_bytes()),
+        Cow::Owned(text) => Bytes::from(text),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
