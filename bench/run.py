@@ -34,6 +34,16 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 RELAY = TARGET / "release" / "wecom-relay"
 TOOL = TARGET / "release" / "wecom-relay-bench"
 TICKS = os.sysconf("SC_CLK_TCK")
+# `--pin`: the CPUs of the load side (wrk, and the stand-in that plays WeCom) and of the server
+# under test, as taskset lists. None: every process runs anywhere (the default).
+PIN: tuple[str, str] | None = None
+
+
+def pinned(argv: list[str], side: str) -> list[str]:
+    """`argv` under taskset on `side`'s CPUs ("load" or "server") when `--pin` asks."""
+    if PIN is None:
+        return argv
+    return ["taskset", "-c", PIN[0] if side == "load" else PIN[1], *argv]
 
 
 def free_port() -> int:
@@ -89,7 +99,7 @@ class Standin:
     def __init__(self, users: int, slow_ms: int = 0):
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [str(TOOL), "standin", str(self.port), str(users), str(slow_ms)],
+            pinned([str(TOOL), "standin", str(self.port), str(users), str(slow_ms)], "load"),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         ready = self.proc.stdout.readline()
@@ -150,24 +160,24 @@ def start(kind: str, tmp: Path, params: dict, standin: Standin | None) -> Server
     if kind == "nginx":
         conf = (BENCH / "nginx.conf.in").read_text().replace("@DIR@", str(tmp)).replace("@PORT@", str(port))
         (tmp / "nginx.conf").write_text(conf)
-        return Server("nginx", ["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], port)
+        return Server("nginx", pinned(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], "server"), port)
     if kind == "stack":
-        return Server("stack", [str(TOOL), "stack", str(port)], port)
+        return Server("stack", pinned([str(TOOL), "stack", str(port)], "server"), port)
     if kind == "relay":
         cfg = relay_config(tmp, port, params, standin.url)
-        return Server("relay", [str(RELAY), "serve", "--config", str(cfg)], port,
+        return Server("relay", pinned([str(RELAY), "serve", "--config", str(cfg)], "server"), port,
                       env={"RUST_LOG": os.environ.get("BENCH_RELAY_LOG", "info")})
     if kind == "hermes":
-        return Server("hermes", [os.environ.get("BENCH_PYTHON", sys.executable),
-                                 str(BENCH / "hermes_adapter.py"), str(port), standin.url,
-                                 json.dumps(params)], port)
+        return Server("hermes", pinned([os.environ.get("BENCH_PYTHON", sys.executable),
+                                        str(BENCH / "hermes_adapter.py"), str(port), standin.url,
+                                        json.dumps(params)], "server"), port)
     raise ValueError(kind)
 
 
 def wrk(port: int, corpus: Path, secs: int, connections: int, threads: int) -> dict:
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{secs}s", "--latency", "--timeout", "5s",
-         "-s", str(BENCH / "wrk" / "callbacks.lua"), f"http://127.0.0.1:{port}/"],
+        pinned(["wrk", f"-t{threads}", f"-c{connections}", f"-d{secs}s", "--latency", "--timeout", "5s",
+                "-s", str(BENCH / "wrk" / "callbacks.lua"), f"http://127.0.0.1:{port}/"], "load"),
         env={**os.environ, "BENCH_CORPUS": str(corpus), "BENCH_THREADS": str(threads)},
         capture_output=True, text=True, check=True,
     ).stdout
@@ -438,6 +448,7 @@ def cold_start(tmp: Path, params: dict, args, rows: list) -> None:
 
 
 def main() -> None:
+    global PIN
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--secs", type=int, default=5, help="seconds of wrk per run")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is shown")
@@ -446,7 +457,15 @@ def main() -> None:
     p.add_argument("--core-secs", type=int, default=3)
     p.add_argument("--new-messages", type=int, default=300_000)
     p.add_argument("--only", choices=["core", "load", "worker", "cold"], action="append")
+    p.add_argument("--pin", action="store_true",
+                   help="load runs: wrk and the stand-in on CPU 0, the server under test on the "
+                        "other CPUs (taskset), so they do not take turns on the same cores")
     args = p.parse_args()
+    if args.pin:
+        cpus = os.cpu_count() or 1
+        if cpus < 2 or shutil.which("taskset") is None:
+            sys.exit("--pin needs at least two CPUs and taskset (util-linux)")
+        PIN = ("0", f"1-{cpus - 1}")
     only = set(args.only or ["core", "load", "worker", "cold"])
     params = json.loads(subprocess.run([str(TOOL), "params"], capture_output=True, text=True,
                                        check=True).stdout)
@@ -462,8 +481,9 @@ def main() -> None:
             cold_start(tmp, params, args, rows)
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), "?")
+    where = f", wrk and the stand-in on CPU {PIN[0]}, servers on CPUs {PIN[1]}" if PIN else ""
     print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), "
-          f"wrk -t{args.threads} -c{args.connections} -d{args.secs}s, median of {args.rounds} interleaved rounds\n")
+          f"wrk -t{args.threads} -c{args.connections} -d{args.secs}s{where}, median of {args.rounds} interleaved rounds\n")
     print("| case | figure | ratio | target |\n|---|---|---|---|")
     for case, figure, ratio, target in rows:
         print(f"| {case} | {figure} | {ratio} | {target} |")
