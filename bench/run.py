@@ -281,7 +281,7 @@ def load_section(tmp: Path, params: dict, args, rows: list) -> None:
         for kind in kinds:
             r = best[kind]
             label = {"nginx": "nginx, constant 200 (ceiling)",
-                     "stack": "the relay's HTTP stack, constant 200 (hyper, axum, tokio)",
+                     "stack": "the relay's HTTP stack, constant 200 (hyper, tokio)",
                      "relay": "wecom-relay native",
                      "hermes": "Hermes wecom_callback 0.19.0"}[kind]
             detail = (f"{r['rps']:,.0f} req/s, p50 {fmt_us(r['p50_us'])}, p99 {fmt_us(r['p99_us'])}, "

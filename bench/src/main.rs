@@ -13,9 +13,9 @@
 //!   or `valgrind --tool=callgrind`.
 //! - `bench standin PORT USERS [SLOW_MS]`: the stand-in for WeCom's API (`message/send` slowed
 //!   by SLOW_MS); answers `stats` on stdin.
-//! - `bench stack PORT`: the native relay's HTTP stack (its runtime, its hyper settings and
-//!   accept loop, an axum router) answering every request with a constant 200 once its body is
-//!   read: the load runs' measure of what the relay's own work costs above its stack.
+//! - `bench stack PORT`: the native relay's HTTP stack (its runtime, its hyper settings,
+//!   accept loop and answer writer) answering every request with a constant 200 once its body
+//!   is read: the load runs' measure of what the relay's own work costs above its stack.
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
@@ -398,11 +398,11 @@ mod standin {
 
 #[cfg(feature = "serve")]
 mod stack {
-    use axum::body::Bytes;
-    use axum::http::{header, HeaderValue, Request, Response, StatusCode};
-    use http_body_util::{BodyExt, Full, Limited};
+    use http_body_util::{BodyExt, Limited};
     use hyper::body::Incoming;
-    use wecom_relay::http::{serve_with, Reply, DEFAULT_REQUEST_TIMEOUT};
+    use hyper::Request;
+    use wecom_relay::http::{respond, serve_with, Reply, DEFAULT_REQUEST_TIMEOUT};
+    use wecom_relay_core::Answer;
     use wecom_relay_core::MAX_BODY_BYTES;
 
     /// Serves a constant `success` on `port` through the relay's own `serve_with`, on a
@@ -426,20 +426,14 @@ mod stack {
         });
     }
 
-    /// Reads the body (at most the relay's cap), then answers as the relay answers a retry.
+    /// Reads the body (at most the relay's cap), then answers as the relay answers a retry,
+    /// through the same `respond`.
     async fn constant(request: Request<Incoming>) -> Reply {
         let read = Limited::new(request.into_body(), MAX_BODY_BYTES)
             .collect()
             .await;
-        let mut response = Response::new(Full::new(Bytes::from_static(b"success")));
-        if read.is_err() {
-            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-        }
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
+        let status = if read.is_ok() { 200 } else { 413 };
+        respond(Answer::text(status, "success"))
     }
 }
 

@@ -200,7 +200,9 @@ where
     Ok(capped.finish())
 }
 
-fn respond(answer: Answer) -> Reply {
+/// Writes the core's `answer` as hyper sends it: status, `content-type`, headers and the body
+/// in one buffer (a constant body is not copied).
+pub fn respond(answer: Answer) -> Reply {
     let body = match answer.body {
         Cow::Borrowed(text) => Bytes::from_static(text.as_bytes()),
         Cow::Owned(text) => Bytes::from(text),
