@@ -303,7 +303,15 @@ fn measure(path: &str, secs: u64) {
     let now = now();
     // Every case must open, or the figure would time the error path.
     for case in &cases {
-        if let Err(e) = open_callback(&settings, &case.query, case.body.as_bytes(), now) {
+        let mut plain = Vec::new();
+        let opened = open_callback(
+            &settings,
+            &case.query,
+            case.body.as_bytes(),
+            now,
+            &mut plain,
+        );
+        if let Err(e) = opened {
             eprintln!("a corpus callback does not open: {e:?}");
             std::process::exit(1);
         }
@@ -314,7 +322,15 @@ fn measure(path: &str, secs: u64) {
     let mut buf = vec![0u8; 8192];
     for _ in 0..rounds {
         core.push(per_message(&cases, budget, |case| {
-            let inbound = open_callback(&settings, &case.query, case.body.as_bytes(), now);
+            // A new slot for each, as the relay's `handle_callback` has.
+            let mut plain = Vec::new();
+            let inbound = open_callback(
+                &settings,
+                &case.query,
+                case.body.as_bytes(),
+                now,
+                &mut plain,
+            );
             std::hint::black_box(inbound.is_ok());
         }));
         floor.push(per_message(&cases, budget, |case| {
@@ -343,8 +359,15 @@ fn profile(path: &str, rounds: u64) {
     let mut opened = 0u64;
     for _ in 0..rounds {
         for case in &cases {
-            opened +=
-                u64::from(open_callback(&settings, &case.query, case.body.as_bytes(), now).is_ok());
+            let mut plain = Vec::new();
+            let inbound = open_callback(
+                &settings,
+                &case.query,
+                case.body.as_bytes(),
+                now,
+                &mut plain,
+            );
+            opened += u64::from(inbound.is_ok());
         }
     }
     println!("{opened} callbacks opened");
@@ -452,7 +475,9 @@ mod tests {
         let now = now();
         let mut texts = 0;
         for case in &cases {
-            let inbound = open_callback(&s, &case.query, case.body.as_bytes(), now).unwrap();
+            let mut plain = Vec::new();
+            let inbound =
+                open_callback(&s, &case.query, case.body.as_bytes(), now, &mut plain).unwrap();
             if let wecom_relay_core::xml::MessageBody::Text { content } = &inbound.message.body {
                 texts += 1;
                 assert!(!content.is_empty() && content.len() <= 600);

@@ -71,13 +71,16 @@ fn bench(c: &mut Criterion) {
         let (query, body) = callback(&s, "你好，请帮我总结一下今天的会议纪要。");
         c.bench_function(&format!("open_callback/{apps}_apps/short"), |b| {
             b.iter(|| {
-                open_callback(
+                let mut plain = Vec::new();
+                let inbound = open_callback(
                     black_box(&s),
                     black_box(&query),
                     black_box(body.as_bytes()),
                     1_700_000_000,
+                    &mut plain,
                 )
-                .unwrap()
+                .unwrap();
+                black_box(inbound.dedup_key.len())
             })
         });
     }
@@ -85,13 +88,16 @@ fn bench(c: &mut Criterion) {
     let (query, body) = callback(&s, &"长消息".repeat(600));
     c.bench_function("open_callback/1_app/5.4KB", |b| {
         b.iter(|| {
-            open_callback(
+            let mut plain = Vec::new();
+            let inbound = open_callback(
                 black_box(&s),
                 black_box(&query),
                 black_box(body.as_bytes()),
                 1_700_000_000,
+                &mut plain,
             )
-            .unwrap()
+            .unwrap();
+            black_box(inbound.dedup_key.len())
         })
     });
     let (query, body) = callback(&s, "hello");

@@ -189,6 +189,15 @@ impl Routed {
         crate::text::utf8(self.opened.msg()).ok_or(RouteError::NotUtf8)
     }
 
+    /// The plaintext, checked as [`Routed::plaintext`] checks it, in the decrypted buffer,
+    /// which moves into `slot` (no copy) so that what is read from the plaintext can borrow
+    /// from it for as long as the caller keeps the slot.
+    pub fn plaintext_in(self, slot: &mut Vec<u8>) -> Result<&str, RouteError> {
+        let (buf, msg) = self.opened.into_parts();
+        *slot = buf;
+        crate::text::utf8(&slot[msg]).ok_or(RouteError::NotUtf8)
+    }
+
     /// The plaintext, owned.
     pub fn into_plaintext(self) -> Result<String, RouteError> {
         String::from_utf8(self.opened.into_msg()).map_err(|_| RouteError::NotUtf8)

@@ -215,6 +215,11 @@ impl Opened {
         &self.buf[self.msg_end..]
     }
 
+    /// The buffer, and where the message is in it.
+    pub fn into_parts(self) -> (Vec<u8>, core::ops::Range<usize>) {
+        (self.buf, HEADER_LEN..self.msg_end)
+    }
+
     /// The message, reusing the buffer.
     pub fn into_msg(mut self) -> Vec<u8> {
         self.buf.truncate(self.msg_end);

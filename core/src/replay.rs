@@ -112,7 +112,7 @@ impl ReplayConfig {
 pub fn dedup_key(msg: &Message) -> String {
     let agent = msg.agent_id.as_deref().unwrap_or("-");
     let mut key = String::with_capacity(msg.to_user_name.len() + agent.len() + 48);
-    for part in [msg.to_user_name.as_str(), ":", agent] {
+    for part in [msg.to_user_name.as_ref(), ":", agent] {
         key.push_str(part);
     }
     match &msg.msg_id {

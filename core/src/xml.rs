@@ -253,6 +253,21 @@ impl<'a> Fields<'a> {
         self.text(tag).map(str::to_owned)
     }
 
+    /// The field's text, taken out of its slot (each is read once), borrowed where it can be.
+    fn cow(&mut self, tag: Tag) -> Option<Cow<'a, str>> {
+        self.slots[tag as usize].take()
+    }
+
+    /// [`Fields::cow`], or empty.
+    fn cow_or_empty(&mut self, tag: Tag) -> Cow<'a, str> {
+        self.cow(tag).unwrap_or_default()
+    }
+
+    /// [`Fields::cow`], required.
+    fn cow_req(&mut self, tag: Tag) -> Result<Cow<'a, str>, XmlError> {
+        self.cow(tag).ok_or(XmlError::MissingField(tag.name()))
+    }
+
     fn req(&self, tag: Tag) -> Result<String, XmlError> {
         self.opt(tag).ok_or(XmlError::MissingField(tag.name()))
     }
@@ -516,17 +531,22 @@ fn finish_root(node: Node<'_>) -> Result<Node<'_>, XmlError> {
 }
 
 /// A required id-like field: present, not empty, not longer than `max` bytes, no control
-/// characters.
-fn id_field(fields: &Fields, tag: Tag, max: usize) -> Result<String, XmlError> {
-    let value = trim(fields.text(tag).ok_or(XmlError::MissingField(tag.name()))?);
-    if value.is_empty() || value.len() > max || crate::text::has_control(value) {
+/// characters; trimmed, and borrowed where it can be.
+fn id_field<'a>(fields: &mut Fields<'a>, tag: Tag, max: usize) -> Result<Cow<'a, str>, XmlError> {
+    let value = fields.cow_req(tag)?;
+    let trimmed = trim(&value);
+    if trimmed.is_empty() || trimmed.len() > max || crate::text::has_control(trimmed) {
         return Err(XmlError::InvalidField(tag.name()));
     }
-    Ok(value.to_owned())
+    Ok(match value {
+        Cow::Borrowed(text) => Cow::Borrowed(trim(text)),
+        Cow::Owned(text) if trim(&text).len() == text.len() => Cow::Owned(text),
+        Cow::Owned(text) => Cow::Owned(trim(&text).to_owned()),
+    })
 }
 
 /// An optional id-like field: empty counts as absent; otherwise as [`id_field`].
-fn opt_id_field(fields: &Fields, tag: Tag) -> Result<Option<String>, XmlError> {
+fn opt_id_field<'a>(fields: &mut Fields<'a>, tag: Tag) -> Result<Option<Cow<'a, str>>, XmlError> {
     match fields.text(tag) {
         Some(v) if trim(v).is_empty() => Ok(None),
         Some(_) => id_field(fields, tag, MAX_ID_BYTES).map(Some),
@@ -575,61 +595,64 @@ pub fn parse_envelope(body: &str) -> Result<Envelope<'_>, XmlError> {
     })
 }
 
-/// A decrypted callback message: the common header plus its typed body.
+/// A decrypted callback message: the common header plus its typed body, its text borrowed
+/// from the decrypted XML wherever the XML holds it as is (a field split across CDATA
+/// sections is the exception), so reading a message copies nothing that a WeCom retry, which
+/// is dropped after its dedup claim, would throw away. [`Message::into_owned`] detaches it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
+pub struct Message<'a> {
     /// `ToUserName`: the CorpID.
-    pub to_user_name: String,
+    pub to_user_name: Cow<'a, str>,
     /// `FromUserName`: the sender's UserID (or `sys` for some events).
-    pub from_user_name: String,
+    pub from_user_name: Cow<'a, str>,
     /// `CreateTime`, unix seconds.
     pub create_time: u64,
     /// `MsgId`, present on messages, absent on most events.
-    pub msg_id: Option<String>,
+    pub msg_id: Option<Cow<'a, str>>,
     /// `AgentID`.
-    pub agent_id: Option<String>,
+    pub agent_id: Option<Cow<'a, str>>,
     /// The typed content.
-    pub body: MessageBody,
+    pub body: MessageBody<'a>,
 }
 
 /// The content of a message, by `MsgType`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum MessageBody {
+pub enum MessageBody<'a> {
     /// `text`.
     Text {
         /// The text.
-        content: String,
+        content: Cow<'a, str>,
     },
     /// `image`.
     Image {
         /// A URL of the picture.
-        pic_url: String,
+        pic_url: Cow<'a, str>,
         /// Media id, valid for three days.
-        media_id: String,
+        media_id: Cow<'a, str>,
     },
     /// `voice`.
     Voice {
         /// Media id.
-        media_id: String,
+        media_id: Cow<'a, str>,
         /// `amr` or `speex`.
-        format: String,
+        format: Cow<'a, str>,
         /// WeCom's transcript (`Recognition`), when speech recognition is on for the app.
-        recognition: Option<String>,
+        recognition: Option<Cow<'a, str>>,
     },
     /// `video`.
     Video {
         /// Media id.
-        media_id: String,
+        media_id: Cow<'a, str>,
         /// Media id of the thumbnail.
-        thumb_media_id: String,
+        thumb_media_id: Cow<'a, str>,
     },
     /// `file`: WeCom sends it although its format page leaves it out.
     File {
         /// Media id.
-        media_id: String,
+        media_id: Cow<'a, str>,
         /// `FileName`.
-        file_name: String,
+        file_name: Cow<'a, str>,
         /// `FileSize` in bytes, when given.
         file_size: Option<u64>,
     },
@@ -640,31 +663,31 @@ pub enum MessageBody {
         /// `Location_Y`: longitude.
         longitude: f64,
         /// Map zoom.
-        scale: String,
+        scale: Cow<'a, str>,
         /// The place's description.
-        label: String,
+        label: Cow<'a, str>,
         /// `AppType`, e.g. `wxwork`, when present.
-        app_type: Option<String>,
+        app_type: Option<Cow<'a, str>>,
     },
     /// `link`.
     Link {
         /// Title.
-        title: String,
+        title: Cow<'a, str>,
         /// Description.
-        description: String,
+        description: Cow<'a, str>,
         /// The link.
-        url: String,
+        url: Cow<'a, str>,
         /// The cover picture.
-        pic_url: String,
+        pic_url: Cow<'a, str>,
     },
     /// `event`.
     Event(Event),
     /// A `MsgType` this version does not know, kept whole.
     Unknown {
         /// The `MsgType` as sent.
-        msg_type: String,
+        msg_type: Cow<'a, str>,
         /// The decrypted XML.
-        raw: String,
+        raw: Cow<'a, str>,
     },
 }
 
@@ -790,67 +813,143 @@ fn ascii_lower<'b>(s: &str, buf: &'b mut [u8; 8]) -> &'b str {
     }
 }
 
-/// Parses a decrypted callback XML.
-pub fn parse_message(xml: &str) -> Result<Message, XmlError> {
+/// Parses a decrypted callback XML, borrowing the message's text from it.
+pub fn parse_message(xml: &str) -> Result<Message<'_>, XmlError> {
     let mut f = Fields::new();
     f.read(xml)?;
-    let msg_type = f
-        .text(Tag::MsgType)
-        .ok_or(XmlError::MissingField("MsgType"))?;
+    let msg_type = f.cow_req(Tag::MsgType)?;
     let mut lower = [0u8; 8];
-    let body = match ascii_lower(msg_type, &mut lower) {
+    let body = match ascii_lower(&msg_type, &mut lower) {
         "text" => MessageBody::Text {
-            content: f.req(Tag::Content)?,
+            content: f.cow_req(Tag::Content)?,
         },
         "image" => MessageBody::Image {
-            pic_url: f.opt(Tag::PicUrl).unwrap_or_default(),
-            media_id: f.req(Tag::MediaId)?,
+            pic_url: f.cow_or_empty(Tag::PicUrl),
+            media_id: f.cow_req(Tag::MediaId)?,
         },
         "voice" => MessageBody::Voice {
-            media_id: f.req(Tag::MediaId)?,
-            format: f.opt(Tag::Format).unwrap_or_default(),
-            recognition: f.opt(Tag::Recognition).filter(|r| !r.trim().is_empty()),
+            media_id: f.cow_req(Tag::MediaId)?,
+            format: f.cow_or_empty(Tag::Format),
+            recognition: f.cow(Tag::Recognition).filter(|r| !r.trim().is_empty()),
         },
         "video" => MessageBody::Video {
-            media_id: f.req(Tag::MediaId)?,
-            thumb_media_id: f.opt(Tag::ThumbMediaId).unwrap_or_default(),
+            media_id: f.cow_req(Tag::MediaId)?,
+            thumb_media_id: f.cow_or_empty(Tag::ThumbMediaId),
         },
         "file" => MessageBody::File {
-            media_id: f.req(Tag::MediaId)?,
+            media_id: f.cow_req(Tag::MediaId)?,
             file_name: f
-                .opt(Tag::FileName)
-                .or_else(|| f.opt(Tag::Title))
+                .cow(Tag::FileName)
+                .or_else(|| f.cow(Tag::Title))
                 .filter(|n| !n.trim().is_empty())
-                .unwrap_or_else(|| "file".into()),
+                .unwrap_or(Cow::Borrowed("file")),
             file_size: f.text(Tag::FileSize).and_then(|s| s.trim().parse().ok()),
         },
         "location" => MessageBody::Location {
             latitude: f.num(Tag::LocationX)?,
             longitude: f.num(Tag::LocationY)?,
-            scale: f.opt(Tag::Scale).unwrap_or_default(),
-            label: f.opt(Tag::Label).unwrap_or_default(),
-            app_type: f.opt(Tag::AppType),
+            scale: f.cow_or_empty(Tag::Scale),
+            label: f.cow_or_empty(Tag::Label),
+            app_type: f.cow(Tag::AppType),
         },
         "link" => MessageBody::Link {
-            title: f.opt(Tag::Title).unwrap_or_default(),
-            description: f.opt(Tag::Description).unwrap_or_default(),
-            url: f.req(Tag::Url)?,
-            pic_url: f.opt(Tag::PicUrl).unwrap_or_default(),
+            title: f.cow_or_empty(Tag::Title),
+            description: f.cow_or_empty(Tag::Description),
+            url: f.cow_req(Tag::Url)?,
+            pic_url: f.cow_or_empty(Tag::PicUrl),
         },
         "event" => MessageBody::Event(parse_event(&f, xml)?),
         _ => MessageBody::Unknown {
-            msg_type: msg_type.to_owned(),
-            raw: xml.to_owned(),
+            msg_type,
+            raw: Cow::Borrowed(xml),
         },
     };
     Ok(Message {
-        to_user_name: id_field(&f, Tag::ToUserName, MAX_ID_BYTES)?,
-        from_user_name: id_field(&f, Tag::FromUserName, MAX_USER_ID_BYTES)?,
+        to_user_name: id_field(&mut f, Tag::ToUserName, MAX_ID_BYTES)?,
+        from_user_name: id_field(&mut f, Tag::FromUserName, MAX_USER_ID_BYTES)?,
         create_time: f.num(Tag::CreateTime)?,
-        msg_id: opt_id_field(&f, Tag::MsgId)?,
-        agent_id: opt_id_field(&f, Tag::AgentId)?,
+        msg_id: opt_id_field(&mut f, Tag::MsgId)?,
+        agent_id: opt_id_field(&mut f, Tag::AgentId)?,
         body,
     })
+}
+
+impl Message<'_> {
+    /// The message with its text copied out of the XML it was read from.
+    pub fn into_owned(self) -> Message<'static> {
+        let own = |text: Cow<'_, str>| Cow::Owned(text.into_owned());
+        let own_opt = |text: Option<Cow<'_, str>>| text.map(|t| Cow::Owned(t.into_owned()));
+        Message {
+            to_user_name: own(self.to_user_name),
+            from_user_name: own(self.from_user_name),
+            create_time: self.create_time,
+            msg_id: own_opt(self.msg_id),
+            agent_id: own_opt(self.agent_id),
+            body: match self.body {
+                MessageBody::Text { content } => MessageBody::Text {
+                    content: own(content),
+                },
+                MessageBody::Image { pic_url, media_id } => MessageBody::Image {
+                    pic_url: own(pic_url),
+                    media_id: own(media_id),
+                },
+                MessageBody::Voice {
+                    media_id,
+                    format,
+                    recognition,
+                } => MessageBody::Voice {
+                    media_id: own(media_id),
+                    format: own(format),
+                    recognition: own_opt(recognition),
+                },
+                MessageBody::Video {
+                    media_id,
+                    thumb_media_id,
+                } => MessageBody::Video {
+                    media_id: own(media_id),
+                    thumb_media_id: own(thumb_media_id),
+                },
+                MessageBody::File {
+                    media_id,
+                    file_name,
+                    file_size,
+                } => MessageBody::File {
+                    media_id: own(media_id),
+                    file_name: own(file_name),
+                    file_size,
+                },
+                MessageBody::Location {
+                    latitude,
+                    longitude,
+                    scale,
+                    label,
+                    app_type,
+                } => MessageBody::Location {
+                    latitude,
+                    longitude,
+                    scale: own(scale),
+                    label: own(label),
+                    app_type: own_opt(app_type),
+                },
+                MessageBody::Link {
+                    title,
+                    description,
+                    url,
+                    pic_url,
+                } => MessageBody::Link {
+                    title: own(title),
+                    description: own(description),
+                    url: own(url),
+                    pic_url: own(pic_url),
+                },
+                MessageBody::Event(event) => MessageBody::Event(event),
+                MessageBody::Unknown { msg_type, raw } => MessageBody::Unknown {
+                    msg_type: own(msg_type),
+                    raw: own(raw),
+                },
+            },
+        }
+    }
 }
 
 fn parse_event(f: &Fields, xml: &str) -> Result<Event, XmlError> {
@@ -1006,7 +1105,8 @@ mod tests {
             assert_eq!(msg.to_user_name, set.corp_id);
             assert!(matches!(msg.body, MessageBody::Text { .. }));
         }
-        let msg = parse_message(&vectors()[0].callback.expected_plaintext).unwrap();
+        let sets = vectors();
+        let msg = parse_message(&sets[0].callback.expected_plaintext).unwrap();
         assert_eq!(msg.from_user_name, "ChenJiaShun");
         assert_eq!(msg.create_time, 1476422779);
         assert_eq!(msg.msg_id.as_deref(), Some("1456453720"));
@@ -1067,7 +1167,8 @@ mod tests {
             ),
         ];
         for (inner, expected) in cases {
-            let msg = parse_message(&wrap(inner)).unwrap();
+            let xml = wrap(inner);
+            let msg = parse_message(&xml).unwrap();
             assert_eq!(msg.body, expected);
             assert!(msg.msg_id.is_some());
             assert_eq!(msg.agent_id.as_deref(), Some("1000002"));
@@ -1143,7 +1244,7 @@ mod tests {
             msg.body,
             MessageBody::Unknown {
                 msg_type: "hologram".into(),
-                raw: xml.clone()
+                raw: xml.as_str().into()
             }
         );
         let xml = wrap("<MsgType>event</MsgType><Event>change_contact</Event><ChangeType>update_user</ChangeType>");
@@ -1212,6 +1313,44 @@ mod tests {
         let fields: String = (0..400).map(|i| format!("<x{i}>1</x{i}>")).collect();
         let xml = format!("<xml><Encrypt>e</Encrypt>{fields}</xml>");
         assert_eq!(parse_envelope(&xml).unwrap().encrypt, "e");
+    }
+
+    #[test]
+    fn a_message_borrows_its_text_and_copies_only_what_it_must() {
+        let xml = wrap("<MsgType>text</MsgType><Content><![CDATA[hi ]]]]><![CDATA[> there]]></Content><MsgId> 7 </MsgId>");
+        let msg = parse_message(&xml).unwrap();
+        let borrowed = |text: &Cow<'_, str>| matches!(text, Cow::Borrowed(_));
+        assert!(borrowed(&msg.to_user_name) && borrowed(&msg.from_user_name));
+        // Trimmed, and still borrowed.
+        assert_eq!(msg.msg_id, Some(Cow::Borrowed("7")));
+        assert!(borrowed(msg.agent_id.as_ref().unwrap()));
+        // Split across two CDATA sections: the one field that must be joined into a copy.
+        let MessageBody::Text { content } = &msg.body else {
+            panic!("{:?}", msg.body)
+        };
+        assert_eq!(
+            (content.as_ref(), borrowed(content)),
+            ("hi ]]> there", false)
+        );
+        let xml = wrap("<MsgType>text</MsgType><Content><![CDATA[你好]]></Content>");
+        let msg = parse_message(&xml).unwrap();
+        assert_eq!(
+            msg.body,
+            MessageBody::Text {
+                content: Cow::Borrowed("你好")
+            }
+        );
+        // Owned, it is the same message and outlives the XML.
+        let owned: Message<'static> = msg.clone().into_owned();
+        drop(xml);
+        assert_eq!(owned.body, msg_text("你好"));
+        assert_eq!(owned.from_user_name, "Alice");
+    }
+
+    fn msg_text(text: &str) -> MessageBody<'static> {
+        MessageBody::Text {
+            content: Cow::Owned(text.into()),
+        }
     }
 
     #[test]

@@ -129,7 +129,7 @@ fn wechatpy_callbacks_route_across_two_corps_sharing_a_user_id() {
         assert_eq!(
             msg.body,
             MessageBody::Text {
-                content: format!("hi from {}", p.corp_id)
+                content: format!("hi from {}", p.corp_id).into()
             }
         );
 

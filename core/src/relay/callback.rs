@@ -6,9 +6,10 @@
 //! Order of checks on `POST`: size, query, envelope, signature and decryption (routing),
 //! timestamp window, message XML. Unauthenticated input never reaches the window or the parser.
 
-use alloc::borrow::ToOwned;
+use alloc::borrow::{Cow, ToOwned};
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 
 use crate::apps::{RouteError, SignedQuery};
@@ -127,26 +128,37 @@ pub fn verify_url(settings: &Settings, raw_query: &str) -> Result<(usize, String
     Ok((app, echo))
 }
 
-/// A verified, decrypted, parsed callback.
+/// A verified, decrypted, parsed callback, its message borrowed from the decrypted XML.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Inbound {
+pub struct Inbound<'a> {
     /// Index of the app in `settings.apps`.
     pub app: usize,
-    /// The message.
-    pub message: Message,
-    /// The sender, scoped by corp.
-    pub user: ScopedUser,
+    /// The message (its `to_user_name` is the app's corp, checked).
+    pub message: Message<'a>,
     /// The dedup key.
     pub dedup_key: String,
 }
 
-/// Verifies, decrypts, routes and parses a callback `POST`.
-pub fn open_callback(
+impl Inbound<'_> {
+    /// The sender, scoped by corp.
+    pub fn user(&self) -> ScopedUser {
+        ScopedUser::new(
+            self.message.to_user_name.as_ref(),
+            self.message.from_user_name.as_ref(),
+        )
+    }
+}
+
+/// Verifies, decrypts, routes and parses a callback `POST`. The decrypted XML goes into
+/// `plain` (its old contents are dropped), which the message borrows from: a callback that
+/// turns out to be a retry is read without copying its text out.
+pub fn open_callback<'p>(
     settings: &Settings,
     raw_query: &str,
     body: &[u8],
     now: u64,
-) -> Result<Inbound, Rejection> {
+    plain: &'p mut Vec<u8>,
+) -> Result<Inbound<'p>, Rejection> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Rejection::Body(BodyError::TooLarge));
     }
@@ -160,13 +172,14 @@ pub fn open_callback(
         .replay
         .check_timestamp(&q.timestamp, now)
         .map_err(Rejection::Stale)?;
-    let plaintext = routed.plaintext().map_err(route_rejection)?;
+    let index = routed.app;
+    let plaintext = routed.plaintext_in(plain).map_err(route_rejection)?;
     let message = parse_message(plaintext).map_err(Rejection::Message)?;
     let app = settings
         .apps
-        .get(routed.app)
+        .get(index)
         .expect("route returns a valid index");
-    if message.to_user_name != app.corp_id.as_str() {
+    if message.to_user_name.as_ref() != app.corp_id.as_str() {
         return Err(Rejection::CorpMismatch);
     }
     // Users' messages always name the app; some events (contact changes) do not. (No two
@@ -178,12 +191,10 @@ pub fn open_callback(
     if !agent_ok {
         return Err(Rejection::AgentMismatch);
     }
-    let user = ScopedUser::new(app.corp_id.as_str(), message.from_user_name.as_str());
     let dedup_key = dedup_key(&message);
     Ok(Inbound {
-        app: routed.app,
+        app: index,
         message,
-        user,
         dedup_key,
     })
 }
@@ -238,43 +249,48 @@ pub fn deny_notice_key(user: &ScopedUser) -> String {
 
 /// Decides what an opened callback leads to, taking the message's fields into the job
 /// rather than copying them (a WeCom retry costs no more than its claim).
-pub fn decide(settings: &Settings, inbound: Inbound) -> Decision {
+pub fn decide(settings: &Settings, inbound: Inbound<'_>) -> Decision {
     let Inbound {
         app,
         message,
-        user,
         dedup_key,
     } = inbound;
     let app = settings
         .apps
         .get(app)
         .expect("inbound carries a valid index");
+    let user = ScopedUser::new(app.corp_id.as_str(), message.from_user_name);
     let create_time = message.create_time;
     let input = match message.body {
-        MessageBody::Text { content } => AgentInput::Text { text: content },
-        MessageBody::Image { pic_url, media_id } => AgentInput::Image { media_id, pic_url },
+        MessageBody::Text { content } => AgentInput::Text {
+            text: content.into_owned(),
+        },
+        MessageBody::Image { pic_url, media_id } => AgentInput::Image {
+            media_id: media_id.into_owned(),
+            pic_url: pic_url.into_owned(),
+        },
         MessageBody::Voice {
             media_id,
             format,
             recognition,
         } => AgentInput::Voice {
-            media_id,
-            format,
-            transcript: recognition,
+            media_id: media_id.into_owned(),
+            format: format.into_owned(),
+            transcript: recognition.map(Cow::into_owned),
         },
         MessageBody::Video {
             media_id,
             thumb_media_id,
         } => AgentInput::Video {
-            media_id,
-            thumb_media_id,
+            media_id: media_id.into_owned(),
+            thumb_media_id: thumb_media_id.into_owned(),
         },
         MessageBody::File {
             media_id,
             file_name,
             file_size,
         } => AgentInput::File {
-            media_id,
+            media_id: media_id.into_owned(),
             file_name: media::clean_name(&file_name),
             file_size,
         },
@@ -286,7 +302,7 @@ pub fn decide(settings: &Settings, inbound: Inbound) -> Decision {
         } => AgentInput::Location {
             latitude,
             longitude,
-            label,
+            label: label.into_owned(),
         },
         MessageBody::Link {
             title,
@@ -294,9 +310,9 @@ pub fn decide(settings: &Settings, inbound: Inbound) -> Decision {
             url,
             ..
         } => AgentInput::Link {
-            title,
-            description,
-            url,
+            title: title.into_owned(),
+            description: description.into_owned(),
+            url: url.into_owned(),
         },
         MessageBody::Event(Event::Click { key }) if settings.menu_commands.contains_key(&key) => {
             AgentInput::Text {
@@ -524,7 +540,8 @@ pub async fn handle_callback<D: DedupStore, S: JobSink>(
     body: &[u8],
     now: u64,
 ) -> Outcome {
-    let inbound = match open_callback(settings, raw_query, body, now) {
+    let mut plain = Vec::new();
+    let inbound = match open_callback(settings, raw_query, body, now, &mut plain) {
         Ok(inbound) => inbound,
         Err(r) => return Outcome::Rejected(r),
     };
@@ -592,15 +609,17 @@ mod tests {
             (0, set.verify_url.expected_body.as_str())
         );
         let now = set.callback.timestamp.parse::<u64>().unwrap() + 5;
+        let mut plain = Vec::new();
         let inbound = open_callback(
             &settings,
             &set.callback.query,
             set.callback.body.as_bytes(),
             now,
+            &mut plain,
         )
         .unwrap();
         assert_eq!(
-            inbound.user.to_string(),
+            inbound.user().to_string(),
             format!("{}:ChenJiaShun", set.corp_id)
         );
         match decide(&settings, inbound) {
@@ -629,8 +648,11 @@ mod tests {
         let (settings, set) = official();
         let now = set.callback.timestamp.parse::<u64>().unwrap();
         let body = set.callback.body.as_bytes();
-        let status =
-            |q: &str, b: &[u8], now: u64| open_callback(&settings, q, b, now).unwrap_err().status();
+        let status = |q: &str, b: &[u8], now: u64| {
+            open_callback(&settings, q, b, now, &mut Vec::new())
+                .unwrap_err()
+                .status()
+        };
         assert_eq!(
             status(&set.callback.query, &[b' '; MAX_BODY_BYTES + 1], now),
             413
@@ -642,9 +664,15 @@ mod tests {
         assert_eq!(status(&tampered, body, now), 403);
         assert_eq!(status(&set.callback.query, body, now + 601), 400);
         assert_eq!(
-            open_callback(&settings, &set.callback.query, body, now + 601)
-                .unwrap_err()
-                .outcome(),
+            open_callback(
+                &settings,
+                &set.callback.query,
+                body,
+                now + 601,
+                &mut Vec::new()
+            )
+            .unwrap_err()
+            .outcome(),
             "stale"
         );
         assert_eq!(
@@ -673,7 +701,8 @@ mod tests {
             let body =
                 crate::xml::callback_envelope_xml(crypt.receive_id(), &sealed.encrypt, "1000002");
             let q = format!("msg_signature={}&timestamp=100&nonce=n", sealed.signature);
-            let inbound = open_callback(settings, &q, body.as_bytes(), 100).unwrap();
+            let mut plain = Vec::new();
+            let inbound = open_callback(settings, &q, body.as_bytes(), 100, &mut plain).unwrap();
             decide(settings, inbound)
         };
         let text = "<MsgType>text</MsgType><Content>hi</Content><MsgId>5</MsgId>";
@@ -726,7 +755,8 @@ mod tests {
             let body =
                 crate::xml::callback_envelope_xml(crypt.receive_id(), &sealed.encrypt, "1000002");
             let q = format!("msg_signature={}&timestamp={at}&nonce=n", sealed.signature);
-            let inbound = open_callback(settings, &q, body.as_bytes(), at).unwrap();
+            let mut plain = Vec::new();
+            let inbound = open_callback(settings, &q, body.as_bytes(), at, &mut plain).unwrap();
             decide(settings, inbound)
         };
         let enter = "<MsgType>event</MsgType><Event>enter_agent</Event>";
