@@ -24,7 +24,7 @@ use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, KeyIvInit};
 use base64::Engine;
 use sha1::{Digest, Sha1};
 use wecom_relay_core::crypto::{MsgCrypt, Sealed};
-use wecom_relay_core::relay::open_callback;
+use wecom_relay_core::relay::{open_callback, Rejection};
 use wecom_relay_core::xml::{callback_envelope_xml, parse_envelope};
 use wecom_relay_core::{RawSettings, Settings};
 
@@ -294,6 +294,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Opens one case as the relay's `handle_callback` opens a callback: verify, decrypt, route
+/// and parse, into a new slot for the decrypted buffer, dropped with the message.
+fn open_case(settings: &Settings, case: &Case, now: u64) -> Result<(), Rejection> {
+    let mut plain = Vec::new();
+    let inbound = open_callback(settings, &case.query, case.body.as_bytes(), now, &mut plain)?;
+    std::hint::black_box(&inbound);
+    Ok(())
+}
+
 fn measure(path: &str, secs: u64) {
     let cases = load_cases(path);
     let settings = settings();
@@ -303,15 +312,7 @@ fn measure(path: &str, secs: u64) {
     let now = now();
     // Every case must open, or the figure would time the error path.
     for case in &cases {
-        let mut plain = Vec::new();
-        let opened = open_callback(
-            &settings,
-            &case.query,
-            case.body.as_bytes(),
-            now,
-            &mut plain,
-        );
-        if let Err(e) = opened {
+        if let Err(e) = open_case(&settings, case, now) {
             eprintln!("a corpus callback does not open: {e:?}");
             std::process::exit(1);
         }
@@ -322,16 +323,7 @@ fn measure(path: &str, secs: u64) {
     let mut buf = vec![0u8; 8192];
     for _ in 0..rounds {
         core.push(per_message(&cases, budget, |case| {
-            // A new slot for each, as the relay's `handle_callback` has.
-            let mut plain = Vec::new();
-            let inbound = open_callback(
-                &settings,
-                &case.query,
-                case.body.as_bytes(),
-                now,
-                &mut plain,
-            );
-            std::hint::black_box(inbound.is_ok());
+            std::hint::black_box(open_case(&settings, case, now).is_ok());
         }));
         floor.push(per_message(&cases, budget, |case| {
             let digest = Sha1::digest(&case.signed);
@@ -359,15 +351,7 @@ fn profile(path: &str, rounds: u64) {
     let mut opened = 0u64;
     for _ in 0..rounds {
         for case in &cases {
-            let mut plain = Vec::new();
-            let inbound = open_callback(
-                &settings,
-                &case.query,
-                case.body.as_bytes(),
-                now,
-                &mut plain,
-            );
-            opened += u64::from(inbound.is_ok());
+            opened += u64::from(open_case(&settings, case, now).is_ok());
         }
     }
     println!("{opened} callbacks opened");
