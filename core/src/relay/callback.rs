@@ -150,8 +150,8 @@ impl Inbound<'_> {
 }
 
 /// Verifies, decrypts, routes and parses a callback `POST`. The decrypted XML goes into
-/// `plain` (its old contents are dropped), which the message borrows from: a callback that
-/// turns out to be a retry is read without copying its text out.
+/// `plain` (its old contents are dropped), which the message borrows from: reading it copies
+/// none of its text.
 pub fn open_callback<'p>(
     settings: &Settings,
     raw_query: &str,
@@ -247,8 +247,8 @@ pub fn deny_notice_key(user: &ScopedUser) -> String {
     format!("deny:{}", user.key())
 }
 
-/// Decides what an opened callback leads to, taking the message's fields into the job
-/// rather than copying them (a WeCom retry costs no more than its claim).
+/// Decides what an opened callback leads to, copying out of the borrowed message only what
+/// the job keeps (a field split across CDATA sections, already a copy, moves).
 pub fn decide(settings: &Settings, inbound: Inbound<'_>) -> Decision {
     let Inbound {
         app,
