@@ -218,10 +218,18 @@ impl CappedBody {
 
     /// Adds a chunk; fails once the body is over the cap.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), BodyTooLarge> {
-        if self.bytes.len() + chunk.len() > MAX_BODY_BYTES {
+        self.fits(chunk.len())?;
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// Whether a chunk of `len` bytes would still fit under the cap, without adding it. A
+    /// twin whose stack lends chunks checks the first one so and keeps it as it is when the
+    /// body ends with it, as a callback's nearly always does: no copy, no allocation.
+    pub fn fits(&self, len: usize) -> Result<(), BodyTooLarge> {
+        if self.bytes.len() + len > MAX_BODY_BYTES {
             return Err(BodyTooLarge);
         }
-        self.bytes.extend_from_slice(chunk);
         Ok(())
     }
 
@@ -356,7 +364,11 @@ mod tests {
         assert_eq!(body.push(b"c"), Err(BodyTooLarge));
         assert_eq!(body.finish().len(), MAX_BODY_BYTES);
         let mut small = CappedBody::new(Some(" 5 ")).unwrap();
+        assert_eq!(small.fits(MAX_BODY_BYTES), Ok(()));
+        assert_eq!(small.fits(MAX_BODY_BYTES + 1), Err(BodyTooLarge));
         small.push(b"hello").unwrap();
+        assert_eq!(small.fits(MAX_BODY_BYTES - 5), Ok(()));
+        assert_eq!(small.fits(MAX_BODY_BYTES - 4), Err(BodyTooLarge));
         assert_eq!(small.finish(), b"hello");
     }
 

@@ -188,16 +188,28 @@ where
     }
 }
 
-/// Reads the body through the core's cap, chunk by chunk.
-async fn read_capped<B>(announced: Option<&str>, chunks: &mut B) -> Result<Vec<u8>, BodyError>
+/// Reads the body through the core's cap, chunk by chunk. A body that came in one chunk (a
+/// callback nearly always does: hyper lends it from the buffer it read the request into) is
+/// kept as that chunk; only a body in several is copied into one buffer.
+async fn read_capped<B>(announced: Option<&str>, chunks: &mut B) -> Result<Bytes, BodyError>
 where
     B: Body<Data = Bytes> + Unpin,
 {
     let mut capped = CappedBody::new(announced)?;
+    let Some(first) = next_chunk(chunks).await else {
+        return Ok(Bytes::new());
+    };
+    let first = first.map_err(|()| BodyError::Broken)?;
+    capped.fits(first.len())?;
+    let Some(second) = next_chunk(chunks).await else {
+        return Ok(first);
+    };
+    capped.push(&first)?;
+    capped.push(&second.map_err(|()| BodyError::Broken)?)?;
     while let Some(chunk) = next_chunk(chunks).await {
         capped.push(&chunk.map_err(|()| BodyError::Broken)?)?;
     }
-    Ok(capped.finish())
+    Ok(Bytes::from(capped.finish()))
 }
 
 /// Writes the core's `answer` as hyper sends it: status, `content-type`, headers and the body
@@ -222,4 +234,73 @@ pub fn respond(answer: Answer) -> Reply {
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use wecom_relay_core::MAX_BODY_BYTES;
+
+    /// A body that delivers `chunks` one frame each, then ends (or breaks, if `broken`).
+    fn body(
+        chunks: Vec<Vec<u8>>,
+        broken: bool,
+    ) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Unpin>
+    {
+        let frames = chunks
+            .into_iter()
+            .map(|c| Ok(Frame::data(Bytes::from(c))))
+            .chain(broken.then(|| Err(std::io::Error::other("reset"))));
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    async fn read(chunks: Vec<Vec<u8>>, broken: bool) -> Result<Bytes, BodyError> {
+        read_capped(None, &mut body(chunks, broken)).await
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_under_the_cap_from_one_chunk_or_several() {
+        assert_eq!(read(vec![], false).await.unwrap(), Bytes::new());
+        let one = Bytes::from_static(b"<xml>one chunk</xml>");
+        let mut kept = body(vec![one.to_vec()], false);
+        assert_eq!(read_capped(None, &mut kept).await.unwrap(), one);
+        let joined = read(
+            vec![b"<xml>".to_vec(), b"in ".to_vec(), b"three</xml>".to_vec()],
+            false,
+        );
+        assert_eq!(
+            joined.await.unwrap(),
+            Bytes::from_static(b"<xml>in three</xml>")
+        );
+        let whole = read(vec![vec![b'a'; MAX_BODY_BYTES]], false).await.unwrap();
+        assert_eq!(whole.len(), MAX_BODY_BYTES);
+        let split = vec![vec![b'a'; MAX_BODY_BYTES - 1], vec![b'b']];
+        assert_eq!(read(split, false).await.unwrap().len(), MAX_BODY_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_cap_or_broken_is_refused_however_it_is_chunked() {
+        let over = |chunks| async move { read(chunks, false).await.unwrap_err() };
+        assert!(matches!(
+            over(vec![vec![0; MAX_BODY_BYTES + 1]]).await,
+            BodyError::TooLarge
+        ));
+        let two = vec![vec![0; MAX_BODY_BYTES], vec![0]];
+        assert!(matches!(over(two).await, BodyError::TooLarge));
+        let three = vec![vec![0; 10], vec![0; 10], vec![0; MAX_BODY_BYTES]];
+        assert!(matches!(over(three).await, BodyError::TooLarge));
+        for chunks in [
+            vec![],
+            vec![b"<xml>".to_vec()],
+            vec![b"a".to_vec(), b"b".to_vec()],
+        ] {
+            let broken = read(chunks, true).await.unwrap_err();
+            assert!(matches!(broken, BodyError::Broken), "{broken:?}");
+        }
+        let announced = (MAX_BODY_BYTES + 1).to_string();
+        let refused = read_capped(Some(&announced), &mut body(vec![b"x".to_vec()], false)).await;
+        assert!(matches!(refused, Err(BodyError::TooLarge)));
+    }
 }
