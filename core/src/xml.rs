@@ -341,11 +341,11 @@ impl<'a> Fields<'a> {
                 return None;
             }
             let mut content = &rest[name_len + 1..];
-            let mut text = Cow::Borrowed("");
+            let mut text = FlatText::default();
             loop {
                 if let Some(data) = content.strip_prefix(CDATA) {
                     let end = cdata_end(data.as_bytes())?;
-                    push_text(&mut text, Cow::Borrowed(&data[..end]));
+                    text.push(&data[..end]);
                     content = &data[end + 3..];
                     continue;
                 }
@@ -353,7 +353,7 @@ impl<'a> Fields<'a> {
                 // as it is not `</`.
                 let stop = markup_at(content.as_bytes())?;
                 if stop > 0 {
-                    push_text(&mut text, Cow::Borrowed(&content[..stop]));
+                    text.push(&content[..stop]);
                     content = &content[stop..];
                     continue;
                 }
@@ -361,7 +361,41 @@ impl<'a> Fields<'a> {
                 rest = end.strip_prefix('>')?;
                 break;
             }
-            *slot = Some(text);
+            *slot = Some(text.into_cow());
+        }
+    }
+}
+
+/// A field's text as the fast path gathers it: its first piece borrowed, and a copy only
+/// once a second piece (a field split across CDATA sections, once per `]]>` in it) arrives.
+/// The copy starts with room for twice what it holds, so a field split several times is
+/// seldom grown more than once. The usual field, one piece, stays a borrowed `&str`.
+#[derive(Default)]
+struct FlatText<'a> {
+    first: &'a str,
+    joined: Option<String>,
+}
+
+impl<'a> FlatText<'a> {
+    #[inline]
+    fn push(&mut self, piece: &'a str) {
+        match &mut self.joined {
+            Some(joined) => joined.push_str(piece),
+            None if self.first.is_empty() => self.first = piece,
+            None => {
+                let mut joined = String::with_capacity(2 * (self.first.len() + piece.len()));
+                joined.push_str(self.first);
+                joined.push_str(piece);
+                self.joined = Some(joined);
+            }
+        }
+    }
+
+    #[inline]
+    fn into_cow(self) -> Cow<'a, str> {
+        match self.joined {
+            Some(joined) => Cow::Owned(joined),
+            None => Cow::Borrowed(self.first),
         }
     }
 }
@@ -390,8 +424,9 @@ fn general_fields(input: &str) -> Result<Fields<'_>, XmlError> {
     Ok(fields)
 }
 
-/// Appends `piece` to `text` (a field's or an element's), taking it whole when it is the
-/// first, so a field of one CDATA section or one run of text stays borrowed.
+/// Appends `piece` to an element's text (the general path's; the fast path has
+/// [`FlatText`]), taking it whole when it is the first, so an element of one CDATA section
+/// or one run of text stays borrowed.
 fn push_text<'a>(text: &mut Cow<'a, str>, piece: Cow<'a, str>) {
     if text.is_empty() {
         *text = piece;
