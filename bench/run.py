@@ -18,6 +18,7 @@ import gzip
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -175,14 +176,33 @@ def start(kind: str, tmp: Path, params: dict, standin: Standin | None) -> Server
 
 
 def wrk(port: int, corpus: Path, secs: int, connections: int, threads: int) -> dict:
-    out = subprocess.run(
+    """One wrk run; with `wrk_cpu_us_per_req`, wrk's own CPU over the timed requests."""
+    marker = Path(f"{corpus}.ready")  # made by callbacks.lua once every thread has loaded
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen(
         pinned(["wrk", f"-t{threads}", f"-c{connections}", f"-d{secs}s", "--latency", "--timeout", "5s",
                 "-s", str(BENCH / "wrk" / "callbacks.lua"), f"http://127.0.0.1:{port}/"], "load"),
         env={**os.environ, "BENCH_CORPUS": str(corpus), "BENCH_THREADS": str(threads)},
-        capture_output=True, text=True, check=True,
-    ).stdout
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # wrk's clock starts when the last thread has loaded the corpus: what it spends from
+    # then on is its cost of the timed requests, without the loading.
+    loaded = None
+    while loaded is None and proc.poll() is None:
+        if marker.exists():
+            loaded = cpu_ticks([proc.pid]) / TICKS
+        else:
+            time.sleep(0.002)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args, out, err)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next(l for l in out.splitlines() if l.startswith("BENCH "))
-    return json.loads(line[len("BENCH "):])
+    r = json.loads(line[len("BENCH "):])
+    if loaded is not None:
+        spent = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        r["wrk_cpu_us_per_req"] = (spent - loaded) * 1e6 / max(r["requests"], 1)
+    return r
 
 
 def load_run(kind: str, workload: dict, tmp: Path, params: dict, args) -> dict:
@@ -192,6 +212,7 @@ def load_run(kind: str, workload: dict, tmp: Path, params: dict, args) -> dict:
     try:
         pids = server.pids()
         before = cpu_ticks(pids)
+        api_before = cpu_ticks([standin.proc.pid]) if standin else 0
         r = wrk(server.port, workload["corpus"], args.secs, args.connections, args.threads)
         pids = server.pids()
         r["cpu_us_per_req"] = (cpu_ticks(pids) - before) / TICKS * 1e6 / max(r["requests"], 1)
@@ -199,6 +220,9 @@ def load_run(kind: str, workload: dict, tmp: Path, params: dict, args) -> dict:
             # Let accepted work finish (the API is local), then read the peak.
             time.sleep(workload.get("settle", 2))
             r["sent"] = standin.stats()["send_calls"]
+            if r["sent"]:
+                r["api_cpu_us_per_send"] = ((cpu_ticks([standin.proc.pid]) - api_before) / TICKS
+                                            * 1e6 / r["sent"])
         r["peak_rss_mib"] = peak_rss_kib(pids) / 1024
         r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
         r["errors"] = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
@@ -298,6 +322,10 @@ def load_section(tmp: Path, params: dict, args, rows: list) -> None:
                 detail += f", {r['status']:,} refused ({accepted_rps(r):,.0f} req/s taken on)"
             if "sent" in r:
                 detail += f", answers sent {r['sent']:,}"
+            if "api_cpu_us_per_send" in r:
+                detail += f" (the stand-in: {r['api_cpu_us_per_send']:.0f} µs CPU a send)"
+            if "wrk_cpu_us_per_req" in r:
+                detail += f"; wrk: {r['wrk_cpu_us_per_req']:.0f} µs CPU/req"
             if r["wrapped"]:
                 detail += f", {r['wrapped']:,} past the corpus (duplicates)"
             ratio = ""
