@@ -389,7 +389,7 @@ struct FlatText<'a> {
 }
 
 impl<'a> FlatText<'a> {
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, piece: &'a str) {
         match &mut self.joined {
             Some(joined) => joined.push_str(piece),
@@ -403,7 +403,7 @@ impl<'a> FlatText<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn into_cow(self) -> Cow<'a, str> {
         match self.joined {
             Some(joined) => Cow::Owned(joined),
