@@ -465,10 +465,6 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Lower-case hex only, as Tencent's SDKs compare it: `ABCD…` or ` abcd…` is not a signature.
-/// Read through a table with no branch per digit: a signature's digits are random, and a
-/// branch on each (digit or letter) was mispredicted often enough to cost more than the
-/// rest of the check outside SHA1.
 /// Two digests compared in constant time, as three words (`subtle` compares a byte slice a
 /// byte at a time, each through an optimization barrier).
 fn ct_eq_20(a: &[u8; 20], b: &[u8; 20]) -> subtle::Choice {
@@ -486,6 +482,10 @@ fn ct_eq_20(a: &[u8; 20], b: &[u8; 20]) -> subtle::Choice {
     a.0.ct_eq(&b.0) & a.1.ct_eq(&b.1) & a.2.ct_eq(&b.2)
 }
 
+/// Lower-case hex only, as Tencent's SDKs compare it: `ABCD…` or ` abcd…` is not a signature.
+/// Read through a table with no branch per digit: a signature's digits are random, and a
+/// branch on each (digit or letter) was mispredicted often enough to cost more than the
+/// rest of the check outside SHA1.
 fn from_hex_20(s: &str) -> Option<[u8; 20]> {
     let s: &[u8; 40] = s.as_bytes().try_into().ok()?;
     let mut out = [0u8; 20];

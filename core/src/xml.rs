@@ -495,7 +495,7 @@ fn trim(s: &str) -> &str {
     }
 }
 
-/// The general path of [`parse_fields`]: quick-xml's reader, for any XML.
+/// The general path of [`Fields::read`]: quick-xml's reader, for any XML.
 fn general_tree(input: &str) -> Result<Node<'_>, XmlError> {
     let mut reader = Reader::from_str(input);
     let mut stack: Vec<Node<'_>> = Vec::with_capacity(4);
